@@ -1,0 +1,520 @@
+"""The authoritative engine: a mutation in, committed changes out, through a Store.
+
+Theory of operation for :meth:`Engine.apply` (one write transaction per mutation):
+
+1. The client id must belong to the principal (invariant 4).
+2. Mutation ids go 1, 2, 3 … per client. An id at or below the client's last is a
+   replay: the kept ack is returned and nothing is applied again. An id above last + 1
+   is a gap: refused, nothing used up (invariant 3).
+3. The client's last id advances by a conditional update, the transaction's first write.
+4. Every op is resolved against the record as earlier ops of the same mutation left it
+   (:func:`syncline.merge.resolve`); then every touched record is validated against its
+   model, references are checked, and write rules see before and after (invariants 5,
+   10). A permanent refusal is stored as the mutation's ack: it uses up the id.
+5. Under ``whole`` mode a conflict on a ``manual`` field applies nothing; the ack
+   carries the conflict. Otherwise changed records are written, one log entry per
+   record at one new ``seq``, and the ack is kept until the client confirms it.
+6. The ack is returned only after the transaction committed (invariant 2); then the
+   commit listeners learn that the head moved.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .cursor import Cursor
+from .exceptions import (
+    ClientIdTaken,
+    CursorAhead,
+    CursorReset,
+    CursorTooOld,
+    Forbidden,
+    InvalidMutation,
+    MissingReference,
+    MutationGap,
+    MutationRefused,
+    RetryLater,
+)
+from .merge import OpResult, resolve
+from .model import Principal, Schema
+from .ops import Mutation, Op, parse_mutation
+from .query import Query
+from .record import Record
+from .store.base import LogEntry, ReadTx, Store, WriteTx
+
+__all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
+
+AckStatus = Literal["applied", "conflict", "rejected", "duplicate"]
+
+
+@dataclass
+class Ack:
+    """The server's answer to one mutation.
+
+    ``seq`` is the commit that holds the mutation's effect, or None when it changed
+    nothing (rejected, conflicted, or every op dropped): the client may then forget the
+    mutation at once. ``replay`` marks an answer to a mutation sent again.
+    """
+
+    mutation_id: int
+    status: AckStatus
+    seq: int | None = None
+    results: list[OpResult] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    replay: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mid": self.mutation_id, "status": self.status, "seq": self.seq}
+        if self.results:
+            out["results"] = [r.to_wire() for r in self.results]
+        if self.error is not None:
+            out["error"] = self.error
+        if self.replay:
+            out["replay"] = True
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Ack:
+        from .merge import FieldConflict
+
+        results = []
+        for r in obj.get("results", []):
+            results.append(
+                OpResult(
+                    status=r["status"],
+                    overwritten=list(r.get("overwritten", [])),
+                    merged=list(r.get("merged", [])),
+                    conflicts=[
+                        FieldConflict(
+                            c["c"],
+                            c["id"],
+                            c["field"],
+                            c["base"],
+                            c["mine"],
+                            c["theirs"],
+                            c["theirs_v"],
+                        )
+                        for c in r.get("conflicts", [])
+                    ],
+                    reason=r.get("reason"),
+                )
+            )
+        return cls(
+            mutation_id=obj["mid"],
+            status=obj["status"],
+            seq=obj.get("seq"),
+            results=results,
+            error=obj.get("error"),
+            replay=bool(obj.get("replay", False)),
+        )
+
+
+@dataclass
+class Snapshot:
+    """Records of several queries read in one transaction, with the cursor they were read at."""
+
+    cursor: Cursor
+    results: dict[str, list[dict[str, Any]]]
+    queries: dict[str, Query]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "cursor": str(self.cursor),
+            "queries": {qid: q.to_wire() for qid, q in self.queries.items()},
+            "records": self.results,
+        }
+
+
+@dataclass
+class Changes:
+    """The net effect between two cursors on some queries (invariant 7).
+
+    Each query's list holds ``enter`` (whole record), ``patch`` (changed fields),
+    ``remove`` (left the view; not necessarily deleted) and ``reset`` (a limited query
+    whose window moved: its whole new content).
+    """
+
+    since: Cursor
+    cursor: Cursor
+    queries: dict[str, list[dict[str, Any]]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"from": str(self.since), "to": str(self.cursor), "q": self.queries}
+
+
+CommitListener = Callable[[int], None]
+
+
+class Engine:
+    """Applies mutations and answers reads for one schema over one store."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        store: Store,
+        *,
+        principal_key: Callable[[Principal], str] = str,
+        max_ops: int = 500,
+    ) -> None:
+        self.schema = schema
+        self.store = store
+        self.principal_key = principal_key
+        self.max_ops = max_ops
+        self._listeners: list[CommitListener] = []
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call ``listener(head)`` after every commit that moved the head."""
+        self._listeners.append(listener)
+
+    def _committed(self, head: int) -> None:
+        for listener in self._listeners:
+            listener(head)
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def apply(
+        self, principal: Principal, client_id: str, mutation: Mutation | Mapping[str, Any]
+    ) -> Ack:
+        """Apply one client mutation; return its ack once committed (see module docs).
+
+        Raises :class:`MutationGap`, :class:`ClientIdTaken` or :class:`RetryLater`,
+        which use nothing up; every other refusal comes back as a ``rejected`` ack.
+        """
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
+            raise InvalidMutation("client id must be a string of 1 to 128 characters")
+        pkey = self.principal_key(principal)
+        parse_error: InvalidMutation | None = None
+        if isinstance(mutation, Mutation):
+            parsed: Mutation | None = mutation
+            mutation_id = mutation.id
+        else:
+            maybe_id = _mutation_id(mutation)
+            if maybe_id is None:
+                raise InvalidMutation("a mutation needs an integer id of 1 or more in 'id'")
+            mutation_id = maybe_id
+            try:
+                parsed = parse_mutation(mutation)
+            except InvalidMutation as exc:  # refused below, using up its id
+                parsed, parse_error = None, exc
+        async with self.store.write() as tx:
+            state = await tx.client(client_id)
+            if state is not None and state.principal != pkey:
+                raise ClientIdTaken(client_id)
+            last = state.last if state is not None else 0
+            if mutation_id <= last:
+                kept = await tx.ack(client_id, mutation_id)
+                if kept is None:
+                    return Ack(mutation_id, "duplicate", replay=True)
+                ack = Ack.from_wire(kept)
+                ack.replay = True
+                return ack
+            if mutation_id != last + 1:
+                raise MutationGap(client_id, mutation_id, last + 1)
+            if not await tx.advance_client(client_id, pkey, last, last + 1):
+                raise RetryLater("another node is applying this client's mutation", 0.05)
+            try:
+                if parsed is None:
+                    raise parse_error or InvalidMutation("malformed mutation")
+                if len(parsed.ops) > self.max_ops:
+                    raise InvalidMutation(f"a mutation may hold at most {self.max_ops} ops")
+                ack = await self._apply_ops(
+                    tx, principal, parsed.ops, parsed.id, parsed.mode, client_id
+                )
+            except MutationRefused as exc:
+                if not exc.permanent:
+                    raise
+                ack = Ack(mutation_id, "rejected", error=exc.to_wire())
+            await tx.put_ack(client_id, ack.mutation_id, ack.to_wire())
+        if ack.seq is not None:
+            self._committed(ack.seq)
+        return ack
+
+    async def _apply_ops(
+        self,
+        tx: WriteTx,
+        principal: Principal,
+        ops: list[Op],
+        mutation_id: int | None,
+        mode: Literal["whole", "partial"],
+        client_id: str | None,
+        *,
+        trusted: bool = False,
+        seq: int | None = None,
+    ) -> Ack:
+        seq = seq if seq is not None else await tx.head() + 1
+        before: dict[tuple[str, str], Record | None] = {}
+        working: dict[tuple[str, str], Record | None] = {}
+        results: list[OpResult] = []
+        for op in ops:
+            coll = self.schema.collection(op.c, op.id)
+            key = (op.c, op.id)
+            if key not in working:
+                current = await tx.get(op.c, op.id)
+                before[key] = current
+                working[key] = current
+            new, result = resolve(
+                coll, working[key], op, seq=seq, writer=client_id, trusted=trusted
+            )
+            if new is not None:
+                working[key] = new
+            results.append(result)
+        has_conflict = any(r.status == "conflict" for r in results)
+        if has_conflict and mode == "whole":
+            for r in results:  # nothing was applied, so nothing was overwritten or merged
+                r.overwritten, r.merged = [], []
+            return Ack(mutation_id or 0, "conflict", results=results)
+        changed = {k: r for k, r in working.items() if r is not None and r is not before[k]}
+        for (cname, rid), record in changed.items():
+            coll = self.schema.collections[cname]
+            if not record.deleted:
+                record.data = coll.validate(rid, record.data)
+            await self._check_refs(tx, cname, record, working)
+            old = before[(cname, rid)]
+            old_view = None if old is None or old.deleted else {**old.data, "id": rid}
+            new_view = None if record.deleted else {**record.data, "id": rid}
+            if not self.schema.may_write(principal, coll, old_view, new_view):
+                raise Forbidden(
+                    "the write rule refused this change", collection=cname, record_id=rid
+                )
+        if not changed:
+            return Ack(mutation_id or 0, "applied", results=results)
+        now = time.time()
+        entries = []
+        for (cname, rid), record in changed.items():
+            await tx.put(cname, record)
+            entries.append(
+                self._log_entry(
+                    seq, cname, before[(cname, rid)], record, client_id, mutation_id, now
+                )
+            )
+        await tx.append_log(entries)
+        return Ack(mutation_id or 0, "applied", seq=seq, results=results)
+
+    async def _check_refs(
+        self,
+        tx: WriteTx,
+        cname: str,
+        record: Record,
+        working: Mapping[tuple[str, str], Record | None],
+    ) -> None:
+        if record.deleted:
+            return
+        for spec in self.schema.collections[cname].fields.values():
+            if spec.ref is None:
+                continue
+            target_id = record.data.get(spec.name)
+            if target_id is None:
+                continue
+            key = (spec.ref, target_id)
+            target = working[key] if key in working else await tx.get(*key)
+            if target is None or target.deleted:
+                raise MissingReference(
+                    f"refers to {spec.ref}/{target_id!r}, which does not exist",
+                    collection=cname,
+                    record_id=record.id,
+                    field=spec.name,
+                )
+
+    def _log_entry(
+        self,
+        seq: int,
+        cname: str,
+        old: Record | None,
+        new: Record,
+        client_id: str | None,
+        mutation_id: int | None,
+        now: float,
+    ) -> LogEntry:
+        coll = self.schema.collections[cname]
+        was_live = old is not None and not old.deleted and old.inc == new.inc
+        if new.deleted:
+            kind: Literal["insert", "update", "delete"] = "delete"
+            patch: dict[str, Any] = {}
+        elif not was_live:
+            kind, patch = "insert", dict(new.data)
+        else:
+            kind = "update"
+            patch = {f: new.data.get(f) for f, v in new.fv.items() if v == seq}
+        return LogEntry(
+            seq=seq,
+            collection=cname,
+            id=new.id,
+            kind=kind,
+            inc=new.inc,
+            patch=patch,
+            before=coll.visible(new.id, old.data) if old is not None and not old.deleted else None,
+            after=None if new.deleted else coll.visible(new.id, new.data),
+            client_id=client_id,
+            mutation_id=mutation_id,
+            time=now,
+        )
+
+    async def confirm_acks(self, client_id: str, upto: int) -> None:
+        """The client holds every ack up to ``upto``: stop keeping them."""
+        async with self.store.write() as tx:
+            await tx.confirm_acks(client_id, upto)
+
+    @asynccontextmanager
+    async def transaction(self, principal: Principal) -> AsyncIterator[ServerTransaction]:
+        """The server-side write API: ops with the same validation, rules, merge and log
+        as a client's mutation, committed together when the block exits normally.
+
+        Raise inside the block (an application check) and nothing is written.
+        """
+        async with self.store.write() as wtx:
+            stx = ServerTransaction(self, wtx, principal)
+            yield stx
+            await stx._flush()
+        if stx.ack is not None and stx.ack.seq is not None:
+            self._committed(stx.ack.seq)
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def snapshot(self, principal: Principal, queries: Mapping[str, Query]) -> Snapshot:
+        """Read several queries and their cursor in one transaction (invariant 6)."""
+        async with self.store.read() as tx:
+            cursor = Cursor(await tx.epoch(), await tx.head())
+            results = {qid: await self._run_query(tx, principal, q) for qid, q in queries.items()}
+        return Snapshot(cursor, results, dict(queries))
+
+    async def _run_query(
+        self, tx: ReadTx, principal: Principal, query: Query
+    ) -> list[dict[str, Any]]:
+        coll = self.schema[query.collection]
+        ruled = coll.read is not None or self.schema.rules_declared
+        records = await tx.query(query, apply_limit=not ruled)
+        if ruled:
+            records = [
+                r
+                for r in records
+                if self.schema.may_read(principal, coll, coll.visible(r.id, r.data))
+            ]
+            if query.limit is not None:
+                records = records[: query.limit]
+        return [r.to_wire() for r in records]
+
+    async def head(self) -> Cursor:
+        async with self.store.read() as tx:
+            return Cursor(await tx.epoch(), await tx.head())
+
+    async def changes_since(
+        self, principal: Principal, since: Cursor | str, queries: Mapping[str, Query]
+    ) -> Changes:
+        """The net effect on ``queries`` of everything committed after ``since``.
+
+        Raises :class:`CursorReset` (another database), :class:`CursorAhead`, or
+        :class:`CursorTooOld` (trimmed: take a fresh snapshot).
+        """
+        since = Cursor.parse(since)
+        async with self.store.read() as tx:
+            epoch, head, floor = await tx.epoch(), await tx.head(), await tx.floor()
+            if since.epoch != epoch:
+                raise CursorReset(f"cursor {since} is from another database; reload")
+            if since.seq > head:
+                raise CursorAhead(f"cursor {since} is ahead of the head {head}")
+            if since.seq < floor:
+                raise CursorTooOld(f"cursor {since} is older than the retained log (from {floor})")
+            entries = await tx.log(since.seq, head) if since.seq < head else []
+            out = {
+                qid: await self._query_changes(tx, principal, q, entries)
+                for qid, q in queries.items()
+            }
+        return Changes(since, Cursor(epoch, head), out)
+
+    async def _query_changes(
+        self, tx: ReadTx, principal: Principal, query: Query, entries: list[LogEntry]
+    ) -> list[dict[str, Any]]:
+        coll = self.schema[query.collection]
+        mine = [e for e in entries if e.collection == query.collection]
+        if not mine:
+            return []
+
+        def in_view(view: Mapping[str, Any] | None) -> bool:
+            return (
+                view is not None
+                and query.matches(view)
+                and self.schema.may_read(principal, coll, view)
+            )
+
+        if query.limit is not None:
+            if any(in_view(e.before) or in_view(e.after) for e in mine):
+                return [{"k": "reset", "records": await self._run_query(tx, principal, query)}]
+            return []
+        first: dict[str, LogEntry] = {}
+        touched: dict[str, set[str]] = {}
+        reborn: set[str] = set()
+        for e in mine:
+            first.setdefault(e.id, e)
+            touched.setdefault(e.id, set()).update(e.patch)
+            if e.kind == "insert":
+                reborn.add(e.id)
+        current = await tx.get_many(query.collection, first)
+        out: list[dict[str, Any]] = []
+        for rid, entry in first.items():
+            now = current.get(rid)
+            was_in = in_view(entry.before)
+            is_in = now is not None and not now.deleted and in_view(coll.visible(rid, now.data))
+            if is_in and now is not None:
+                if not was_in or rid in reborn:
+                    out.append({"k": "enter", "c": query.collection, **now.to_wire()})
+                else:
+                    fields = sorted(f for f in touched[rid] if f in now.data)
+                    out.append(
+                        {
+                            "k": "patch",
+                            "c": query.collection,
+                            "id": rid,
+                            "inc": now.inc,
+                            "v": now.v,
+                            "fv": {f: now.fv.get(f, 0) for f in fields},
+                            "data": {f: now.data[f] for f in fields},
+                        }
+                    )
+            elif was_in:
+                out.append({"k": "remove", "c": query.collection, "id": rid})
+        return out
+
+
+class ServerTransaction:
+    """Ops written by the application itself, inside one store transaction.
+
+    Reads see the transaction's own earlier ops. Conflicts cannot arise (the server
+    writes on top of the latest state), but validation, references and write rules
+    apply exactly as for a client.
+    """
+
+    def __init__(self, engine: Engine, tx: WriteTx, principal: Principal) -> None:
+        self._engine = engine
+        self._tx = tx
+        self._principal = principal
+        self._ops: list[Op] = []
+        self.ack: Ack | None = None
+
+    async def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """A live record's fields (with pending ops of this transaction applied)."""
+        await self._flush()
+        r = await self._tx.get(collection, record_id)
+        return None if r is None or r.deleted else {**r.data, "id": r.id}
+
+    def apply(self, *ops: Op) -> None:
+        self._ops.extend(ops)
+
+    async def _flush(self) -> None:
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        seq = self.ack.seq if self.ack is not None else None
+        ack = await self._engine._apply_ops(
+            self._tx, self._principal, ops, None, "whole", None, trusted=True, seq=seq
+        )
+        if ack.seq is not None:  # later flushes reuse the first one's seq: one commit, one seq
+            self.ack = ack
+
+
+def _mutation_id(obj: Mapping[str, Any]) -> int | None:
+    value = obj.get("id") if isinstance(obj, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None

@@ -1,0 +1,193 @@
+"""Every error syncline raises, under one root.
+
+The tree::
+
+    SynclineError
+    ├── SchemaError              the application declared its model wrongly (local misuse)
+    ├── QueryError               a query names an unknown collection or a non-queryable field
+    ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
+    │   ├── InvalidMutation      malformed op, wrong type, unknown or missing field
+    │   ├── RecordNotFound       update/delete/increment of a record that never existed
+    │   ├── RecordExists         insert of an id that is live
+    │   ├── MissingReference     a reference field names a record that does not exist
+    │   ├── PolicyViolation      an op the field's merge policy forbids (plain update of a counter)
+    │   ├── Forbidden            a write rule refused the principal
+    │   ├── MutationGap          mutation ids must go 1, 2, 3 ...; one was skipped
+    │   ├── ClientIdTaken        the client id belongs to another principal (invariant 4)
+    │   └── RetryLater           temporary: overload or rate limit; nothing was used up
+    ├── CursorError              a cursor the server cannot continue from
+    │   ├── CursorTooOld         older than the retained log: take a fresh snapshot
+    │   ├── CursorReset          from another database epoch: drop local state and reload
+    │   └── CursorAhead          above the database head: the client is confused
+    └── StoreError               the storage backend failed or was misused
+
+Errors that concern a record carry ``collection``, ``record_id`` and ``field`` so a
+message can say exactly where the problem is.  ``code`` is a stable, short string
+that travels on the wire; the message is for people.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientIdTaken",
+    "CursorAhead",
+    "CursorError",
+    "CursorReset",
+    "CursorTooOld",
+    "Forbidden",
+    "InvalidMutation",
+    "MissingReference",
+    "MutationGap",
+    "MutationRefused",
+    "PolicyViolation",
+    "QueryError",
+    "RecordExists",
+    "RecordNotFound",
+    "RetryLater",
+    "SchemaError",
+    "StoreError",
+    "SynclineError",
+]
+
+
+class SynclineError(Exception):
+    """Root of every error syncline raises."""
+
+    code = "error"
+
+
+class SchemaError(SynclineError):
+    """The schema declaration is wrong; fix the application's model."""
+
+    code = "schema"
+
+
+class QueryError(SynclineError):
+    """A query cannot be run as written."""
+
+    code = "query"
+
+
+def _where(collection: str | None, record_id: str | None, field: str | None) -> str:
+    parts = []
+    if collection is not None:
+        parts.append(collection)
+    if record_id is not None:
+        parts.append(repr(record_id))
+    where = "/".join(parts)
+    if field is not None:
+        where = f"{where}.{field}" if where else field
+    return where
+
+
+class MutationRefused(SynclineError):
+    """A mutation was not applied.
+
+    ``permanent`` refusals use up the mutation id (the client drops the mutation);
+    temporary ones do not (the client retries after ``retry_after`` seconds).
+    """
+
+    code = "refused"
+    permanent = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        collection: str | None = None,
+        record_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.collection = collection
+        self.record_id = record_id
+        self.field = field
+        self.reason = message
+        where = _where(collection, record_id, field)
+        super().__init__(f"{where}: {message}" if where else message)
+
+    def to_wire(self) -> dict[str, object]:
+        """The refusal as the client sees it: code, message and location, nothing internal."""
+        out: dict[str, object] = {"code": self.code, "message": str(self)}
+        if self.collection is not None:
+            out["collection"] = self.collection
+        if self.record_id is not None:
+            out["id"] = self.record_id
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class InvalidMutation(MutationRefused):
+    code = "invalid"
+
+
+class RecordNotFound(MutationRefused):
+    code = "not_found"
+
+
+class RecordExists(MutationRefused):
+    code = "exists"
+
+
+class MissingReference(MutationRefused):
+    code = "missing_reference"
+
+
+class PolicyViolation(MutationRefused):
+    code = "policy"
+
+
+class Forbidden(MutationRefused):
+    code = "forbidden"
+
+
+class MutationGap(MutationRefused):
+    """The client skipped a mutation id. Nothing is used up: resend from ``expected``."""
+
+    code = "gap"
+    permanent = False
+
+    def __init__(self, client_id: str, got: int, expected: int) -> None:
+        self.expected = expected
+        super().__init__(
+            f"client {client_id!r} sent mutation {got} but the next expected is {expected}; "
+            f"resend pending mutations starting at {expected}"
+        )
+
+
+class ClientIdTaken(MutationRefused):
+    code = "client_id_taken"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(
+            f"client id {client_id!r} belongs to another principal; generate a new client id"
+        )
+
+
+class RetryLater(MutationRefused):
+    code = "retry"
+    permanent = False
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"{message}; retry after {retry_after:g}s")
+
+
+class CursorError(SynclineError):
+    code = "cursor"
+
+
+class CursorTooOld(CursorError):
+    code = "cursor_too_old"
+
+
+class CursorReset(CursorError):
+    code = "cursor_reset"
+
+
+class CursorAhead(CursorError):
+    code = "cursor_ahead"
+
+
+class StoreError(SynclineError):
+    code = "store"

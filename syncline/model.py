@@ -1,0 +1,381 @@
+"""The application's data model: collections of Pydantic records, with a merge policy,
+query flag and reference target per field, and the rules that guard them.
+
+A schema reads like ordinary Pydantic; syncline's part is a few ``Annotated`` markers::
+
+    class Card(BaseModel):
+        list_id: Annotated[str, Ref("lists"), Queryable()]
+        title: str = ""                                  # lww, the default
+        description: Annotated[str, Text()] = ""         # three-way text merge
+        votes: Annotated[int, Counter()] = 0             # increments
+        labels: Annotated[frozenset[str], Set()] = frozenset()  # add-wins set
+        status: Annotated[str, Manual()] = "todo"        # the user decides
+
+    schema = Schema([Collection("lists", List), Collection("cards", Card)])
+
+Record ids are strings that live beside the model's fields (``id`` is not a model
+field); clients may make their own with :func:`new_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from .exceptions import InvalidMutation, QueryError, SchemaError
+
+__all__ = [
+    "LWW",
+    "Collection",
+    "Conflict",
+    "Counter",
+    "FieldSpec",
+    "Manual",
+    "Merge",
+    "Queryable",
+    "ReadRule",
+    "Ref",
+    "Schema",
+    "Set",
+    "Text",
+    "WriteRule",
+    "new_id",
+]
+
+Principal = Any
+"""Whatever the application uses to say who is asking (a user object, a dict, an id)."""
+
+ReadRule = Callable[[Principal, Mapping[str, Any]], bool]
+"""``(principal, record) -> bool``; ``record`` holds ``id`` and the queryable fields only,
+so the same decision can be made from a change log's before-image."""
+
+WriteRule = Callable[[Principal, Mapping[str, Any] | None, Mapping[str, Any] | None], bool]
+"""``(principal, before, after) -> bool``; ``None`` for a record that does not exist
+(before an insert, after a delete). Both sides must be allowed (invariant 10)."""
+
+
+# --- field markers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Returned by a custom merge function when it cannot decide: the user must."""
+
+    reason: str = "concurrent edits"
+
+
+@dataclass(frozen=True)
+class _Policy:
+    name: str = "lww"
+
+
+@dataclass(frozen=True)
+class LWW(_Policy):
+    """Last writer wins (the default): the later arrival wins, and the ack says so."""
+
+    name: str = "lww"
+
+
+@dataclass(frozen=True)
+class Counter(_Policy):
+    """An integer changed only by increments, which all apply, in any order."""
+
+    name: str = "counter"
+
+
+@dataclass(frozen=True)
+class Text(_Policy):
+    """A string merged three ways (base, mine, theirs), offsets in Unicode code points."""
+
+    name: str = "text"
+
+
+@dataclass(frozen=True)
+class Set(_Policy):
+    """An add-wins set of strings or integers: a remove drops only adds it has seen."""
+
+    name: str = "set"
+
+
+@dataclass(frozen=True)
+class Manual(_Policy):
+    """Concurrent edits come back to the user as base / mine / theirs."""
+
+    name: str = "manual"
+
+
+@dataclass(frozen=True)
+class Merge(_Policy):
+    """A custom merge: ``fn(base, mine, theirs) -> value | Conflict``."""
+
+    fn: Callable[[Any, Any, Any], Any] = field(default=lambda b, m, t: m)
+    name: str = "custom"
+
+
+@dataclass(frozen=True)
+class Queryable:
+    """Clients may filter and order on this field; stores index it."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """The field holds the id of a record in ``collection``; checked on every write."""
+
+    collection: str
+
+
+# --- collections and schema ----------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    policy: _Policy
+    required: bool
+    queryable: bool
+    ref: str | None
+    type_name: str
+
+    @property
+    def kind(self) -> str:
+        return self.policy.name
+
+
+@dataclass
+class Collection:
+    """A named set of records sharing one Pydantic model.
+
+    ``on_update_deleted`` says what an update of a deleted record does: under
+    ``"delete-wins"`` it is dropped (the ack says so); under ``"manual"`` it is a
+    conflict for the user.
+    """
+
+    name: str
+    model: type[BaseModel]
+    on_update_deleted: Literal["delete-wins", "manual"] = "delete-wins"
+    read: ReadRule | None = None
+    write: WriteRule | None = None
+    fields: dict[str, FieldSpec] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise SchemaError(f"collection name {self.name!r} must be letters, digits and _")
+        if self.on_update_deleted not in ("delete-wins", "manual"):
+            raise SchemaError(
+                f"collection {self.name!r}: on_update_deleted must be 'delete-wins' or 'manual', "
+                f"not {self.on_update_deleted!r}"
+            )
+        if "id" in self.model.model_fields:
+            raise SchemaError(
+                f"collection {self.name!r}: the model must not declare 'id'; "
+                "syncline keeps record ids beside the fields"
+            )
+        self.fields = {
+            name: _field_spec(self.name, name, info)
+            for name, info in self.model.model_fields.items()
+        }
+
+    @property
+    def queryable(self) -> frozenset[str]:
+        return frozenset(n for n, f in self.fields.items() if f.queryable)
+
+    def field(self, name: str, record_id: str | None = None) -> FieldSpec:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise InvalidMutation(
+                f"unknown field; {self.name} has {sorted(self.fields)}",
+                collection=self.name,
+                record_id=record_id,
+                field=name,
+            ) from None
+
+    def validate(self, record_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``data`` against the model (strict JSON rules) and return it normalized:
+        defaults filled in, sets as sorted lists."""
+        for name in data:
+            self.field(name, record_id)
+        try:
+            obj = self.model.model_validate_json(orjson.dumps(dict(data)), strict=True)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = err.get("loc") or ()
+            fname = str(loc[0]) if loc else None
+            raise InvalidMutation(
+                err.get("msg", "invalid value"),
+                collection=self.name,
+                record_id=record_id,
+                field=fname,
+            ) from None
+        except orjson.JSONEncodeError as exc:
+            raise InvalidMutation(
+                f"value is not JSON: {exc}", collection=self.name, record_id=record_id
+            ) from None
+        out: dict[str, Any] = obj.model_dump(mode="json")
+        for name, spec in self.fields.items():
+            if spec.kind == "set" and out.get(name) is not None:
+                out[name] = sort_set(out[name])
+        return out
+
+    def visible(self, record_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """What a read rule sees: the id and the queryable fields."""
+        view = {n: data.get(n) for n in self.queryable}
+        view["id"] = record_id
+        return view
+
+
+def _field_spec(collection: str, name: str, info: Any) -> FieldSpec:
+    policy: _Policy = LWW()
+    queryable = False
+    ref: str | None = None
+    for meta in info.metadata:
+        if isinstance(meta, _Policy):
+            policy = meta
+        elif isinstance(meta, Queryable):
+            queryable = True
+        elif isinstance(meta, Ref):
+            ref = meta.collection
+    where = f"{collection}.{name}"
+    if name.startswith("_") or name in ("id", "v", "inc"):
+        raise SchemaError(f"{where}: field names may not start with '_' or be id, v, inc")
+    annotation = info.annotation
+    if ref is not None and policy.name not in ("lww", "manual"):
+        raise SchemaError(f"{where}: a reference must use the lww or manual policy")
+    if policy.name == "counter" and annotation not in (int, int | None):
+        raise SchemaError(f"{where}: a Counter() field must be an int")
+    if policy.name == "text" and annotation not in (str, str | None):
+        raise SchemaError(f"{where}: a Text() field must be a str")
+    if policy.name == "set" and getattr(annotation, "__origin__", None) not in (
+        set,
+        frozenset,
+        list,
+    ):
+        raise SchemaError(f"{where}: a Set() field must be a set, frozenset or list")
+    if queryable and not _is_scalar(annotation):
+        raise SchemaError(f"{where}: only str, int, float, bool fields can be Queryable()")
+    return FieldSpec(
+        name=name,
+        policy=policy,
+        required=info.is_required(),
+        queryable=queryable,
+        ref=ref,
+        type_name=str(annotation).replace("typing.", ""),
+    )
+
+
+def _is_scalar(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", None)
+    if args is not None and getattr(annotation, "__origin__", None) is None:
+        return all(a in _SCALARS for a in args)  # a union such as str | None
+    return annotation in _SCALARS
+
+
+def set_key(element: Any) -> str:
+    """The canonical key of a set element (sets hold JSON scalars)."""
+    return orjson.dumps(element, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def sort_set(values: Iterable[Any]) -> list[Any]:
+    unique = {set_key(v): v for v in values}
+    return [unique[k] for k in sorted(unique)]
+
+
+class Schema:
+    """The collections an application syncs.
+
+    ``hash`` is what a client and the server must agree on. It covers every
+    collection's required fields (name, type, policy, reference) and the ``revision``
+    number, and nothing else, so adding an optional field or a collection keeps old
+    clients running (DESIGN.md, Storage). A new collection keeps the hash when its
+    fields have defaults. Changing or removing an existing optional field is not
+    detected by the hash (the server still refuses ops that no longer validate):
+    bump ``revision`` when you do that, and old pages will reload.
+    """
+
+    def __init__(self, collections: Iterable[Collection], *, revision: int = 0) -> None:
+        self.collections: dict[str, Collection] = {}
+        for c in collections:
+            if c.name in self.collections:
+                raise SchemaError(f"collection {c.name!r} is declared twice")
+            self.collections[c.name] = c
+        for c in self.collections.values():
+            for f in c.fields.values():
+                if f.ref is not None and f.ref not in self.collections:
+                    raise SchemaError(
+                        f"{c.name}.{f.name} references unknown collection {f.ref!r}; "
+                        f"declared: {sorted(self.collections)}"
+                    )
+        self.revision = revision
+        self.rules_declared = any(c.read or c.write for c in self.collections.values())
+        self.hash = self._hash()
+
+    def __getitem__(self, name: str) -> Collection:
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise QueryError(
+                f"unknown collection {name!r}; declared: {sorted(self.collections)}"
+            ) from None
+
+    def collection(self, name: str, record_id: str | None = None) -> Collection:
+        """The collection, or an :class:`InvalidMutation` naming it (for ops)."""
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise InvalidMutation(
+                f"unknown collection; declared: {sorted(self.collections)}",
+                collection=name,
+                record_id=record_id,
+            ) from None
+
+    def _hash(self) -> str:
+        collections = {}
+        for c in self.collections.values():
+            required = sorted(
+                [f.name, f.type_name, f.kind, f.ref] for f in c.fields.values() if f.required
+            )
+            # A collection without required fields adds nothing, so declaring a new
+            # collection whose fields all have defaults keeps the hash.
+            if required:
+                collections[c.name] = required
+        core = {"revision": self.revision, "collections": collections}
+        digest = hashlib.sha256(orjson.dumps(core, option=orjson.OPT_SORT_KEYS))
+        return digest.hexdigest()[:16]
+
+    def may_read(self, principal: Principal, coll: Collection, view: Mapping[str, Any]) -> bool:
+        if coll.read is None:
+            return not self.rules_declared
+        return bool(coll.read(principal, view))
+
+    def may_write(
+        self,
+        principal: Principal,
+        coll: Collection,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> bool:
+        if coll.write is None:
+            return not self.rules_declared
+        return bool(coll.write(principal, before, after))
+
+
+def new_id() -> str:
+    """A UUIDv7 string: unique without coordination and sortable by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

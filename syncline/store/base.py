@@ -1,0 +1,140 @@
+"""The Store interface: what the engine needs from a database, and its guarantees.
+
+Guarantees every store must give (the conformance suite in
+``tests/store_conformance.py`` checks them, and runs against every store):
+
+* ``write()`` transactions are serializable and run one at a time per database; what
+  they write becomes visible all at once when the block exits normally, and not at all
+  when it raises. When ``write()``'s block has exited, the commit is durable.
+* ``read()`` transactions see one committed state for their whole duration (snapshot
+  isolation), whatever commits meanwhile.
+* ``seq`` is dense and commit-ordered: ``append_log`` takes entries whose ``seq`` is
+  ``head() + 1`` and makes it the new head, so a reader that has seen ``seq`` N has
+  seen every change up to N (invariant 1).
+* ``advance_client`` is a conditional update (``last = expected`` → ``new``) and the
+  first write of a mutation's transaction (invariant 3).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..query import Query
+from ..record import Record
+
+__all__ = ["ClientState", "LogEntry", "ReadTx", "Store", "WriteTx"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One record's net change in one committed mutation.
+
+    ``before`` and ``after`` are the record's ``id`` and queryable fields (what filters
+    and read rules look at) before and after, ``None`` where the record was absent or
+    deleted; ``patch`` holds the changed fields' new values.
+    """
+
+    seq: int
+    collection: str
+    id: str
+    kind: Literal["insert", "update", "delete"]
+    inc: int
+    patch: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    client_id: str | None
+    mutation_id: int | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientState:
+    client_id: str
+    principal: str
+    last: int
+
+
+class ReadTx(ABC):
+    @abstractmethod
+    async def epoch(self) -> str: ...
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The ``seq`` of the newest committed change (0 when there is none)."""
+
+    @abstractmethod
+    async def floor(self) -> int:
+        """The oldest cursor ``seq`` the log can continue from (raised by trimming)."""
+
+    @abstractmethod
+    async def get(self, collection: str, record_id: str) -> Record | None:
+        """The record, tombstones included, or None if the id never existed (or was trimmed)."""
+
+    @abstractmethod
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Record]: ...
+
+    @abstractmethod
+    async def query(self, query: Query, *, apply_limit: bool = True) -> list[Record]:
+        """Live records matching ``query``'s filter, in its order (ties by id)."""
+
+    @abstractmethod
+    async def log(self, after: int, upto: int) -> list[LogEntry]:
+        """Entries with ``after < seq <= upto``, in ``seq`` order."""
+
+    @abstractmethod
+    async def client(self, client_id: str) -> ClientState | None: ...
+
+    @abstractmethod
+    async def ack(self, client_id: str, mutation_id: int) -> dict[str, Any] | None:
+        """A kept ack (until the client confirms it), or None."""
+
+
+class WriteTx(ReadTx):
+    @abstractmethod
+    async def advance_client(self, client_id: str, principal: str, expected: int, new: int) -> bool:
+        """Set the client's last mutation id from ``expected`` to ``new``; False if it was
+        not ``expected`` (another node got there first). Creates the client at 0."""
+
+    @abstractmethod
+    async def put(self, collection: str, record: Record) -> None: ...
+
+    @abstractmethod
+    async def append_log(self, entries: list[LogEntry]) -> None: ...
+
+    @abstractmethod
+    async def put_ack(self, client_id: str, mutation_id: int, ack: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def confirm_acks(self, client_id: str, upto: int) -> None:
+        """Forget kept acks up to ``upto``: the client holds them."""
+
+    @abstractmethod
+    async def trim(self, upto: int) -> int:
+        """Remove log entries and tombstones with ``seq <= upto``; return entries removed."""
+
+
+class Store(ABC):
+    """A database holding records, the change log and clients."""
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def read(self) -> AbstractAsyncContextManager[ReadTx]: ...
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[WriteTx]: ...
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
