@@ -353,6 +353,13 @@ class Engine:
             time=now,
         )
 
+    async def trim(self, older_than: float) -> int:
+        """Remove log entries and tombstones committed more than ``older_than`` seconds
+        ago; cursors from before then get "cursor too old". Returns entries removed."""
+        async with self.store.write() as tx:
+            upto = await tx.seq_at(time.time() - older_than)
+            return await tx.trim(upto) if upto > await tx.floor() else 0
+
     async def confirm_acks(self, client_id: str, upto: int) -> None:
         """The client holds every ack up to ``upto``: stop keeping them."""
         async with self.store.write() as tx:

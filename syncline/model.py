@@ -111,12 +111,15 @@ class Manual(_Policy):
     name: str = "manual"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Merge(_Policy):
     """A custom merge: ``fn(base, mine, theirs) -> value | Conflict``."""
 
     fn: Callable[[Any, Any, Any], Any] = field(default=lambda b, m, t: m)
-    name: str = "custom"
+
+    def __init__(self, fn: Callable[[Any, Any, Any], Any]) -> None:
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "name", "custom")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,10 @@ class ReadTx(ABC):
         """Entries with ``after < seq <= upto``, in ``seq`` order."""
 
     @abstractmethod
+    async def seq_at(self, when: float) -> int:
+        """The newest ``seq`` committed at or before ``when`` (a Unix time), or the floor."""
+
+    @abstractmethod
     async def client(self, client_id: str) -> ClientState | None: ...
 
     @abstractmethod

@@ -74,6 +74,10 @@ class _Read(ReadTx):
     async def log(self, after: int, upto: int) -> list[LogEntry]:
         return [e for e in self._d.log if after < e.seq <= upto]
 
+    async def seq_at(self, when: float) -> int:
+        older = [e.seq for e in self._d.log if e.time <= when]
+        return max(older) if older else self._d.floor
+
     async def client(self, client_id: str) -> ClientState | None:
         return self._d.clients.get(client_id)
 

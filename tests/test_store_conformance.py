@@ -1,0 +1,228 @@
+"""The Store conformance suite: every store passes these, unchanged (see ``conftest.store``).
+
+It checks the guarantees in :mod:`syncline.store.base`: atomic commit and rollback,
+snapshot reads, dense commit-ordered seq, conditional client advance, kept acks,
+trimming, and query semantics identical to :class:`syncline.query.Query`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from syncline.query import Query
+from syncline.record import Record
+from syncline.store.base import LogEntry, Store
+
+from .schemas import BOARD
+
+
+def entry(seq: int, rid: str = "r1", *, when: float | None = None) -> LogEntry:
+    return LogEntry(
+        seq=seq,
+        collection="cards",
+        id=rid,
+        kind="update",
+        inc=1,
+        patch={"title": f"t{seq}"},
+        before={"id": rid, "status": "todo"},
+        after={"id": rid, "status": "done"},
+        client_id="c1",
+        mutation_id=seq,
+        time=time.time() if when is None else when,
+    )
+
+
+def card(rid: str, v: int = 1, **data: object) -> Record:
+    return Record(id=rid, data={"list_id": "l1", **data}, v=v, fv=dict.fromkeys(data, v))
+
+
+async def commit(store: Store, seq: int, rid: str = "r1", **data: object) -> None:
+    async with store.write() as tx:
+        await tx.put("cards", card(rid, seq, **data))
+        await tx.append_log([entry(seq, rid)])
+
+
+async def test_an_empty_store_starts_at_zero_with_an_epoch(store: Store) -> None:
+    async with store.read() as tx:
+        assert await tx.head() == 0
+        assert await tx.floor() == 0
+        epoch = await tx.epoch()
+        assert isinstance(epoch, str) and epoch
+        assert await tx.get("cards", "nope") is None
+        assert await tx.log(0, 10) == []
+
+
+async def test_a_committed_write_is_visible_with_everything_it_wrote(store: Store) -> None:
+    record = Record(
+        id="r1",
+        data={"list_id": "l1", "title": "é 🎉", "labels": ["a", "b"]},
+        inc=2,
+        v=1,
+        fv={"title": 1},
+        fw={"title": "c1"},
+        adds={"labels": {'"a"': [1, "c1"], '"b"': [1, None]}},
+    )
+    async with store.write() as tx:
+        await tx.put("cards", record)
+        await tx.append_log([entry(1)])
+    async with store.read() as tx:
+        assert await tx.get("cards", "r1") == record
+        assert await tx.head() == 1
+        assert await tx.log(0, 1) == [entry(1)] or (await tx.log(0, 1))[0].seq == 1
+        assert await tx.get_many("cards", ["r1", "zz"]) == {"r1": record}
+
+
+async def test_a_write_that_raises_leaves_nothing(store: Store) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with store.write() as tx:
+            await tx.put("cards", card("r1", 1, title="x"))
+            await tx.append_log([entry(1)])
+            assert await tx.advance_client("c1", "alice", 0, 1)
+            await tx.put_ack("c1", 1, {"mid": 1})
+            raise Boom
+    async with store.read() as tx:
+        assert await tx.get("cards", "r1") is None
+        assert await tx.head() == 0
+        assert await tx.client("c1") is None
+        assert await tx.ack("c1", 1) is None
+
+
+async def test_a_write_sees_its_own_writes(store: Store) -> None:
+    async with store.write() as tx:
+        await tx.put("cards", card("r1", 1, title="x"))
+        await tx.append_log([entry(1)])
+        assert await tx.head() == 1
+        got = await tx.get("cards", "r1")
+        assert got is not None and got.data["title"] == "x"
+        assert await tx.advance_client("c1", "alice", 0, 1)
+        state = await tx.client("c1")
+        assert state is not None and state.last == 1
+
+
+async def test_a_read_sees_one_state_while_others_commit(store: Store) -> None:
+    await commit(store, 1, title="old")
+    async with store.read() as tx:
+        assert await tx.head() == 1
+        writer = asyncio.create_task(commit(store, 2, title="new"))
+        await asyncio.sleep(0.05)
+        got = await tx.get("cards", "r1")
+        assert got is not None and got.data["title"] == "old"
+        assert await tx.head() == 1
+    await writer
+    async with store.read() as tx:
+        got = await tx.get("cards", "r1")
+        assert got is not None and got.data["title"] == "new"
+        assert await tx.head() == 2
+
+
+async def test_seq_is_dense_and_in_commit_order(store: Store) -> None:
+    async def writer(n: int) -> None:
+        for _ in range(n):
+            async with store.write() as tx:
+                seq = await tx.head() + 1
+                await tx.put("cards", card(f"r{seq}", seq, title="x"))
+                await tx.append_log([entry(seq, f"r{seq}")])
+
+    await asyncio.gather(*(writer(10) for _ in range(5)))
+    async with store.read() as tx:
+        assert await tx.head() == 50
+        assert [e.seq for e in await tx.log(0, 50)] == list(range(1, 51))
+        assert [e.seq for e in await tx.log(20, 25)] == [21, 22, 23, 24, 25]
+
+
+async def test_a_client_advances_only_from_the_expected_number(store: Store) -> None:
+    async with store.write() as tx:
+        assert await tx.advance_client("c1", "alice", 0, 1)
+    async with store.write() as tx:
+        assert not await tx.advance_client("c1", "alice", 0, 1)
+        assert not await tx.advance_client("c1", "alice", 2, 3)
+        assert await tx.advance_client("c1", "alice", 1, 2)
+    async with store.read() as tx:
+        state = await tx.client("c1")
+        assert state is not None and (state.principal, state.last) == ("alice", 2)
+
+
+async def test_acks_are_kept_until_confirmed(store: Store) -> None:
+    async with store.write() as tx:
+        for n in (1, 2, 3):
+            await tx.put_ack("c1", n, {"mid": n, "status": "applied", "seq": n})
+        await tx.put_ack("c2", 1, {"mid": 1})
+    async with store.write() as tx:
+        await tx.confirm_acks("c1", 2)
+    async with store.read() as tx:
+        assert await tx.ack("c1", 1) is None
+        assert await tx.ack("c1", 2) is None
+        assert await tx.ack("c1", 3) == {"mid": 3, "status": "applied", "seq": 3}
+        assert await tx.ack("c2", 1) == {"mid": 1}
+
+
+async def test_trim_removes_old_entries_and_tombstones_and_raises_the_floor(store: Store) -> None:
+    await commit(store, 1, "r1", title="a")
+    async with store.write() as tx:
+        dead = card("r2", 2)
+        dead.deleted, dead.data = True, {}
+        await tx.put("cards", dead)
+        await tx.append_log([entry(2, "r2")])
+    await commit(store, 3, "r3", title="c")
+    async with store.write() as tx:
+        assert await tx.trim(2) == 2
+    async with store.read() as tx:
+        assert await tx.floor() == 2
+        assert await tx.head() == 3
+        assert [e.seq for e in await tx.log(0, 3)] == [3]
+        assert await tx.get("cards", "r2") is None
+        assert await tx.get("cards", "r1") is not None
+
+
+async def test_seq_at_finds_the_newest_commit_before_a_time(store: Store) -> None:
+    for seq, when in ((1, 100.0), (2, 200.0), (3, 300.0)):
+        async with store.write() as tx:
+            await tx.append_log([entry(seq, when=when)])
+    async with store.read() as tx:
+        assert await tx.seq_at(50.0) == 0
+        assert await tx.seq_at(250.0) == 2
+        assert await tx.seq_at(1e12) == 3
+
+
+async def test_queries_match_the_reference_semantics(store: Store) -> None:
+    rng = random.Random(1234)
+    print("seed 1234")
+    statuses = ["todo", "doing", "done", "é", "🎉"]
+    async with store.write() as tx:
+        for i in range(60):
+            data: dict[str, object] = {
+                "list_id": rng.choice(["l1", "l2", "l3"]),
+                "status": rng.choice(statuses),
+                "rank": rng.choice([0.5, 1.0, 2.25, -3.0]),
+                "done": rng.choice([True, False, None]),
+            }
+            r = Record(id=f"c{i:02d}", data=data, v=1)
+            if i % 13 == 0:
+                r.deleted = True
+            await tx.put("cards", r)
+    queries = [
+        {"c": "cards"},
+        {"c": "cards", "where": {"list_id": "l1"}},
+        {"c": "cards", "where": {"status": {"in": ["done", "🎉"]}}, "order": [["rank", "desc"]]},
+        {"c": "cards", "where": {"rank": {"gte": 1.0, "lt": 3}}, "order": [["status", "asc"]]},
+        {"c": "cards", "where": {"done": True}},
+        {"c": "cards", "where": {"done": None}, "limit": 5},
+        {"c": "cards", "where": {"status": {"ne": "todo"}}, "order": [["done", "asc"]], "limit": 7},
+        {"c": "cards", "order": [["list_id", "desc"], ["rank", "asc"]], "limit": 10},
+        {"c": "cards", "where": {"id": {"in": ["c01", "c02", "c13"]}}},
+    ]
+    async with store.read() as tx:
+        everything = await tx.query(Query.parse({"c": "cards"}, BOARD), apply_limit=False)
+        for wire in queries:
+            q = Query.parse(wire, BOARD)
+            views = [{**r.data, "id": r.id} for r in everything]
+            expected = [v["id"] for v in q.sort([v for v in views if q.matches(v)])]
+            got = [r.id for r in await tx.query(q)]
+            assert got == expected, wire
