@@ -96,7 +96,7 @@ class Query:
     def to_wire(self) -> dict[str, Any]:
         where: dict[str, dict[str, Any]] = {}
         for field, op, value in self.conditions:
-            where.setdefault(field, {})[op] = value
+            where.setdefault(field, {})[op] = list(value) if op == "in" else value
         out: dict[str, Any] = {"c": self.collection, "where": where}
         if self.order:
             out["order"] = [list(o) for o in self.order]
