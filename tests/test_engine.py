@@ -140,8 +140,8 @@ class TestAtomicity:
         assert ack.status == "rejected" and ack.error is not None
         assert ack.error["code"] == "missing_reference"
         assert (
-            "cards/'c2'.list_id: refers to lists/'nope', which does not exist"
-            == ack.error["message"]
+            ack.error["message"]
+            == "cards/'c2'.list_id: refers to lists/'nope', which does not exist"
         )
         assert (await card(engine))["title"] == "first"  # type: ignore[index]
         assert await card(engine, "c2") is None

@@ -79,7 +79,7 @@ def test_lww_later_arrival_wins_and_names_the_overwritten_field() -> None:
 
 def test_a_client_editing_a_field_twice_before_its_ack_does_not_conflict_with_itself() -> None:
     r = committed(status="todo", title="x")
-    r, first = update(r, "A", 2, 1, status="doing", title="y")
+    r, _first = update(r, "A", 2, 1, status="doing", title="y")
     r, second = update(r, "A", 3, 1, status="done", title="z")  # still based on 1
     assert second.status == "applied" and second.conflicts == [] and second.overwritten == []
     assert (r.data["status"], r.data["title"]) == ("done", "z")

@@ -139,7 +139,7 @@ async def test_local_queries_see_pending_inserts_in_order() -> None:
 
 
 async def test_changes_must_follow_the_cursor() -> None:
-    engine, a, _ = await setup()
+    _engine, a, _ = await setup()
     with pytest.raises(CursorError, match="do not follow"):
         a.apply_changes({"from": str(Cursor("x", 0)), "to": "x.1", "q": {}})
 
