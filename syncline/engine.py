@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .changes import query_items, touched_keys
 from .cursor import Cursor
 from .exceptions import (
     ClientIdTaken,
@@ -385,10 +386,10 @@ class Engine:
         """Read several queries and their cursor in one transaction (invariant 6)."""
         async with self.store.read() as tx:
             cursor = Cursor(await tx.epoch(), await tx.head())
-            results = {qid: await self._run_query(tx, principal, q) for qid, q in queries.items()}
+            results = {qid: await self.run_query(tx, principal, q) for qid, q in queries.items()}
         return Snapshot(cursor, results, dict(queries))
 
-    async def _run_query(
+    async def run_query(
         self, tx: ReadTx, principal: Principal, query: Query
     ) -> list[dict[str, Any]]:
         coll = self.schema[query.collection]
@@ -426,63 +427,27 @@ class Engine:
             if since.seq < floor:
                 raise CursorTooOld(f"cursor {since} is older than the retained log (from {floor})")
             entries = await tx.log(since.seq, head) if since.seq < head else []
-            out = {
-                qid: await self._query_changes(tx, principal, q, entries)
-                for qid, q in queries.items()
-            }
+            out = await self.read_changes(tx, principal, entries, queries)
         return Changes(since, Cursor(epoch, head), out)
 
-    async def _query_changes(
-        self, tx: ReadTx, principal: Principal, query: Query, entries: list[LogEntry]
-    ) -> list[dict[str, Any]]:
-        coll = self.schema[query.collection]
-        mine = [e for e in entries if e.collection == query.collection]
-        if not mine:
-            return []
-
-        def in_view(view: Mapping[str, Any] | None) -> bool:
-            return (
-                view is not None
-                and query.matches(view)
-                and self.schema.may_read(principal, coll, view)
-            )
-
-        if query.limit is not None:
-            if any(in_view(e.before) or in_view(e.after) for e in mine):
-                return [{"k": "reset", "records": await self._run_query(tx, principal, query)}]
-            return []
-        first: dict[str, LogEntry] = {}
-        touched: dict[str, set[str]] = {}
-        reborn: set[str] = set()
-        for e in mine:
-            first.setdefault(e.id, e)
-            touched.setdefault(e.id, set()).update(e.patch)
-            if e.kind == "insert":
-                reborn.add(e.id)
-        current = await tx.get_many(query.collection, first)
-        out: list[dict[str, Any]] = []
-        for rid, entry in first.items():
-            now = current.get(rid)
-            was_in = in_view(entry.before)
-            is_in = now is not None and not now.deleted and in_view(coll.visible(rid, now.data))
-            if is_in and now is not None:
-                if not was_in or rid in reborn:
-                    out.append({"k": "enter", "c": query.collection, **now.to_wire()})
-                else:
-                    fields = sorted(f for f in touched[rid] if f in now.data)
-                    out.append(
-                        {
-                            "k": "patch",
-                            "c": query.collection,
-                            "id": rid,
-                            "inc": now.inc,
-                            "v": now.v,
-                            "fv": {f: now.fv.get(f, 0) for f in fields},
-                            "data": {f: now.data[f] for f in fields},
-                        }
-                    )
-            elif was_in:
-                out.append({"k": "remove", "c": query.collection, "id": rid})
+    async def read_changes(
+        self,
+        tx: ReadTx,
+        principal: Principal,
+        entries: list[LogEntry],
+        queries: Mapping[str, Query],
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each query's net effect of ``entries`` (read in ``tx``, up to its head)."""
+        current: dict[tuple[str, str], Record | None] = {}
+        for cname, ids in touched_keys(entries).items():
+            found = await tx.get_many(cname, ids)
+            current.update({(cname, i): found.get(i) for i in ids})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for qid, query in queries.items():
+            items = query_items(self.schema, principal, query, entries, current)
+            if items is None:
+                items = [{"k": "reset", "records": await self.run_query(tx, principal, query)}]
+            out[qid] = items
         return out
 
 
