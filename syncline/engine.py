@@ -361,6 +361,17 @@ class Engine:
             upto = await tx.seq_at(time.time() - older_than)
             return await tx.trim(upto) if upto > await tx.floor() else 0
 
+    async def client_last(self, principal: Principal, client_id: str) -> int:
+        """The client's last mutation id (0 if new); :class:`ClientIdTaken` if the id
+        belongs to another principal (invariant 4)."""
+        async with self.store.read() as tx:
+            state = await tx.client(client_id)
+        if state is None:
+            return 0
+        if state.principal != self.principal_key(principal):
+            raise ClientIdTaken(client_id)
+        return state.last
+
     async def confirm_acks(self, client_id: str, upto: int) -> None:
         """The client holds every ack up to ``upto``: stop keeping them."""
         async with self.store.write() as tx:

@@ -1,0 +1,523 @@
+"""The ASGI server: WebSocket ``/sync``, HTTP ``/sync/mutate`` and ``/sync/pull``.
+
+This layer only moves bytes: frames are decoded by :mod:`syncline.protocol`, data is
+read and written by the :class:`~syncline.engine.Engine`, and every data frame reaches
+a connection through the node's :class:`~syncline.fanout.reader.LogReader`.
+
+Add its routes to an application (or serve ``sync.app`` on its own)::
+
+    sync = SynclineServer(engine, authenticate=my_auth)
+    app = Starlette(routes=[*my_routes, *sync.routes], lifespan=sync.lifespan)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..cursor import Cursor
+from ..engine import Ack, Engine
+from ..exceptions import (
+    ClientIdTaken,
+    CursorError,
+    MutationGap,
+    MutationRefused,
+    QueryError,
+    RetryLater,
+)
+from ..fanout.reader import ChangesPart, LogReader
+from ..model import Principal
+from ..protocol import (
+    Hello,
+    Limits,
+    Mutate,
+    Ping,
+    Pong,
+    ProtocolError,
+    ServerProtocol,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+    welcome,
+)
+from ..query import Query
+from .outbox import Outbox, OutboxOverflow
+
+__all__ = ["Authenticate", "SynclineServer"]
+
+log = logging.getLogger("syncline.server")
+
+Authenticate = Callable[[HTTPConnection, Mapping[str, Any] | None], Any]
+"""``(request or websocket, hello credentials or None) -> principal``; return None to
+refuse. May be async. Credentials come from cookies, headers or the ``hello`` frame,
+never from the URL."""
+
+# WebSocket close codes (4000-4999 are the application's).
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_HEARTBEAT = 4000
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_RELOAD = 4002
+CLOSE_PROTOCOL = 4003
+CLOSE_REVOKED = 4004
+CLOSE_SLOW = 4008
+
+
+def _principal_key(engine: Engine, principal: Principal) -> str:
+    return engine.principal_key(principal)
+
+
+class Connection:
+    """One WebSocket client: its principal, subscriptions, cursor and send queue."""
+
+    def __init__(self, server: SynclineServer, ws: WebSocket) -> None:
+        self.server = server
+        self.ws = ws
+        self.protocol = ServerProtocol(server.limits)
+        self.outbox = Outbox(server.max_queue_bytes)
+        self.principal: Principal = None
+        self.principal_key = ""
+        self.client_id = ""
+        self.queries: dict[str, Query] = {}
+        self.cursor: int | None = None
+        self.awaiting_seq = 0
+        self.close_reason: tuple[int, str] | None = None
+
+    # Subscriber protocol, called by the log reader.
+    def send_changes(self, part: ChangesPart) -> None:
+        self.outbox.put_changes(part)
+
+    def send_frame(self, frame: Mapping[str, Any]) -> None:
+        self.outbox.put(orjson.dumps(frame).decode())
+
+    def close_later(self, code: int, reason: str) -> None:
+        """Ask the connection to close (from any task); the writer does it."""
+        if self.close_reason is None:
+            self.close_reason = (code, reason)
+        self.outbox.overflowed = True
+        self.outbox._ready.set()
+
+
+class SynclineServer:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        authenticate: Authenticate | None = None,
+        allowed_origins: list[str] | None = None,
+        limits: Limits | None = None,
+        heartbeat: float = 20.0,
+        hello_timeout: float = 10.0,
+        max_queue_bytes: int = 4 << 20,
+        pull_timeout: float = 25.0,
+        path: str = "/sync",
+    ) -> None:
+        self.engine = engine
+        self.authenticate = authenticate
+        self.allowed_origins = allowed_origins
+        self.limits = limits or Limits(max_ops=engine.max_ops)
+        self.heartbeat = heartbeat
+        self.hello_timeout = hello_timeout
+        self.max_queue_bytes = max_queue_bytes
+        self.pull_timeout = pull_timeout
+        self.reader = LogReader(engine)
+        self.connections: set[Connection] = set()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._head_changed = asyncio.Condition()
+        engine.on_commit(self._on_commit)
+        path = path.rstrip("/")
+        self.routes = [
+            WebSocketRoute(path, self._websocket),
+            Route(f"{path}/mutate", self._mutate, methods=["POST"]),
+            Route(f"{path}/pull", self._pull, methods=["GET"]),
+            Route(f"{path}/client.js", self._client_js, methods=["GET"]),
+        ]
+        self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if not self._started:
+                await self.reader.start()
+                self._started = True
+
+    async def stop(self) -> None:
+        for conn in list(self.connections):
+            conn.close_later(CLOSE_NORMAL, "server shutting down")
+        await self.reader.stop()
+        self._started = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def _on_commit(self, head: int) -> None:
+        asyncio.get_running_loop().create_task(self._notify_pullers())
+
+    async def _notify_pullers(self) -> None:
+        async with self._head_changed:
+            self._head_changed.notify_all()
+
+    # --- sessions and grants --------------------------------------------------------------
+
+    def revoke(self, principal: Principal, reason: str = "session ended") -> int:
+        """Close every connection of ``principal`` (its session ended). Returns how many."""
+        key = _principal_key(self.engine, principal)
+        closing = [c for c in self.connections if c.principal_key == key]
+        for c in closing:
+            c.close_later(CLOSE_REVOKED, reason)
+        return len(closing)
+
+    async def recheck(self, principal: Principal) -> int:
+        """The principal's grants changed: resend each of its subscriptions as a fresh
+        snapshot under the current rules (records it may no longer read leave)."""
+        key = _principal_key(self.engine, principal)
+        conns = [c for c in self.connections if c.principal_key == key and c.queries]
+        for c in conns:
+            await self.reader.join(c, dict(c.queries), None)
+        return len(conns)
+
+    # --- WebSocket ------------------------------------------------------------------------
+
+    def _origin_allowed(self, conn: HTTPConnection) -> bool:
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return True  # not a browser: nothing cross-site to defend against
+        if self.allowed_origins is not None:
+            return origin in self.allowed_origins or "*" in self.allowed_origins
+        host = conn.headers.get("host", "")
+        return urlsplit(origin).netloc == host
+
+    async def _authenticate(
+        self, conn: HTTPConnection, credentials: Mapping[str, Any] | None
+    ) -> Any:
+        if self.authenticate is None:
+            return "anonymous"
+        result = self.authenticate(conn, credentials)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _websocket(self, ws: WebSocket) -> None:
+        if not self._origin_allowed(ws):
+            await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
+            return
+        await self.start()
+        await ws.accept()
+        conn = Connection(self, ws)
+        writer = asyncio.create_task(self._writer(conn))
+        self.connections.add(conn)
+        try:
+            await self._read_loop(conn)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.connections.discard(conn)
+            self.reader.leave(conn)
+            conn.protocol.close()
+            if conn.close_reason is None:
+                conn.close_reason = (CLOSE_NORMAL, "")
+            conn.outbox.overflowed = True
+            conn.outbox._ready.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 2.0)
+            writer.cancel()
+
+    async def _writer(self, conn: Connection) -> None:
+        ws = conn.ws
+        try:
+            while True:
+                frame = await conn.outbox.get()
+                await ws.send_text(frame)
+        except OutboxOverflow as exc:
+            if conn.close_reason is None:
+                conn.close_reason = (CLOSE_SLOW, f"too slow: {exc}; resume from your cursor")
+        except Exception:
+            conn.close_reason = conn.close_reason or (CLOSE_NORMAL, "")
+        code, reason = conn.close_reason or (CLOSE_NORMAL, "")
+        conn.outbox.close()
+        if ws.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(code=code, reason=reason[:120])
+
+    async def _read_loop(self, conn: Connection) -> None:
+        ws = conn.ws
+        idle = 0
+        while conn.close_reason is None:
+            timeout = self.hello_timeout if conn.protocol.client_id is None else self.heartbeat
+            try:
+                message = await asyncio.wait_for(ws.receive(), timeout)
+            except TimeoutError:
+                if conn.protocol.client_id is None:
+                    conn.close_later(CLOSE_PROTOCOL, "no hello received")
+                    return
+                idle += 1
+                if idle >= 2:
+                    conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
+                    return
+                conn.send_frame({"t": "ping"})
+                continue
+            if message["type"] == "websocket.disconnect":
+                return
+            idle = 0
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            try:
+                event = conn.protocol.receive(data, time.monotonic())
+                await self._handle(conn, event)
+            except ProtocolError as exc:
+                conn.send_frame(exc.frame())
+                if exc.fatal:
+                    conn.close_later(CLOSE_PROTOCOL, str(exc))
+                    return
+
+    async def _handle(self, conn: Connection, event: Any) -> None:
+        if isinstance(event, Hello):
+            await self._hello(conn, event)
+        elif isinstance(event, Subscribe):
+            await self._subscribe(conn, event)
+        elif isinstance(event, Unsubscribe):
+            for qid in event.query_ids:
+                conn.queries.pop(qid, None)
+        elif isinstance(event, Mutate):
+            await self._mutate_ws(conn, event)
+        elif isinstance(event, Ping):
+            conn.send_frame({"t": "pong", "n": event.n})
+        elif isinstance(event, Pong):
+            pass
+
+    async def _hello(self, conn: Connection, hello: Hello) -> None:
+        principal = await self._authenticate(conn.ws, hello.credentials)
+        if principal is None:
+            raise ProtocolError("unauthorized", "authentication failed", fatal=True)
+        if hello.schema_hash != self.engine.schema.hash:
+            raise ProtocolError(
+                "reload",
+                f"schema {hello.schema_hash!r} differs from the server's "
+                f"{self.engine.schema.hash!r}: reload the page; pending mutations are kept "
+                "and replayed after the reload",
+                fatal=True,
+            )
+        conn.principal = principal
+        conn.principal_key = _principal_key(self.engine, principal)
+        conn.client_id = hello.client_id
+        try:
+            last = await self.engine.client_last(principal, hello.client_id)
+        except ClientIdTaken as exc:
+            raise ProtocolError(exc.code, str(exc), fatal=True) from None
+        if hello.acked:
+            await self.engine.confirm_acks(hello.client_id, min(hello.acked, last))
+        head = await self.engine.head()
+        conn.send_frame(welcome(hello.client_id, head.epoch, str(head), last))
+
+    async def _subscribe(self, conn: Connection, sub: Subscribe) -> None:
+        try:
+            queries = {qid: Query.parse(q, self.engine.schema) for qid, q in sub.queries.items()}
+            since = Cursor.parse(sub.since) if sub.since is not None else None
+        except (QueryError, CursorError) as exc:
+            raise ProtocolError(exc.code, str(exc)) from None
+        if len(conn.queries.keys() | queries.keys()) > self.limits.max_subscriptions:
+            raise ProtocolError(
+                "limit", f"at most {self.limits.max_subscriptions} queries per connection"
+            )
+        try:
+            await self.reader.join(conn, queries, since)
+        except CursorError as exc:
+            raise ProtocolError(exc.code, str(exc)) from None
+
+    async def _mutate_ws(self, conn: Connection, event: Mutate) -> None:
+        frame = await self._apply(conn.principal, conn.client_id, event.mutation)
+        if frame["t"] == "ack" and frame.get("seq"):
+            conn.awaiting_seq = max(conn.awaiting_seq, frame["seq"])
+        conn.send_frame(frame)
+
+    async def _apply(
+        self, principal: Principal, client_id: str, mutation: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
+        mid = mutation.get("id")
+        try:
+            ack = await self.engine.apply(principal, client_id, mutation)
+        except MutationGap as exc:
+            return {
+                "t": "reject",
+                "mid": mid,
+                "permanent": False,
+                "code": exc.code,
+                "message": str(exc),
+                "expected": exc.expected,
+            }
+        except RetryLater as exc:
+            return {
+                "t": "reject",
+                "mid": mid,
+                "permanent": False,
+                "code": exc.code,
+                "message": str(exc),
+                "retry_after": exc.retry_after,
+            }
+        except ClientIdTaken as exc:
+            raise ProtocolError(exc.code, str(exc), fatal=True) from None
+        except MutationRefused as exc:
+            return {"t": "reject", "mid": mid, "permanent": exc.permanent, **exc.to_wire()}
+        return ack_frame(ack)
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def _http_principal(self, request: Request) -> Any:
+        principal = await self._authenticate(request, None)
+        if principal is None:
+            raise _HTTPError(401, "unauthorized", "authentication failed")
+        return principal
+
+    async def _mutate(self, request: Request) -> Response:
+        """``POST /sync/mutate``: ``{"client": id, "mut": {id, ops, base, mode}}``."""
+        try:
+            if not self._origin_allowed(request):
+                raise _HTTPError(403, "origin", "origin not allowed")
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                # A cross-site form cannot send this type without a CORS preflight.
+                raise _HTTPError(415, "content_type", "send the mutation as application/json")
+            body = await request.body()
+            if len(body) > self.limits.max_frame_bytes:
+                raise _HTTPError(
+                    413, "too_large", f"body exceeds {self.limits.max_frame_bytes} bytes"
+                )
+            principal = await self._http_principal(request)
+            try:
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise _HTTPError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+            if (
+                not isinstance(obj, dict)
+                or not isinstance(obj.get("client"), str)
+                or "mut" not in obj
+            ):
+                raise _HTTPError(400, "bad_frame", 'body must be {"client": "<id>", "mut": {...}}')
+            frame = decode_client_frame(
+                {"t": "mut", **obj["mut"]} if isinstance(obj["mut"], dict) else obj["mut"],
+                self.limits,
+            )
+            mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}  # type: ignore[union-attr]
+            if not 8 <= len(obj["client"]) <= 128:
+                raise _HTTPError(400, "bad_frame", "client id must have 8 to 128 characters")
+            return JSONResponse(await self._apply(principal, obj["client"], mutation))
+        except _HTTPError as exc:
+            return exc.response()
+        except ProtocolError as exc:
+            return JSONResponse(
+                exc.frame(), status_code=400 if exc.code != "client_id_taken" else 403
+            )
+
+    async def _pull(self, request: Request) -> Response:
+        """``GET /sync/pull?queries=<json>&since=<cursor>&wait=<s>``: a long poll."""
+        try:
+            principal = await self._http_principal(request)
+            params = request.query_params
+            try:
+                raw = orjson.loads(params.get("queries", ""))
+            except orjson.JSONDecodeError:
+                raise _HTTPError(
+                    400, "bad_frame", "queries must be a JSON object of {id: query}"
+                ) from None
+            if not isinstance(raw, dict) or not raw or len(raw) > self.limits.max_subscriptions:
+                raise _HTTPError(
+                    400, "bad_frame", "queries must be a non-empty JSON object of {id: query}"
+                )
+            queries = {qid: Query.parse(q, self.engine.schema) for qid, q in raw.items()}
+            wait = min(float(params.get("wait", self.pull_timeout)), self.pull_timeout)
+            since_token = params.get("since")
+            if since_token is None:
+                snap = await self.engine.snapshot(principal, queries)
+                return _no_store({"t": "snapshot", **snap.to_wire()})
+            since = Cursor.parse(since_token)
+            deadline = time.monotonic() + max(wait, 0.0)
+            while True:
+                try:
+                    changes = await self.engine.changes_since(principal, since, queries)
+                except CursorError as exc:
+                    if exc.code == "cursor_ahead":
+                        raise
+                    snap = await self.engine.snapshot(principal, queries)
+                    return _no_store({"t": "snapshot", **snap.to_wire(), "reset": exc.code})
+                if changes.cursor.seq > since.seq or time.monotonic() >= deadline:
+                    return _no_store({"t": "changes", **changes.to_wire()})
+                async with self._head_changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._head_changed.wait(), deadline - time.monotonic()
+                        )
+        except _HTTPError as exc:
+            return exc.response()
+        except (QueryError, CursorError, ValueError) as exc:
+            code = getattr(exc, "code", "bad_frame")
+            return JSONResponse({"t": "error", "code": code, "message": str(exc)}, status_code=400)
+
+    async def _client_js(self, request: Request) -> Response:
+        try:
+            source = resources.files("syncline").joinpath("static/syncline.js").read_text()
+        except FileNotFoundError:
+            return JSONResponse(
+                {
+                    "t": "error",
+                    "code": "not_found",
+                    "message": "the browser client is not installed",
+                },
+                404,
+            )
+        return Response(source, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+def ack_frame(ack: Ack) -> dict[str, Any]:
+    """``ack`` for applied, conflicted and duplicate mutations; ``reject`` (permanent)
+    for refused ones, whose reason the server keeps like any ack."""
+    wire = ack.to_wire()
+    if ack.status == "rejected":
+        return {
+            "t": "reject",
+            "permanent": True,
+            "mid": ack.mutation_id,
+            **(ack.error or {}),
+            **({"replay": True} if ack.replay else {}),
+        }
+    return {"t": "ack", **wire}
+
+
+def _no_store(frame: Mapping[str, Any]) -> Response:
+    return Response(
+        orjson.dumps(frame),
+        media_type="application/json",
+        headers={"Cache-Control": "private, no-store"},
+    )
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+    def response(self) -> Response:
+        return JSONResponse(
+            {"t": "error", "code": self.code, "message": str(self)}, status_code=self.status
+        )
