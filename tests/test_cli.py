@@ -18,7 +18,7 @@ def test_help_explains_the_tool_and_lists_demo() -> None:
 
 
 def test_the_demo_prints_the_conflict_and_converges() -> None:
-    result = CliRunner().invoke(app, ["demo", "--seed", "3"])
+    result = CliRunner().invoke(app, ["demo", "--console", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "conflict" in result.output
     assert "status: base='todo' mine='blocked' theirs='doing'" in result.output
@@ -26,7 +26,7 @@ def test_the_demo_prints_the_conflict_and_converges() -> None:
 
 
 def test_bad_arguments_get_a_clear_error() -> None:
-    result = CliRunner().invoke(app, ["demo", "--seed", "many"])
+    result = CliRunner().invoke(app, ["demo", "--console", "--seed", "many"])
     assert result.exit_code == 2
     assert "Invalid value for '--seed'" in result.output
 

@@ -1,6 +1,64 @@
-"""Stores: where records, the change log and clients live. See :mod:`.base`."""
+"""Stores: where records, the change log and clients live. See :mod:`.base`.
 
+:func:`store_from_url` picks one from a URL, as ``syncline serve --db`` does:
+``memory:``, a SQLite path (``app.sqlite3``), or as in SQLAlchemy
+``sqlite:///relative.sqlite3`` and ``sqlite:////absolute/path.sqlite3``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..exceptions import StoreError
 from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
 from .memory import MemoryStore
 
-__all__ = ["ClientState", "LogEntry", "MemoryStore", "ReadTx", "Store", "WriteTx"]
+__all__ = [
+    "DB_ENV",
+    "ClientState",
+    "LogEntry",
+    "MemoryStore",
+    "ReadTx",
+    "Store",
+    "WriteTx",
+    "store_from_env",
+    "store_from_url",
+]
+
+DB_ENV = "SYNCLINE_DB"
+"""The environment variable ``syncline serve --db`` sets for the application."""
+
+
+def store_from_url(url: str) -> Store:
+    """A store for ``url``, or a :class:`StoreError` that says which forms are accepted."""
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("the database URL is empty; give a SQLite path or 'memory:'")
+    url = url.strip()
+    if url in ("memory:", ":memory:"):
+        return MemoryStore()
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql"):
+        raise StoreError(
+            f"{url!r}: PostgreSQL is not supported by this version of syncline yet; "
+            "use a SQLite path"
+        )
+    if sep and scheme != "sqlite":
+        raise StoreError(
+            f"unsupported database URL {url!r}; use a SQLite path (app.sqlite3), "
+            "sqlite:////absolute/path.sqlite3 or memory:"
+        )
+    # As in SQLAlchemy: sqlite:///relative.sqlite3, sqlite:////absolute/path.sqlite3
+    path = Path(rest[1:] if rest.startswith("/") else rest) if sep else Path(url)
+    if path.is_dir():
+        raise StoreError(f"database path {str(path)!r} is a directory; give a file path")
+    if not path.parent.exists():
+        raise StoreError(f"the folder of database path {str(path)!r} does not exist")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(path)
+
+
+def store_from_env(default: str = "memory:") -> Store:
+    """The store named by ``$SYNCLINE_DB`` (set by ``syncline serve --db``), or ``default``."""
+    return store_from_url(os.environ.get(DB_ENV) or default)

@@ -1,0 +1,1 @@
+"""The web demo served by ``syncline demo``."""

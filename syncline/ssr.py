@@ -1,0 +1,87 @@
+"""Server-side rendering handoff: one snapshot renders the HTML and is embedded with its
+cursor, so the client hydrates without a second fetch and subscribes with no gap
+(invariant 6).
+
+In a request handler::
+
+    state = await read_page(engine, principal, {"cards": {"c": "cards", "where": {...}}})
+    html = templates.get_template("board.html").render(state=state)
+    return HTMLResponse(html, headers=SSR_HEADERS)
+
+and in the Jinja2 template, render from ``state.rows("cards")`` and embed with
+``{{ state | syncline_state }}``. Mark elements with ``data-sl-id`` (a record) and
+``data-sl-field`` (one of its fields) so the browser client can patch the server's HTML
+in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from markupsafe import Markup
+
+from .engine import Engine, Snapshot
+from .model import Principal
+from .protocol import PROTOCOL_VERSION
+from .query import Query
+
+__all__ = ["SSR_HEADERS", "PageState", "embed_json", "install_jinja", "read_page"]
+
+SSR_HEADERS = {"Cache-Control": "private, no-store"}
+"""A rendered page holds one principal's data: never cache it in shared caches."""
+
+_ESCAPES = {
+    ord("<"): "\\u003c",
+    ord(">"): "\\u003e",
+    ord("&"): "\\u0026",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def embed_json(value: Any) -> str:
+    """JSON safe to place inside ``<script type="application/json">``: no ``</script>``,
+    no ``<!--``, no line separators a JavaScript parser would trip on."""
+    return orjson.dumps(value).decode().translate(_ESCAPES)
+
+
+@dataclass(frozen=True)
+class PageState:
+    """What one page was rendered from: the records of its queries and their cursor."""
+
+    schema_hash: str
+    snapshot: Snapshot
+
+    @property
+    def cursor(self) -> str:
+        return str(self.snapshot.cursor)
+
+    def rows(self, query_id: str) -> list[dict[str, Any]]:
+        """The query's records as flat dicts (``id`` plus fields), for templates."""
+        return [{"id": r["id"], **r["data"]} for r in self.snapshot.results[query_id]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "schema": self.schema_hash, **self.snapshot.to_wire()}
+
+    def script_tag(self) -> Markup:
+        payload = embed_json(self.to_wire())
+        return Markup(f'<script type="application/json" id="syncline-state">{payload}</script>')
+
+
+async def read_page(
+    engine: Engine, principal: Principal, queries: Mapping[str, Query | Mapping[str, Any]]
+) -> PageState:
+    """Read every query the page needs, with their cursor, in one transaction."""
+    parsed = {
+        qid: q if isinstance(q, Query) else Query.parse(q, engine.schema)
+        for qid, q in queries.items()
+    }
+    return PageState(engine.schema.hash, await engine.snapshot(principal, parsed))
+
+
+def install_jinja(env: Any) -> None:
+    """Add the ``syncline_state`` filter to a Jinja2 environment."""
+    env.filters["syncline_state"] = lambda state: state.script_tag()
