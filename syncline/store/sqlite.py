@@ -7,26 +7,36 @@ Theory of operation
 one-thread executor), so every write statement runs in submission order and none ever
 runs on the event loop. ``read()`` transactions each take their own *reader*
 connection from a small pool; every reader also owns a one-thread executor, so a
-cleanup queued after a cancelled call still runs after it. A read opens with
-``BEGIN`` plus a first ``SELECT``, which pins a WAL snapshot: the transaction sees one
-committed state for its whole duration, whatever commits meanwhile.
+cleanup queued after a cancelled call still runs after it. A read's first call opens
+it with ``BEGIN`` plus its first ``SELECT``, which pins a WAL snapshot: from then on
+the transaction sees one committed state, whatever commits meanwhile, until its block
+exits (``ROLLBACK`` releases the snapshot before the connection goes back to the pool).
 
 **Durability.** ``journal_mode=WAL`` and ``synchronous=FULL``: a COMMIT returns only
 after the WAL is on disk, and ``write()`` exits only after its COMMIT, so every ack
 follows its commit (invariants 2 and 3).
 
-**Group commit.** ``write()`` blocks run one at a time (an asyncio lock). The first
-writer of a group issues ``BEGIN IMMEDIATE``; each writer's block runs inside
-``SAVEPOINT w``. A block that raises gets ``ROLLBACK TO w`` + ``RELEASE w`` (its
-effects vanish, the group's other writers keep theirs) and its exception; a block that
-succeeds gets ``RELEASE w`` and waits. A writer that leaves the lock with nobody else
-waiting for it (or with :attr:`SQLiteStore.max_group` writers in the group) issues
-``COMMIT`` -- one transaction, one fsync for the whole group -- and only then does every
-successful writer of the group leave ``write()``. If COMMIT fails, every successful
-writer of the group gets a :class:`StoreError`; none is acknowledged. Writers of one
-group see each other's writes (same connection), so ``seq`` stays dense. A writer
-cancelled while it waits for its group's COMMIT may still be committed: cancellation
-is not a rollback once the block has exited.
+**Group commit.** ``write()`` blocks run one at a time (an asyncio lock), and every
+statement runs on the writer thread in order. The first statement of a group issues
+``BEGIN IMMEDIATE``; each writer's statements run inside ``SAVEPOINT w``. When a
+block exits, one trip to the thread sends its pending writes and ``RELEASE w`` (or,
+if the block raised, ``ROLLBACK TO w`` + ``RELEASE w``: its effects vanish, the
+group's other writers keep theirs, and its exception goes to it alone); if nobody is
+waiting for the lock (or :attr:`SQLiteStore.max_group` writers have joined), the same
+trip ends with ``COMMIT`` -- one transaction, one fsync for the whole group. The lock
+is released as soon as that trip is queued: the next writer's statements run after it.
+Every successful writer leaves ``write()`` only after its group's COMMIT, so each ack
+follows its commit. If COMMIT fails, every writer of the group gets a
+:class:`StoreError` and none is acknowledged; so does the whole group if a savepoint
+cannot be rolled back. Writers of one group see each other's writes (same
+connection), so ``seq`` stays dense. Group bookkeeping never waits on the cancelled:
+a writer cancelled while its group commits may still be committed.
+
+**Round trips.** Each thread hand-off costs tens of microseconds, more than most
+statements, so a write transaction makes few: its first call also fetches the head,
+and writes that return nothing (``put``, ``append_log``, ``put_ack``,
+``confirm_acks``) travel with the next call or with the block's exit. An
+``Engine.apply`` takes four trips: client, advance, get, exit-and-commit.
 
 Tables (schema version :data:`SCHEMA_VERSION`)
 ----------------------------------------------
@@ -65,18 +75,21 @@ An array or object in a queried field is compared through Python's ``str()`` of 
 as the reference does. Where SQL cannot express a query (a field name that is not an
 identifier, an integer beyond 64 bits, a non-scalar operand), the store filters in
 SQL what it can and finishes filtering and sorting in Python with the reference
-functions.
+functions. Filters use the indexes of :meth:`SQLiteStore.ensure_indexes`; the
+type-aware ORDER BY sorts the filtered rows rather than walking an index.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import orjson
@@ -179,8 +192,13 @@ class _Conn:
     """A sqlite3 connection and the one thread that runs its statements, in order."""
 
     def __init__(
-        self, db: sqlite3.Connection, executor: concurrent.futures.ThreadPoolExecutor, path: str
+        self,
+        db: sqlite3.Connection,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        path: str,
+        writer: bool,
     ) -> None:
+        self.writer = writer
         self._db = db
         self._executor = executor
         self._path = path
@@ -197,7 +215,7 @@ class _Conn:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db, executor, path)
+        return cls(db, executor, path, writer)
 
     def submit(
         self,
@@ -227,13 +245,20 @@ class _Conn:
 
     async def close(self) -> None:
         try:
-            await self.run(_close)
+            await self.run(_optimize_and_close if self.writer else _close)
         finally:
             self._executor.shutdown(wait=False)
 
 
 def _close(db: sqlite3.Connection) -> None:
     db.close()
+
+
+def _optimize_and_close(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("PRAGMA optimize")  # gathers planner statistics where they would help
+    finally:
+        db.close()
 
 
 # --- migrations -----------------------------------------------------------------------
@@ -322,13 +347,12 @@ def _log_entry(row: tuple[Any, ...]) -> LogEntry:
     )
 
 
-def _begin_read(db: sqlite3.Connection) -> None:
-    db.execute("BEGIN")
-    try:
-        db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()  # pins the snapshot
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+def _in_snapshot(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` in the read transaction, opening it first if needed: ``BEGIN`` and the
+    first ``SELECT`` pin the WAL snapshot the transaction keeps to its end."""
+    if not db.in_transaction:
+        db.execute("BEGIN")
+    return fn(db)
 
 
 def _end_read(db: sqlite3.Connection) -> None:
@@ -432,63 +456,26 @@ def _advance_client(
     return cur.rowcount == 1
 
 
-def _put(db: sqlite3.Connection, collection: str, record: Record) -> None:
-    db.execute(
-        "INSERT INTO records (collection, id, data, inc, v, fv, fw, adds, deleted) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET "
-        "data = excluded.data, inc = excluded.inc, v = excluded.v, fv = excluded.fv, "
-        "fw = excluded.fw, adds = excluded.adds, deleted = excluded.deleted",
-        (
-            collection,
-            record.id,
-            _dumps(record.data),
-            record.inc,
-            record.v,
-            _dumps(record.fv),
-            _dumps(record.fw),
-            _dumps(record.adds),
-            int(record.deleted),
-        ),
-    )
+_PUT = (
+    "INSERT INTO records (collection, id, data, inc, v, fv, fw, adds, deleted) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET "
+    "data = excluded.data, inc = excluded.inc, v = excluded.v, fv = excluded.fv, "
+    "fw = excluded.fw, adds = excluded.adds, deleted = excluded.deleted"
+)
+_APPEND = f"INSERT INTO log ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PUT_ACK = (
+    "INSERT INTO acks (client_id, mutation_id, ack) VALUES (?, ?, ?) "
+    "ON CONFLICT (client_id, mutation_id) DO UPDATE SET ack = excluded.ack"
+)
+_CONFIRM_ACKS = "DELETE FROM acks WHERE client_id = ? AND mutation_id <= ?"
 
 
-def _append_log(db: sqlite3.Connection, entries: list[LogEntry]) -> None:
-    head = _head(db)
-    for e in entries:
-        if e.seq != head + 1 and e.seq != head:
-            raise StoreError(f"log seq {e.seq} does not follow head {head}")
-        head = e.seq
-    db.executemany(
-        f"INSERT INTO log ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                e.seq,
-                e.collection,
-                e.id,
-                e.kind,
-                e.inc,
-                _dumps(e.patch),
-                None if e.before is None else _dumps(e.before),
-                None if e.after is None else _dumps(e.after),
-                e.client_id,
-                e.mutation_id,
-                e.time,
-            )
-            for e in entries
-        ],
-    )
+def _execute(db: sqlite3.Connection, *, sql: str, params: Sequence[Any]) -> None:
+    db.execute(sql, params)
 
 
-def _put_ack(db: sqlite3.Connection, client_id: str, mutation_id: int, ack: str) -> None:
-    db.execute(
-        "INSERT INTO acks (client_id, mutation_id, ack) VALUES (?, ?, ?) "
-        "ON CONFLICT (client_id, mutation_id) DO UPDATE SET ack = excluded.ack",
-        (client_id, mutation_id, ack),
-    )
-
-
-def _confirm_acks(db: sqlite3.Connection, client_id: str, upto: int) -> None:
-    db.execute("DELETE FROM acks WHERE client_id = ? AND mutation_id <= ?", (client_id, upto))
+def _executemany(db: sqlite3.Connection, *, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    db.executemany(sql, rows)
 
 
 def _trim(db: sqlite3.Connection, upto: int) -> int:
@@ -501,41 +488,151 @@ def _trim(db: sqlite3.Connection, upto: int) -> int:
     return int(removed)
 
 
+def _pragma(db: sqlite3.Connection, name: str) -> Any:
+    row = db.execute(f"PRAGMA {name}").fetchone()
+    return None if row is None else row[0]
+
+
 def _execute_all(db: sqlite3.Connection, statements: list[str]) -> None:
     for statement in statements:
         db.execute(statement)
 
 
-def _begin_immediate(db: sqlite3.Connection) -> None:
-    db.execute("BEGIN IMMEDIATE")
+# --- group commit, thread side ----------------------------------------------------------
+
+_Deferred = Callable[[sqlite3.Connection], None]
 
 
-def _savepoint(db: sqlite3.Connection) -> None:
-    db.execute("SAVEPOINT w")
+@dataclass(eq=False)
+class _Group:
+    """Writers sharing one SQLite transaction; ``done`` resolves after its COMMIT.
+
+    ``begun`` and ``broken`` belong to the writer thread: BEGIN runs lazily, with the
+    first statement of the group, and a writer whose savepoint could not be undone
+    poisons the group (every later statement of it fails, and it ends in ROLLBACK).
+    """
+
+    done: asyncio.Future[None]
+    joined: int = 0
+    begun: bool = False
+    broken: Exception | None = None
 
 
-def _release(db: sqlite3.Connection) -> None:
-    db.execute("RELEASE w")
+@dataclass(eq=False)
+class _Member:
+    """One writer of a group: whether its savepoint is open (writer thread only) and the
+    writes it has not sent to the thread yet."""
+
+    group: _Group
+    savepoint: bool = False
+    deferred: list[_Deferred] = dataclasses.field(default_factory=list)
 
 
-def _undo(db: sqlite3.Connection) -> None:
-    db.execute("ROLLBACK TO w")
-    db.execute("RELEASE w")
+@dataclass
+class _Exit:
+    """What :func:`_leave_group` did for one writer."""
+
+    own: Exception | None = None  # its pending writes or RELEASE failed: they were undone
+    ended: bool = False  # this call ended the group's transaction
+    committed: bool = False  # ... with a COMMIT that succeeded
+    error: Exception | None = None  # ... or with this failure: nothing of the group stays
 
 
-def _finish(db: sqlite3.Connection, commit: bool) -> None:
-    """End the group's transaction: COMMIT, or ROLLBACK when the group is broken or the
-    COMMIT failed (so the connection is ready for the next group either way)."""
+def _enter(db: sqlite3.Connection, member: _Member) -> None:
+    """Open the group's transaction and the writer's savepoint, where not yet open."""
+    group = member.group
+    if group.broken is not None:
+        raise StoreError(f"an earlier write of this group could not be undone: {group.broken}")
+    if not group.begun:
+        if db.in_transaction:  # left over by a failed ROLLBACK: start clean
+            db.execute("ROLLBACK")
+        db.execute("BEGIN IMMEDIATE")
+        group.begun = True
+    if not member.savepoint:
+        db.execute("SAVEPOINT w")
+        member.savepoint = True
+
+
+def _in_savepoint(
+    db: sqlite3.Connection,
+    member: _Member,
+    deferred: list[_Deferred],
+    with_head: bool,
+    fn: Callable[[sqlite3.Connection], T],
+) -> tuple[int | None, T]:
+    """Run ``fn`` in the writer's savepoint after its pending writes; with the head
+    too when asked (the first call of a transaction: it saves a trip for ``head()``)."""
+    _enter(db, member)
+    for write in deferred:
+        write(db)
+    return (_head(db) if with_head else None), fn(db)
+
+
+def _end_group(db: sqlite3.Connection, group: _Group) -> bool:
+    """COMMIT the group's transaction (ROLLBACK if it is broken); True when a COMMIT
+    succeeded. A failed COMMIT is rolled back, so the connection is ready for the next
+    group."""
+    begun, group.begun = group.begun, False
+    if group.broken is not None:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StoreError(
+            f"a write of this group could not be undone, so the group was rolled back: "
+            f"{group.broken}"
+        )
+    if not begun:
+        return False
     try:
-        if commit:
-            db.execute("COMMIT")
-            return
+        db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    if db.in_transaction:
-        db.execute("ROLLBACK")
+    return True
+
+
+def _end_group_exit(db: sqlite3.Connection, group: _Group) -> _Exit:
+    out = _Exit(ended=True)
+    try:
+        out.committed = _end_group(db, group)
+    except Exception as exc:
+        out.error = exc
+    return out
+
+
+def _leave_group(
+    db: sqlite3.Connection, member: _Member, deferred: list[_Deferred], ok: bool, end: bool
+) -> _Exit:
+    """A writer's block has exited (``ok``: normally). Send its pending writes and
+    RELEASE its savepoint, or roll the savepoint back; then, if ``end`` (nobody else
+    was waiting to join), COMMIT the group -- all in one trip to the thread."""
+    out = _Exit()
+    group = member.group
+    if ok:
+        try:
+            if deferred:
+                _enter(db, member)
+                for write in deferred:
+                    write(db)
+            if member.savepoint:
+                db.execute("RELEASE w")
+                member.savepoint = False
+        except Exception as exc:
+            out.own = exc
+    if member.savepoint:
+        try:
+            db.execute("ROLLBACK TO w")
+            db.execute("RELEASE w")
+            member.savepoint = False
+        except Exception as exc:
+            group.broken = group.broken or exc
+    if end:
+        out.ended = True
+        try:
+            out.committed = _end_group(db, group)
+        except Exception as exc:
+            out.error = exc
+    return out
 
 
 # --- query compilation ----------------------------------------------------------------
@@ -647,12 +744,15 @@ class _Compiler:
             return f"id = {self.bind(x)}"
         return f"id {_RANGE_OPS[op]} {self.bind(x)}"
 
-    def order(self, order: Iterable[tuple[str, str]]) -> str | None:
+    def order(self, order: Iterable[tuple[str, str]], by_filter: bool) -> str | None:
+        """The ORDER BY terms. ``by_filter``: write ``+id``, so the primary key does not
+        tempt the planner away from a field index that narrows the rows down."""
+        rid = "+id" if by_filter else "id"
         terms: list[str] = []
         for field, direction in order:
             d = "DESC" if direction == "desc" else "ASC"
             if field == "id":
-                terms.append(f"id {d}")
+                terms.append(f"{rid} {d}")
                 continue
             exprs = _field_sql(field)
             if exprs is None:
@@ -666,7 +766,7 @@ class _Compiler:
             terms.append(
                 f"CASE WHEN {t} IN {_NON_SCALAR} THEN syncline_pystr({v}) ELSE {v} END {d}"
             )
-        terms.append("id ASC")
+        terms.append(f"{rid} ASC")
         return ", ".join(terms)
 
 
@@ -685,7 +785,8 @@ def _compile(query: Query, apply_limit: bool) -> tuple[str, list[Any], Query | N
         else:
             where.append(sql)
     limit = query.limit if apply_limit else None
-    order = c.order(query.order) if c.exact else None
+    by_filter = any(field != "id" for field, _, _ in query.conditions)
+    order = c.order(query.order, by_filter) if c.exact else None
     text = f"SELECT {_RECORD_COLUMNS} FROM records WHERE {' AND '.join(where)}"
     if order is None:
         return text, c.params, Query(query.collection, query.conditions, query.order, limit)
@@ -695,7 +796,7 @@ def _compile(query: Query, apply_limit: bool) -> tuple[str, list[Any], Query | N
     return text, c.params, None
 
 
-def index_statements(schema: Schema) -> list[str]:
+def _index_statements(schema: Schema) -> list[str]:
     """``CREATE INDEX IF NOT EXISTS`` for every queryable field of ``schema``: an
     expression index matching what :meth:`ReadTx.query` compiles, partial on the
     collection so each collection's index holds only its own records."""
@@ -721,15 +822,22 @@ class _Read(ReadTx):
         self._epoch = epoch
         self._ended = False
 
+    def _check(self) -> None:
+        if self._ended:
+            raise StoreError("this transaction has ended; use it only inside its block")
+
     async def _run(
         self,
         fn: Callable[Concatenate[sqlite3.Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        if self._ended:
-            raise StoreError("this transaction has ended; use it only inside its block")
-        return await self._conn.run(fn, *args, **kwargs)
+        self._check()
+
+        def call(db: sqlite3.Connection) -> T:
+            return fn(db, *args, **kwargs)
+
+        return await self._conn.run(_in_snapshot, call)
 
     async def epoch(self) -> str:
         return self._epoch
@@ -765,35 +873,100 @@ class _Read(ReadTx):
 
 
 class _Write(_Read, WriteTx):
-    """Runs on the writer connection inside this writer's savepoint: reads see the
-    group's earlier writes and this transaction's own."""
+    """One writer's view, on the writer connection inside its savepoint: reads see the
+    group's earlier writes and this transaction's own.
+
+    Writes that return nothing (``put``, ``append_log``, ``put_ack``,
+    ``confirm_acks``) are encoded at once and sent to the thread with the next call
+    (or when the block exits), which saves a thread round trip each. A SQLite error in
+    one of them is raised by that later call, or by the block's exit: let it propagate
+    (the writer's savepoint is then rolled back).
+    """
+
+    def __init__(self, conn: _Conn, epoch: str, member: _Member) -> None:
+        super().__init__(conn, epoch)
+        self._member = member
+        self._head: int | None = None  # only this transaction moves the head meanwhile
+
+    async def _run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        self._check()
+        member = self._member
+        deferred, member.deferred = member.deferred, []
+
+        def call(db: sqlite3.Connection) -> T:
+            return fn(db, *args, **kwargs)
+
+        head, result = await self._conn.run(
+            _in_savepoint, member, deferred, self._head is None, call
+        )
+        if head is not None:
+            self._head = head
+        return result
+
+    def _defer(self, write: _Deferred) -> None:
+        self._check()
+        self._member.deferred.append(write)
+
+    async def head(self) -> int:
+        if self._head is None:
+            self._head = await self._run(_head)
+        return self._head
 
     async def advance_client(self, client_id: str, principal: str, expected: int, new: int) -> bool:
         return await self._run(_advance_client, client_id, principal, expected, new)
 
     async def put(self, collection: str, record: Record) -> None:
-        await self._run(_put, collection, record.copy())
+        row = (
+            collection,
+            record.id,
+            _dumps(record.data),
+            record.inc,
+            record.v,
+            _dumps(record.fv),
+            _dumps(record.fw),
+            _dumps(record.adds),
+            int(record.deleted),
+        )
+        self._defer(partial(_execute, sql=_PUT, params=row))
 
     async def append_log(self, entries: list[LogEntry]) -> None:
-        await self._run(_append_log, list(entries))
+        head = await self.head()
+        for e in entries:
+            if e.seq != head + 1 and e.seq != head:
+                raise StoreError(f"log seq {e.seq} does not follow head {head}")
+            head = e.seq
+        rows = [
+            (
+                e.seq,
+                e.collection,
+                e.id,
+                e.kind,
+                e.inc,
+                _dumps(e.patch),
+                None if e.before is None else _dumps(e.before),
+                None if e.after is None else _dumps(e.after),
+                e.client_id,
+                e.mutation_id,
+                e.time,
+            )
+            for e in entries
+        ]
+        self._defer(partial(_executemany, sql=_APPEND, rows=rows))
+        self._head = head
 
     async def put_ack(self, client_id: str, mutation_id: int, ack: dict[str, Any]) -> None:
-        await self._run(_put_ack, client_id, mutation_id, _dumps(ack))
+        self._defer(partial(_execute, sql=_PUT_ACK, params=(client_id, mutation_id, _dumps(ack))))
 
     async def confirm_acks(self, client_id: str, upto: int) -> None:
-        await self._run(_confirm_acks, client_id, upto)
+        self._defer(partial(_execute, sql=_CONFIRM_ACKS, params=(client_id, upto)))
 
     async def trim(self, upto: int) -> int:
         return await self._run(_trim, upto)
-
-
-@dataclass(eq=False)
-class _Group:
-    """Writers sharing one SQLite transaction; ``done`` resolves after its COMMIT."""
-
-    done: asyncio.Future[None]
-    joined: int = 0
-    broken: BaseException | None = None  # a savepoint could not be undone: roll back all
 
 
 # --- the store ------------------------------------------------------------------------
@@ -807,7 +980,7 @@ class SQLiteStore(Store):
     migrations: tuple[tuple[str, ...], ...] = MIGRATIONS
     max_group = 256
     """At most this many writers share one COMMIT."""
-    read_pool = 4
+    read_pool = 8
     """Idle reader connections kept open for the next ``read()``."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
@@ -815,7 +988,7 @@ class SQLiteStore(Store):
         self.busy_timeout = busy_timeout
         self.commits = 0
         self.migrations_applied: list[int] = []
-        self._state: Literal["new", "open", "closed"] = "new"
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._epoch = ""
         self._writer: _Conn | None = None
         self._idle: list[_Conn] = []
@@ -833,7 +1006,7 @@ class SQLiteStore(Store):
         """
         if self._state == "open":
             return
-        if self._state == "closed":
+        if self._state != "new":
             raise StoreError("this SQLiteStore was closed; make a new one")
         writer = await _Conn.open(self.path, self.busy_timeout, writer=True)
         try:
@@ -848,13 +1021,20 @@ class SQLiteStore(Store):
     async def close(self) -> None:
         """Commit a group still open, then close every connection and thread."""
         if self._state != "open":
-            self._state = "closed"
+            if self._state == "new":
+                self._state = "closed"
             return
+        self._state = "closing"
+        await asyncio.shield(self._spawn(self._shutdown()))
+        pending = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _shutdown(self) -> None:
         await self._acquire()
         try:
             if self._group is not None:
                 await self._commit()
-            self._state = "closed"
             idle, self._idle = self._idle, []
             for conn in idle:
                 await conn.close()
@@ -862,84 +1042,101 @@ class SQLiteStore(Store):
                 await self._writer.close()
                 self._writer = None
         finally:
+            self._state = "closed"
             self._lock.release()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _open_writer(self) -> _Conn:
+    def _check_open(self) -> _Conn:
         if self._state != "open" or self._writer is None:
-            raise StoreError(f"the store is {self._state}; call open() first")
+            raise StoreError(f"the store is {self._state}; use it between open() and close()")
         return self._writer
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run store bookkeeping as its own task, so cancelling the caller cannot stop it
+        half way (the thread runs what it was given anyway)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._forget)
+        return task
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: whoever awaited it has seen it already
 
     # --- reads ------------------------------------------------------------------------
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTx]:
-        self._open_writer()
+        self._check_open()
         conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = await _Conn.open(self.path, self.busy_timeout, writer=False)
-        tx: _Read | None = None
-        reusable = False
+        tx = _Read(conn, self._epoch)
         try:
-            await conn.run(_begin_read)
-            tx = _Read(conn, self._epoch)
             yield tx
         finally:
-            if tx is not None:
-                tx._ended = True
+            tx._ended = True
             try:
                 await conn.run(_end_read)
-                reusable = True
-            finally:
-                if reusable and self._state == "open" and len(self._idle) < self.read_pool:
-                    self._idle.append(conn)
-                else:
-                    await conn.close()
+            except BaseException:
+                self._spawn(conn.close())  # its state is unknown: do not reuse it
+                raise
+            if self._state == "open" and len(self._idle) < self.read_pool:
+                self._idle.append(conn)
+            else:
+                self._spawn(conn.close())
 
     # --- writes and group commit ------------------------------------------------------
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[WriteTx]:
-        conn = self._open_writer()
+        self._check_open()
         await self._acquire()
-        group: _Group | None = None
+        # This writer holds the lock until _leave() hands its exit to the thread.
         try:
-            conn = self._open_writer()  # close() may have run while this writer waited
-            if self._group is None:
-                await conn.run(_begin_immediate)
-                self._group = _Group(asyncio.get_running_loop().create_future())
-            group = self._group
-            group.joined += 1
-            await conn.run(_savepoint)
-            tx = _Write(conn, self._epoch)
-            try:
-                yield tx
-            except BaseException:
-                tx._ended = True
-                try:
-                    await conn.run(_undo)
-                except BaseException as exc:
-                    group.broken = exc
-                raise
+            conn = self._check_open()  # close() may have begun while this writer waited
+        except StoreError:
+            self._lock.release()
+            raise
+        group = self._group
+        if group is None:
+            group = self._group = _Group(asyncio.get_running_loop().create_future())
+        group.joined += 1
+        member = _Member(group)
+        tx = _Write(conn, self._epoch, member)
+        try:
+            yield tx
+        except BaseException:
             tx._ended = True
-            try:
-                await conn.run(_release)
-            except BaseException as exc:
-                group.broken = exc
-                raise
-        finally:
-            try:
-                if group is not None and self._group is group and self._last_of(group):
-                    await self._commit()
-            finally:
-                self._lock.release()
-        assert group is not None
-        await asyncio.shield(group.done)  # shielded: one writer's cancellation is not the group's
+            self._leave(conn, member, ok=False)
+            raise
+        tx._ended = True
+        # Shielded: cancelling this writer must not cancel its exit or its group's COMMIT.
+        out = await asyncio.shield(self._leave(conn, member, ok=True))
+        if out.own is not None:
+            raise StoreError(f"{self.path}: {out.own}") from out.own
+        await asyncio.shield(group.done)
+
+    def _leave(self, conn: _Conn, member: _Member, ok: bool) -> asyncio.Future[_Exit]:
+        """Hand a finished writer's exit to the thread (pending writes, RELEASE or
+        ROLLBACK TO, and COMMIT if it is the group's last) and release the lock at once:
+        the thread runs statements in order, so the next writer's come after these.
+        No await: nothing can interrupt this half way."""
+        group = member.group
+        end = self._last_of(group)
+        deferred, member.deferred = member.deferred, []
+        exit_ = asyncio.wrap_future(conn.submit(_leave_group, member, deferred, ok, end))
+        if end:
+            if self._group is group:
+                self._group = None
+            exit_.add_done_callback(lambda f: self._settle(group, f))
+        exit_.add_done_callback(_consume)
+        self._lock.release()
+        return exit_
 
     def _last_of(self, group: _Group) -> bool:
-        """Should the writer leaving the lock commit ``group`` now?"""
-        return self._waiting == 0 or group.joined >= self.max_group or group.broken is not None
+        """Should the writer leaving the lock end ``group`` now?"""
+        return self._waiting == 0 or group.joined >= self.max_group
 
     async def _acquire(self) -> None:
         """Take the write lock, counted in ``_waiting`` while waiting: a writer that
@@ -950,10 +1147,7 @@ class SQLiteStore(Store):
         except BaseException:
             self._waiting -= 1
             if self._group is not None and self._waiting == 0 and not self._lock.locked():
-                # The group was handed to this writer, which is leaving: commit it anyway.
-                task = asyncio.get_running_loop().create_task(self._flush())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._flush())  # the group was handed to this writer, which left
             raise
         self._waiting -= 1
 
@@ -966,49 +1160,56 @@ class SQLiteStore(Store):
             self._lock.release()
 
     async def _commit(self) -> None:
-        """COMMIT the open group (ROLLBACK if broken) and settle its writers. Never
-        raises: the outcome goes to ``group.done``. Called with the lock held."""
+        """End the open group's transaction and settle its writers (lock held)."""
         group, self._group = self._group, None
-        assert group is not None
-        conn = self._open_writer()
-        loop = asyncio.get_running_loop()
-        finished = conn.submit(_finish, group.broken is None)
+        if group is not None and self._writer is not None:
+            ended = asyncio.wrap_future(self._writer.submit(_end_group_exit, group))
+            ended.add_done_callback(lambda f: self._settle(group, f))
+            await asyncio.wait([ended])
 
-        def settle(f: concurrent.futures.Future[None]) -> None:
-            exc = f.exception()
-            if group.done.done():
-                return
-            if group.broken is not None:
-                err = StoreError("a write of this group could not be undone; all were rolled back")
-                err.__cause__ = group.broken
-                group.done.set_exception(err)
-            elif exc is not None:
-                err = StoreError(f"commit failed; nothing of this group was written: {exc}")
-                err.__cause__ = exc
-                group.done.set_exception(err)
-            else:
+    def _settle(self, group: _Group, ended: asyncio.Future[_Exit]) -> None:
+        """Resolve ``group.done`` from the call that ended its transaction."""
+        if ended.cancelled():
+            error: BaseException | None = StoreError("the group's COMMIT was cancelled")
+        elif ended.exception() is not None:
+            error = ended.exception()
+        else:
+            out = ended.result()
+            error = out.error
+            if out.committed:
                 self.commits += 1
-                group.done.set_result(None)
-
-        # Settled from the thread's completion, so a cancelled committer cannot strand
-        # the group's other writers.
-        finished.add_done_callback(lambda f: loop.call_soon_threadsafe(settle, f))
+        if group.done.done():
+            return
+        if error is None:
+            group.done.set_result(None)
+        else:
+            failure = StoreError(
+                f"{self.path}: COMMIT failed; nothing of this group was written: {error}"
+            )
+            failure.__cause__ = error
+            group.done.set_exception(failure)
         group.done.add_done_callback(_consume)
-        await asyncio.wait([group.done])
 
-    # --- indexes ----------------------------------------------------------------------
+    # --- diagnostics and indexes ------------------------------------------------------
+
+    async def pragma(self, name: str) -> Any:
+        """The value of ``PRAGMA <name>`` on the writer connection (``synchronous``,
+        ``journal_mode``, ``foreign_keys`` ...), for diagnostics and tests."""
+        if not name.isidentifier():
+            raise StoreError(f"not a pragma name: {name!r}")
+        return await self._check_open().run(_pragma, name)
 
     async def ensure_indexes(self, schema: Schema) -> list[str]:
         """Create (if missing) an expression index per queryable field of ``schema``;
         return the statements run. Queries filtering on those fields then use them."""
-        statements = index_statements(schema)
+        statements = _index_statements(schema)
         async with self.write() as tx:
             assert isinstance(tx, _Write)
             await tx._run(_execute_all, statements)
         return statements
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    """Mark a group's outcome as retrieved, even if every writer of it was cancelled."""
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark an outcome as retrieved, even if whoever would await it was cancelled."""
     if not future.cancelled():
         future.exception()

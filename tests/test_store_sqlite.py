@@ -1,0 +1,649 @@
+"""What is SQLite-specific about :class:`SQLiteStore` (the conformance suite covers the
+Store interface): the file and its epoch, migrations, PRAGMAs, group commit, query
+compilation, and durability under SIGKILL (invariant 2) and exactly-once effect
+(invariant 3) on a real file.
+
+Randomized tests print their seed; set ``SYNCLINE_SEED`` to replay one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncline import Engine, Insert, MutationGap, StoreError
+from syncline.query import Query
+from syncline.record import Record
+from syncline.store.base import LogEntry
+from syncline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, _compile
+
+from .schemas import BOARD
+from .sqlite_crash_worker import PRINCIPAL, SCHEMA, TALLY, ensure_tally, mutation
+
+WORKER = Path(__file__).with_name("sqlite_crash_worker.py")
+
+
+def seed_for(test: str) -> int:
+    seed = int(os.environ.get("SYNCLINE_SEED") or random.randrange(2**32))
+    print(f"{test}: seed {seed} (replay with SYNCLINE_SEED={seed})")
+    return seed
+
+
+def entry(seq: int, rid: str) -> LogEntry:
+    return LogEntry(
+        seq=seq,
+        collection="cards",
+        id=rid,
+        kind="insert",
+        inc=1,
+        patch={"title": rid},
+        before=None,
+        after={"id": rid},
+        client_id="c1",
+        mutation_id=seq,
+        time=time.time(),
+    )
+
+
+def card(rid: str, seq: int) -> Record:
+    return Record(id=rid, data={"list_id": "l1", "title": rid}, v=seq, fv={"title": seq})
+
+
+async def put_next(store: SQLiteStore, rid: str | None = None) -> int:
+    """One write transaction: a card and its log entry at ``head + 1``."""
+    async with store.write() as tx:
+        seq = await tx.head() + 1
+        await tx.put("cards", card(rid or f"r{seq}", seq))
+        await tx.append_log([entry(seq, rid or f"r{seq}")])
+    return seq
+
+
+async def opened(path: Path) -> SQLiteStore:
+    store = SQLiteStore(path)
+    await store.open()
+    return store
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# --- the file, its epoch, migrations, PRAGMAs -------------------------------------------
+
+
+async def test_reopening_a_file_keeps_its_data_and_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    store = await opened(path)
+    record = Record(
+        id="r1",
+        data={"list_id": "l1", "title": "é 🎉", "rank": 1.0, "done": None},
+        inc=2,
+        v=1,
+        fv={"title": 1},
+        fw={"title": "c1"},
+        adds={"labels": {'"a"': [1, "c1"]}},
+    )
+    async with store.write() as tx:
+        await tx.put("cards", record)
+        await tx.append_log([entry(1, "r1")])
+        assert await tx.advance_client("c1", "alice", 0, 1)
+        await tx.put_ack("c1", 1, {"mid": 1, "status": "applied", "seq": 1})
+    await put_next(store)
+    await put_next(store)
+    async with store.write() as tx:
+        assert await tx.trim(1) == 1
+    async with store.read() as tx:
+        epoch = await tx.epoch()
+    await store.close()
+
+    again = await opened(path)
+    try:
+        async with again.read() as tx:
+            assert await tx.epoch() == epoch
+            assert await tx.get("cards", "r1") == record
+            assert (await tx.head(), await tx.floor()) == (3, 1)
+            assert [e.seq for e in await tx.log(0, 3)] == [2, 3]
+            assert await tx.client("c1") is not None
+            assert await tx.ack("c1", 1) == {"mid": 1, "status": "applied", "seq": 1}
+    finally:
+        await again.close()
+
+    other = await opened(tmp_path / "b.sqlite3")
+    try:
+        async with other.read() as tx:
+            assert await tx.epoch() != epoch
+            assert await tx.head() == 0
+    finally:
+        await other.close()
+
+
+async def test_migrations_run_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite3"
+    first = await opened(path)
+    assert first.migrations_applied == list(range(1, SCHEMA_VERSION + 1))
+    await put_next(first)
+    await first.close()
+    second = await opened(path)
+    assert second.migrations_applied == []
+    await second.close()
+    with raw(path) as db:
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert version == (SCHEMA_VERSION,)
+        assert db.execute("SELECT count(*) FROM records").fetchone() == (1,)
+
+
+async def test_a_new_migration_applies_on_open_and_a_failing_one_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.sqlite3"
+    await (await opened(path)).close()
+
+    class Broken(SQLiteStore):
+        migrations = (*MIGRATIONS, ("CREATE TABLE half (x)", "THIS IS NOT SQL"))
+
+    with pytest.raises(StoreError, match="syntax error"):
+        await Broken(path).open()
+    with raw(path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
+
+    class Newer(SQLiteStore):
+        migrations = (*MIGRATIONS, ("CREATE TABLE extra (x)",))
+
+    newer = Newer(path)
+    await newer.open()
+    assert newer.migrations_applied == [SCHEMA_VERSION + 1]
+    await newer.close()
+    newer = Newer(path)
+    await newer.open()
+    assert newer.migrations_applied == []
+    await newer.close()
+
+
+async def test_a_file_from_a_newer_syncline_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    await (await opened(path)).close()
+    future = SCHEMA_VERSION + 5
+    with raw(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (future,))
+    store = SQLiteStore(path)
+    with pytest.raises(
+        StoreError,
+        match=rf"schema is version {future}, but .* knows versions up to {SCHEMA_VERSION}",
+    ):
+        await store.open()
+    with raw(path) as db:  # refused without touching it
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert version == (future,)
+
+
+async def test_the_file_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    path = tmp_path / "p.sqlite3"
+    store = await opened(path)
+    try:
+        assert await store.pragma("journal_mode") == "wal"
+        assert await store.pragma("synchronous") == 2  # FULL
+        assert await store.pragma("foreign_keys") == 1
+        with pytest.raises(StoreError, match="not a pragma name"):
+            await store.pragma("synchronous = OFF")
+    finally:
+        await store.close()
+    with raw(path) as db:  # WAL is a property of the file, not only of a connection
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_closed_store_refuses_transactions(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "c.sqlite3")
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        async with store.read():
+            pass
+    with pytest.raises(StoreError, match="closed"):
+        async with store.write():
+            pass
+    with pytest.raises(StoreError, match="closed"):
+        await store.open()
+
+
+# --- group commit -----------------------------------------------------------------------
+
+
+async def test_concurrent_writers_share_commits_and_keep_seq_dense(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "g.sqlite3")
+    try:
+        before = store.commits
+        seqs = await asyncio.gather(*(put_next(store) for _ in range(50)))
+        assert sorted(seqs) == list(range(1, 51))
+        assert store.commits - before < 50
+        async with store.read() as tx:
+            assert await tx.head() == 50
+            assert [e.seq for e in await tx.log(0, 50)] == list(range(1, 51))
+            got = await tx.get_many("cards", [f"r{n}" for n in range(1, 51)])
+            assert len(got) == 50
+    finally:
+        await store.close()
+
+
+async def test_a_writer_sees_its_groups_earlier_writes_before_they_commit(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "g.sqlite3")
+
+    async def second() -> int:
+        async with store.write() as tx:
+            assert await tx.get("cards", "a") is not None  # same group, same connection
+            async with store.read() as other:  # not committed yet: the group is still open
+                assert await other.get("cards", "a") is None
+            seq = await tx.head() + 1
+            await tx.put("cards", card("b", seq))
+            await tx.append_log([entry(seq, "b")])
+        return seq
+
+    try:
+        assert list(await asyncio.gather(put_next(store, "a"), second())) == [1, 2]
+        assert store.commits == 1
+    finally:
+        await store.close()
+
+
+async def test_a_writer_that_raises_leaves_no_trace_while_its_group_commits(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "g.sqlite3")
+
+    class Boom(Exception):
+        pass
+
+    async def failing() -> None:
+        async with store.write() as tx:
+            seq = await tx.head() + 1
+            await tx.put("cards", card("bad", seq))
+            await tx.append_log([entry(seq, "bad")])
+            assert await tx.advance_client("bad-client", "mallory", 0, 1)
+            await tx.get("cards", "bad")  # sends the pending writes: they did reach SQLite
+            raise Boom
+
+    try:
+        before = store.commits
+        results = await asyncio.gather(
+            put_next(store, "a"), failing(), put_next(store, "c"), return_exceptions=True
+        )
+        assert isinstance(results[1], Boom)
+        assert (results[0], results[2]) == (1, 2)
+        assert store.commits - before == 1  # all three in one group
+        async with store.read() as tx:
+            assert await tx.get("cards", "bad") is None
+            assert await tx.client("bad-client") is None
+            assert set(await tx.get_many("cards", ["a", "bad", "c"])) == {"a", "c"}
+            assert [e.id for e in await tx.log(0, 10)] == ["a", "c"]
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_fails_every_writer_of_its_group(tmp_path: Path) -> None:
+    path = tmp_path / "f.sqlite3"
+    await (await opened(path)).close()
+    with raw(path) as db:  # a deferred foreign key makes COMMIT itself fail
+        db.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+        db.execute(
+            "CREATE TABLE child (pid TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        db.execute(
+            "CREATE TRIGGER poison AFTER INSERT ON records WHEN NEW.id = 'poison' "
+            "BEGIN INSERT INTO child VALUES ('missing'); END"
+        )
+    store = await opened(path)
+    try:
+        results = await asyncio.gather(
+            put_next(store, "a"),
+            put_next(store, "poison"),
+            put_next(store, "c"),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert "COMMIT failed" in str(results[0])
+        assert store.commits == 0
+        async with store.read() as tx:
+            assert await tx.head() == 0
+            assert await tx.get_many("cards", ["a", "poison", "c"]) == {}
+        assert await put_next(store, "after") == 1  # the store goes on
+        assert store.commits == 1
+    finally:
+        await store.close()
+
+
+async def test_a_group_handed_to_a_writer_that_is_cancelled_still_commits(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "h.sqlite3")
+    try:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Task[int] | None = None
+        go = asyncio.Event()
+
+        async def first() -> int:
+            async with store.write() as tx:
+                await go.wait()
+                seq = await tx.head() + 1
+                await tx.put("cards", card("first", seq))
+                await tx.append_log([entry(seq, "first")])
+                assert waiter is not None
+                # Runs right after this block hands the open group over to `waiter`
+                # (which is waiting for the lock), before `waiter` can take it.
+                loop.call_soon(waiter.cancel)
+            return seq
+
+        holder = asyncio.create_task(first())
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(put_next(store, "second"))
+        await asyncio.sleep(0.01)
+        go.set()
+        assert await asyncio.wait_for(holder, 5) == 1
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        async with store.read() as tx:
+            assert await tx.get("cards", "first") is not None
+            assert await tx.get("cards", "second") is None
+    finally:
+        await store.close()
+
+
+async def test_cancelling_a_writer_that_waits_for_its_commit_spares_the_group(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "k.sqlite3")
+    try:
+        loop = asyncio.get_running_loop()
+
+        async def cancelled_after_its_block() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            async with store.write() as tx:
+                seq = await tx.head() + 1
+                await tx.put("cards", card("cancelled", seq))
+                await tx.append_log([entry(seq, "cancelled")])
+                loop.call_soon(task.cancel)
+
+        results = await asyncio.gather(
+            cancelled_after_its_block(), put_next(store, "other"), return_exceptions=True
+        )
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1] == 2
+        async with store.read() as tx:
+            # Cancellation after the block exited is not a rollback (module docs).
+            assert set(await tx.get_many("cards", ["cancelled", "other"])) == {
+                "cancelled",
+                "other",
+            }
+            assert await tx.head() == 2
+    finally:
+        await store.close()
+
+
+# --- queries ----------------------------------------------------------------------------
+
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    3,
+    1.0,
+    0.5,
+    -0.0,
+    2.25,
+    2**53,
+    2**53 + 1,
+    float(2**53),
+    "",
+    "a",
+    "B",
+    "1",
+    "true",
+    "null",
+    "é",
+    "🎉",
+    '["a"]',
+    ["a"],
+    [1, "a"],
+    {"k": 1},
+    {},
+]
+FIELDS = ["a", "b", "odd-name"]
+OPERANDS: list[Any] = [v for v in VALUES if not isinstance(v, list | dict)] + [2**70]
+
+
+async def test_queries_match_the_reference_semantics_on_random_data(tmp_path: Path) -> None:
+    rng = random.Random(seed_for("queries"))
+    store = await opened(tmp_path / "q.sqlite3")
+    try:
+        async with store.write() as tx:
+            for i in range(150):
+                data = {f: rng.choice(VALUES) for f in FIELDS if rng.random() < 0.85}
+                await tx.put("things", Record(id=f"t{i:03d}", data=data, deleted=i % 17 == 0))
+            await tx.put("others", Record(id="t001", data={"a": 1}))
+        async with store.read() as tx:
+            everything = await tx.query(Query("things"), apply_limit=False)
+            assert len(everything) == 150 - 9
+            views = [{**r.data, "id": r.id} for r in everything]
+            for _ in range(400):
+                conditions = []
+                for _ in range(rng.choice([0, 1, 1, 2])):
+                    field = rng.choice([*FIELDS, "id"])
+                    op = rng.choice(["eq", "ne", "in", "gt", "gte", "lt", "lte"])
+                    if op == "in":
+                        value: Any = tuple(rng.sample(OPERANDS, rng.randint(0, 4)))
+                    elif field == "id" and rng.random() < 0.7:
+                        value = f"t{rng.randrange(150):03d}"
+                    else:
+                        value = rng.choice(OPERANDS)
+                    conditions.append((field, op, value))
+                order = tuple(
+                    (rng.choice([*FIELDS, "id"]), rng.choice(["asc", "desc"]))
+                    for _ in range(rng.choice([0, 1, 1, 2]))
+                )
+                q = Query("things", tuple(conditions), order, rng.choice([None, 1, 5, 40]))  # type: ignore[arg-type]
+                expected = [v["id"] for v in q.sort([v for v in views if q.matches(v)])]
+                assert [r.id for r in await tx.query(q)] == expected, q
+                unlimited = [r.id for r in await tx.query(q, apply_limit=False)]
+                assert unlimited[: len(expected)] == expected
+    finally:
+        await store.close()
+
+
+async def test_ensure_indexes_makes_queries_use_an_index(tmp_path: Path) -> None:
+    path = tmp_path / "i.sqlite3"
+    store = await opened(path)
+    try:
+        statements = await store.ensure_indexes(BOARD)
+        assert await store.ensure_indexes(BOARD) == statements  # idempotent
+        assert len(statements) == sum(len(c.queryable) for c in BOARD.collections.values())
+    finally:
+        await store.close()
+    sql, params, finish = _compile(
+        Query.parse({"c": "cards", "where": {"list_id": "l1"}}, BOARD), True
+    )
+    assert finish is None  # exact in SQL
+    with raw(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"records_cards_list_id", "records_cards_status", "records_lists_board_id"} <= names
+        plan = " ".join(str(r) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "records_cards_list_id" in plan, plan
+
+
+# --- crash safety (invariant 2) ----------------------------------------------------------
+
+CRASH_CLIENTS = [f"w{i}" for i in range(4)]
+
+
+async def check_after_crash(
+    path: Path, acks: list[tuple[str, int, int]], acked: dict[str, int], rng: random.Random
+) -> None:
+    """Every acked mutation is there, none is half applied, numbering continues."""
+    store = await opened(path)
+    try:
+        async with store.read() as tx:
+            tally = await tx.get("tallies", TALLY)
+            cards = await tx.query(Query("cards"), apply_limit=False)
+            head = await tx.head()
+            log = await tx.log(0, head)
+            states = {cid: await tx.client(cid) for cid in CRASH_CLIENTS}
+        ids = {c.id for c in cards}
+        count = tally.data["count"] if tally is not None else 0
+        assert count == len(cards), "a mutation was half applied"
+        assert sorted({e.seq for e in log}) == list(range(1, head + 1)), "seq is not dense"
+        by_seq = {(e.seq, e.id): e for e in log}
+        for cid, mid, seq in acks:
+            assert f"{cid}-{mid}" in ids, f"acked mutation {cid}/{mid} was lost"
+            e = by_seq[(seq, f"{cid}-{mid}")]
+            assert (e.client_id, e.mutation_id) == (cid, mid)
+        lasts = {cid: s.last if s is not None else 0 for cid, s in states.items()}
+        for cid, last in lasts.items():
+            assert last >= acked.get(cid, 0)
+            mine = {c.id for c in cards if c.data["owner"] == cid}
+            assert mine == {f"{cid}-{n}" for n in range(1, last + 1)}, "not exactly once"
+
+        engine = Engine(SCHEMA, store)
+        if tally is None:
+            await ensure_tally(engine)
+            head += 1
+        cid = rng.choice(CRASH_CLIENTS)
+        nxt = lasts[cid] + 1
+        with pytest.raises(MutationGap):
+            await engine.apply(PRINCIPAL, cid, mutation(cid, nxt + 1))
+        ack = await engine.apply(PRINCIPAL, cid, mutation(cid, nxt))
+        assert (ack.status, ack.seq, ack.replay) == ("applied", head + 1, False)
+        acks.append((cid, nxt, head + 1))
+        acked[cid] = nxt
+    finally:
+        await store.close()
+
+
+async def test_acked_mutations_survive_sigkill(tmp_path: Path) -> None:
+    rng = random.Random(seed_for("sigkill"))
+    path = tmp_path / "crash.sqlite3"
+    acks: list[tuple[str, int, int]] = []
+    acked: dict[str, int] = {}
+    runs_with_acks = 0
+    for run in range(24):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            str(path),
+            str(len(CRASH_CLIENTS)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        if run % 6 == 0:  # also while the file is created or opened, migrations included
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+        else:
+            ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert ready == b"READY\n", (ready, await proc.stderr.read())
+            await asyncio.sleep(rng.uniform(0.01, 0.3))
+        proc.kill()
+        out, err = await proc.stdout.read(), await proc.stderr.read()
+        code = await proc.wait()
+        assert code == -signal.SIGKILL, f"the worker stopped by itself ({code}):\n{err.decode()}"
+        new = 0
+        for line in out.decode().splitlines(keepends=True):
+            if line.startswith("ACK ") and line.endswith("\n"):
+                _, cid, mid, seq = line.split()
+                acks.append((cid, int(mid), int(seq)))
+                acked[cid] = max(acked.get(cid, 0), int(mid))
+                new += 1
+        runs_with_acks += new > 0
+        await check_after_crash(path, acks, acked, rng)
+    print(f"{len(acks)} acked mutations over 24 kills, {runs_with_acks} runs killed mid-stream")
+    assert runs_with_acks >= 10  # most kills landed while mutations were being applied
+
+
+# --- exactly-once effect (invariant 3) ---------------------------------------------------
+
+
+async def test_each_mutation_takes_effect_exactly_once(tmp_path: Path) -> None:
+    rng = random.Random(seed_for("exactly-once"))
+    clients, per_client = 10, 1000
+    store = await opened(tmp_path / "once.sqlite3")
+    engine = Engine(SCHEMA, store)
+    async with engine.transaction(PRINCIPAL) as stx:
+        for c in range(clients):
+            stx.apply(Insert(c="tallies", id=f"t{c}", fields={}))
+
+    def increment(c: int, n: int) -> dict[str, Any]:
+        op = {"op": "incr", "c": "tallies", "id": f"t{c}", "field": "count", "by": 1}
+        return {"id": n, "ops": [op]}
+
+    async def client(c: int, rng: random.Random) -> int:
+        cid = f"client-{c}"
+        seqs: dict[int, int] = {}
+        later: list[tuple[int, int]] = []  # (deliver once this many are acked, mutation id)
+        seen = 0
+        deliveries = 0
+
+        async def check(expected: int) -> None:
+            nonlocal seen
+            async with store.read() as tx:
+                state = await tx.client(cid)
+                tally = await tx.get("tallies", f"t{c}")
+            last = state.last if state is not None else 0
+            assert last >= seen, f"{cid}: last mutation id went back from {seen} to {last}"
+            seen = last
+            assert last == expected
+            assert tally is not None and tally.data["count"] == expected
+
+        for n in range(1, per_client + 1):
+            if rng.random() < 0.03:  # n + 1 or n + 2 arrives before n: refused, no effect
+                with pytest.raises(MutationGap):
+                    await engine.apply(PRINCIPAL, cid, increment(c, n + rng.randint(1, 2)))
+                await check(n - 1)
+            ack = await engine.apply(PRINCIPAL, cid, increment(c, n))
+            deliveries += 1
+            assert (ack.status, ack.replay) == ("applied", False) and ack.seq is not None
+            seqs[n] = ack.seq
+            await check(n)
+            later.extend((n + rng.randint(0, 40), n) for _ in range(rng.choice([0, 0, 1, 2])))
+            due = [m for at, m in later if at <= n]
+            later = [(at, m) for at, m in later if at > n]
+            rng.shuffle(due)
+            for m in due:
+                again = await engine.apply(PRINCIPAL, cid, increment(c, m))
+                deliveries += 1
+                assert again.replay
+                assert again.status == "duplicate" or (again.status, again.seq) == (
+                    "applied",
+                    seqs[m],
+                )
+                await check(n)
+            if n % 100 == 0:  # the client confirms old acks: their replays say "duplicate"
+                await engine.confirm_acks(cid, n - 50)
+        for _, m in later:
+            again = await engine.apply(PRINCIPAL, cid, increment(c, m))
+            deliveries += 1
+            assert again.replay
+            await check(per_client)
+        return deliveries
+
+    try:
+        rngs = [random.Random(rng.random()) for _ in range(clients)]
+        deliveries = await asyncio.gather(*(client(c, rngs[c]) for c in range(clients)))
+        async with store.read() as tx:
+            tallies = await tx.get_many("tallies", [f"t{c}" for c in range(clients)])
+            assert {k: t.data["count"] for k, t in tallies.items()} == {
+                f"t{c}": per_client for c in range(clients)
+            }
+            assert await tx.head() == 1 + clients * per_client
+        print(f"{sum(deliveries)} deliveries of {clients * per_client} mutations")
+        assert sum(deliveries) > clients * per_client
+    finally:
+        await store.close()
