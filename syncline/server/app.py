@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketState
 
 from ..cursor import Cursor
 from ..engine import Ack, Engine
@@ -55,7 +55,7 @@ from ..protocol import (
     welcome,
 )
 from ..query import Query
-from .outbox import Outbox, OutboxOverflow
+from .outbox import Outbox
 
 __all__ = ["Authenticate", "SynclineServer"]
 
@@ -88,7 +88,8 @@ class Connection:
         self.server = server
         self.ws = ws
         self.protocol = ServerProtocol(server.limits)
-        self.outbox = Outbox(server.max_queue_bytes)
+        self.outbox = Outbox(server.max_queue_bytes, on_overflow=self._overflowed)
+        self.closing = asyncio.Event()
         self.principal: Principal = None
         self.principal_key = ""
         self.client_id = ""
@@ -105,11 +106,16 @@ class Connection:
         self.outbox.put(orjson.dumps(frame).decode())
 
     def close_later(self, code: int, reason: str) -> None:
-        """Ask the connection to close (from any task); the writer does it."""
+        """Ask the connection to close, from any task; the first reason given wins."""
         if self.close_reason is None:
             self.close_reason = (code, reason)
-        self.outbox.overflowed = True
-        self.outbox._ready.set()
+        self.closing.set()
+
+    def _overflowed(self) -> None:
+        self.close_later(
+            CLOSE_SLOW,
+            f"too slow: more than {self.outbox.max_bytes} bytes waited; resume from your cursor",
+        )
 
 
 class SynclineServer:
@@ -125,6 +131,7 @@ class SynclineServer:
         max_queue_bytes: int = 4 << 20,
         pull_timeout: float = 25.0,
         path: str = "/sync",
+        close_timeout: float = 5.0,
     ) -> None:
         self.engine = engine
         self.authenticate = authenticate
@@ -134,6 +141,7 @@ class SynclineServer:
         self.hello_timeout = hello_timeout
         self.max_queue_bytes = max_queue_bytes
         self.pull_timeout = pull_timeout
+        self.close_timeout = close_timeout
         self.reader = LogReader(engine)
         self.connections: set[Connection] = set()
         self._started = False
@@ -219,46 +227,45 @@ class SynclineServer:
         return result
 
     async def _websocket(self, ws: WebSocket) -> None:
+        """Run one connection: a reading task and a writing task, until either ends or
+        someone asks it to close (overflow, revoke, shutdown, a fatal protocol error)."""
         if not self._origin_allowed(ws):
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
         await self.start()
         await ws.accept()
         conn = Connection(self, ws)
-        writer = asyncio.create_task(self._writer(conn))
         self.connections.add(conn)
+        reading = asyncio.create_task(self._read_loop(conn))
+        writing = asyncio.create_task(self._writer(conn))
+        reading.add_done_callback(lambda _: conn.closing.set())
+        writing.add_done_callback(lambda _: conn.closing.set())
         try:
-            await self._read_loop(conn)
-        except WebSocketDisconnect:
-            pass
+            await conn.closing.wait()
         finally:
             self.connections.discard(conn)
             self.reader.leave(conn)
             conn.protocol.close()
-            if conn.close_reason is None:
-                conn.close_reason = (CLOSE_NORMAL, "")
-            conn.outbox.overflowed = True
-            conn.outbox._ready.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, 2.0)
-            writer.cancel()
+            conn.outbox.close()
+            for task in (reading, writing):
+                task.cancel()
+            await asyncio.gather(reading, writing, return_exceptions=True)
+            if (
+                ws.application_state != WebSocketState.DISCONNECTED
+                and ws.client_state != WebSocketState.DISCONNECTED
+            ):
+                code, reason = conn.close_reason or (CLOSE_NORMAL, "")
+                # A consumer that stopped reading may never take the close frame: give up
+                # after a while; the transport is closed when this handler returns.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        ws.close(code=code, reason=reason[:120]), self.close_timeout
+                    )
 
     async def _writer(self, conn: Connection) -> None:
-        ws = conn.ws
-        try:
-            while True:
-                frame = await conn.outbox.get()
-                await ws.send_text(frame)
-        except OutboxOverflow as exc:
-            if conn.close_reason is None:
-                conn.close_reason = (CLOSE_SLOW, f"too slow: {exc}; resume from your cursor")
-        except Exception:
-            conn.close_reason = conn.close_reason or (CLOSE_NORMAL, "")
-        code, reason = conn.close_reason or (CLOSE_NORMAL, "")
-        conn.outbox.close()
-        if ws.application_state != WebSocketState.DISCONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(code=code, reason=reason[:120])
+        while True:
+            frame = await conn.outbox.get()
+            await conn.ws.send_text(frame)
 
     async def _read_loop(self, conn: Connection) -> None:
         ws = conn.ws
@@ -278,6 +285,7 @@ class SynclineServer:
                 conn.send_frame({"t": "ping"})
                 continue
             if message["type"] == "websocket.disconnect":
+                conn.close_reason = conn.close_reason or (CLOSE_NORMAL, "client left")
                 return
             idle = 0
             data = message.get("text")

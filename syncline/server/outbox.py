@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from ..fanout.reader import ChangesPart
 
@@ -21,8 +22,11 @@ class OutboxOverflow(Exception):
 
 
 class Outbox:
-    def __init__(self, max_bytes: int = 4 << 20) -> None:
+    def __init__(
+        self, max_bytes: int = 4 << 20, on_overflow: Callable[[], None] | None = None
+    ) -> None:
         self.max_bytes = max_bytes
+        self.on_overflow = on_overflow
         self._items: deque[str | ChangesPart] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
@@ -59,9 +63,14 @@ class Outbox:
         self._ready.set()
 
     def _check(self) -> None:
-        if self._bytes > self.max_bytes:
+        if self._bytes > self.max_bytes and not self.overflowed:
             self.overflowed = True
+            self._items.clear()  # what the client missed it gets by resuming from its cursor
+            self._bytes = 0
+            self.closed = True
             self._ready.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
 
     async def get(self) -> str:
         """The next frame to write; raises :class:`OutboxOverflow` once overflowed."""

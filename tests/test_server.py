@@ -1,0 +1,461 @@
+"""The sync server over real uvicorn and real WebSockets: protocol, fan-out, resume,
+bad input, limits, origin and heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from starlette.applications import Starlette
+
+from syncline import Engine, Insert, Query
+from syncline.protocol import Limits
+from syncline.server.app import SynclineServer
+from syncline.store.sqlite import SQLiteStore
+
+from .live import RawClient, StalledClient, serve
+from .schemas import BOARD
+
+CARDS = {"cards": {"c": "cards"}}
+
+
+def card_insert(rid: str, **fields: Any) -> dict[str, Any]:
+    return {"op": "insert", "c": "cards", "id": rid, "fields": {"list_id": "l1", **fields}}
+
+
+def title(rid: str, value: str, base: int) -> dict[str, Any]:
+    return {
+        "op": "update",
+        "c": "cards",
+        "id": rid,
+        "set": {"title": value},
+        "base": {"title": base},
+    }
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp_path: Path, **server_kw: Any
+) -> AsyncIterator[tuple[str, Engine, SynclineServer]]:
+    store = SQLiteStore(tmp_path / "server.sqlite3")
+    await store.open()
+    engine = Engine(BOARD, store)
+    async with engine.transaction("admin") as tx:
+        tx.apply(
+            Insert(c="boards", id="b1", fields={"name": "B"}),
+            Insert(c="lists", id="l1", fields={"board_id": "b1"}),
+            Insert(c="cards", id="c1", fields={"list_id": "l1", "title": "first"}),
+        )
+    sync = SynclineServer(engine, **server_kw)
+    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
+    try:
+        async with serve(app) as host:
+            yield host, engine, sync
+    finally:
+        await store.close()
+
+
+async def dump(engine: Engine) -> dict[str, Any]:
+    snap = await engine.snapshot(
+        "admin", {c: Query.parse({"c": c}, BOARD) for c in BOARD.collections}
+    )
+    return {"head": snap.cursor.seq, "records": snap.results}
+
+
+class TestLive:
+    async def test_hello_subscribe_mutate_and_fan_out(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, _engine, _):
+            async with (
+                RawClient.connect(host, BOARD) as a,
+                RawClient.connect(host, BOARD) as b,
+                RawClient.connect(host, BOARD) as other,
+            ):
+                assert a.frames[0]["t"] == "welcome" and a.frames[0]["last"] == 0
+                for c in (a, b):
+                    snap = await c.subscribe(CARDS)
+                    assert snap["t"] == "snapshot" and [
+                        r["id"] for r in snap["records"]["cards"]
+                    ] == ["c1"]
+                await other.subscribe({"boards": {"c": "boards"}})
+                ack = await a.mutate([card_insert("c2", title="hello")], 1)
+                assert ack["t"] == "ack" and ack["status"] == "applied" and ack["seq"] == 2
+                await a.pump(2)
+                await b.pump(2)
+                assert b.replica.get("cards", "c2")["title"] == "hello"  # type: ignore[index]
+                changes = [f for f in b.frames if f["t"] == "changes"]
+                assert changes[-1]["q"]["cards"][0]["k"] == "enter"
+                # The boards subscriber receives nothing about cards.
+                with pytest.raises(TimeoutError):
+                    await other.recv(timeout=0.3)
+
+    async def test_moving_out_of_a_filter_is_a_removal_and_moving_in_arrives_whole(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with (
+                RawClient.connect(host, BOARD) as writer,
+                RawClient.connect(host, BOARD) as watcher,
+            ):
+                await watcher.subscribe({"todo": {"c": "cards", "where": {"status": "todo"}}})
+                await writer.subscribe(CARDS)
+                out = {
+                    "op": "update",
+                    "c": "cards",
+                    "id": "c1",
+                    "set": {"status": "done"},
+                    "base": {"status": 1},
+                }
+                await writer.mutate([out], 1)
+                frame = await watcher.expect("changes")
+                assert frame["q"]["todo"] == [{"k": "remove", "c": "cards", "id": "c1"}]
+                back = {
+                    "op": "update",
+                    "c": "cards",
+                    "id": "c1",
+                    "set": {"status": "todo"},
+                    "base": {"status": 2},
+                }
+                await writer.mutate([back], 2)
+                frame = await watcher.expect("changes")
+                (item,) = frame["q"]["todo"]
+                assert (
+                    item["k"] == "enter"
+                    and item["data"]["title"] == "first"
+                    and item["data"]["status"] == "todo"
+                )
+
+    async def test_editing_a_field_twice_before_the_ack_never_conflicts_or_flickers(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as a:
+                await a.subscribe(CARDS)
+                m1 = a.replica.update("cards", "c1", status="doing")
+                m2 = a.replica.update("cards", "c1", status="done")
+                seen = [a.replica.get("cards", "c1")["status"]]  # type: ignore[index]
+                for m in (m1, m2):
+                    await a.send({"t": "mut", **m.model_dump()})
+                while a.replica.pending:
+                    frame = await a.recv()
+                    a.feed(frame)
+                    assert frame["t"] != "ack" or frame["status"] == "applied"
+                    seen.append(a.replica.get("cards", "c1")["status"])  # type: ignore[index]
+                assert set(seen) == {"done"}, seen
+
+    async def test_resume_since_a_cursor_gets_exactly_the_changes_after_it(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _engine, _):
+            async with RawClient.connect(host, BOARD, client_id="resumer-0001") as a:
+                await a.subscribe({"todo": {"c": "cards", "where": {"status": "todo"}}})
+                cursor = str(a.replica.cursor)
+            async with RawClient.connect(host, BOARD) as w:
+                await w.mutate([card_insert("c2"), card_insert("c3")], 1)
+                await w.mutate([{"op": "delete", "c": "cards", "id": "c2"}], 2)
+                await w.mutate([title("c1", "renamed", 1)], 3)
+            async with RawClient.connect(host, BOARD, client_id="resumer-0001") as a2:
+                a2.replica = a.replica
+                frame = await a2.subscribe(
+                    {"todo": {"c": "cards", "where": {"status": "todo"}}}, since=cursor
+                )
+                assert frame["t"] == "changes" and frame["from"] == cursor
+                got = {i["id"]: i["k"] for i in frame["q"]["todo"]}
+                assert got == {"c1": "patch", "c3": "enter"}  # c2 came and went: nothing
+                assert a2.replica.get("cards", "c1")["title"] == "renamed"  # type: ignore[index]
+
+    async def test_a_cursor_older_than_the_log_gets_a_fresh_snapshot(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            old = str(await engine.head())
+            async with RawClient.connect(host, BOARD) as w:
+                await w.mutate([title("c1", "x", 1)], 1)
+            await engine.trim(older_than=-1)
+            async with RawClient.connect(host, BOARD) as a:
+                frame = await a.subscribe(CARDS, since=old)
+                assert frame["t"] == "snapshot" and frame["reset"] == "cursor_too_old"
+                assert frame["records"]["cards"][0]["data"]["title"] == "x"
+
+    async def test_a_later_subscription_gets_a_snapshot_at_the_connections_cursor(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as a:
+                await a.subscribe(CARDS)
+                await a.mutate([card_insert("c2")], 1)
+                await a.pump(2)
+                snap = await a.subscribe({"lists": {"c": "lists"}})
+                assert snap["t"] == "snapshot" and snap["cursor"].endswith(".2")
+
+
+class TestLostAck:
+    async def test_a_resent_mutation_gets_its_original_ack_and_applies_once(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            incr = {"op": "incr", "c": "cards", "id": "c1", "field": "votes", "by": 1}
+            async with RawClient.connect(host, BOARD, client_id="lossy-00001") as a:
+                await a.send({"t": "mut", "id": 1, "ops": [incr]})
+                while (await engine.head()).seq < 2:  # committed; the ack is never read
+                    await asyncio.sleep(0.01)
+            # The socket closed after the commit, before the ack was read. Reconnect, resend.
+            async with RawClient.connect(host, BOARD, client_id="lossy-00001") as a:
+                assert a.frames[0]["last"] == 1  # the server applied it
+                ack = await a.mutate([incr], 1)
+                assert ack["replay"] is True and ack["status"] == "applied" and ack["seq"] == 2
+            snap = await dump(engine)
+            assert snap["records"]["cards"][0]["data"]["votes"] == 1
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("frame", "code", "message"),
+        [
+            ("{not json", "bad_json", "frame is not valid JSON"),
+            ("[1, 2]", "bad_frame", "a frame is a JSON object, not list"),
+            ('{"t": "explode"}', "unknown_frame", "unknown frame type 'explode'"),
+            (
+                '{"t": "mut", "id": "one", "ops": []}',
+                "bad_frame",
+                "mut frame: id: Input should be a valid integer",
+            ),
+            (
+                '{"t": "sub", "queries": {"q": {"c": "cards", "where": {"title": "x"}}}}',
+                "query",
+                "cards.title is not queryable",
+            ),
+            ('{"t": "sub", "queries": {"q": {"c": "nope"}}}', "query", "unknown collection 'nope'"),
+            (
+                '{"t": "mut", "id": 1, "ops": [], "extra": 1}',
+                "bad_frame",
+                "extra: Extra inputs are not permitted",
+            ),
+            (
+                '{"t": "hello", "v": 1, "client": "second-hello", "schema": "x"}',
+                "bad_state",
+                "hello was already sent",
+            ),
+        ],
+    )
+    async def test_bad_frames_get_an_error_naming_the_problem(
+        self, tmp_path: Path, frame: str, code: str, message: str
+    ) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            before = await dump(engine)
+            async with (
+                RawClient.connect(host, BOARD) as bystander,
+                RawClient.connect(host, BOARD) as bad,
+            ):
+                await bystander.subscribe(CARDS)
+                await bad.send(frame)
+                error = await bad.expect("error")
+                assert error["code"] == code and message in error["message"], error
+                # The connection goes on, and the bystander notices nothing.
+                await bad.send({"t": "ping", "n": 7})
+                assert (await bad.expect("pong"))["n"] == 7
+                with pytest.raises(TimeoutError):
+                    await bystander.recv(timeout=0.2)
+                ack = await bystander.mutate([title("c1", "still fine", 1)], 1)
+                assert ack["status"] == "applied"
+            after = await dump(engine)
+            assert after["head"] == before["head"] + 1
+
+    async def test_a_mutation_before_hello_is_refused(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            before = await dump(engine)
+            async with RawClient.connect(host, BOARD, hello=False) as c:
+                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "sneaky", 1)]})
+                error = await c.expect("error")
+                assert error["code"] == "bad_state" and error["message"] == "send hello before mut"
+            assert await dump(engine) == before
+
+    async def test_an_oversize_frame_is_refused(self, tmp_path: Path) -> None:
+        async with running(tmp_path, limits=Limits(max_frame_bytes=10_000)) as (host, engine, _):
+            before = await dump(engine)
+            async with RawClient.connect(host, BOARD) as c:
+                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "x" * 20_000, 1)]})
+                error = await c.expect("error")
+                assert (
+                    error["code"] == "too_large"
+                    and "exceeds the limit of 10000" in error["message"]
+                )
+            assert await dump(engine) == before
+
+    async def test_limits_on_ops_strings_and_rate(self, tmp_path: Path) -> None:
+        limits = Limits(max_ops=3, max_string=50, mutations_per_second=1, mutation_burst=2)
+        async with running(tmp_path, limits=limits) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as c:
+                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "x", 1)] * 4})
+                assert "at most 3 ops" in (await c.expect("error"))["message"]
+                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "y" * 60, 1)]})
+                assert (
+                    "60 characters exceeds the limit of 50" in (await c.expect("error"))["message"]
+                )
+                for mid in (1, 2):
+                    assert (await c.mutate([title("c1", f"t{mid}", 1)], mid))["t"] == "ack"
+                error = await c.mutate([title("c1", "t3", 1)], 3)
+                assert error["code"] == "rate" and "retry after" in error["message"]
+
+    async def test_a_permanent_refusal_is_a_reject_frame_with_the_place(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as c:
+                frame = await c.mutate([card_insert("c9", list_id="ghost")], 1)
+                assert frame == {
+                    "t": "reject",
+                    "permanent": True,
+                    "mid": 1,
+                    "code": "missing_reference",
+                    "message": "cards/'c9'.list_id: refers to lists/'ghost', which does not exist",
+                    "collection": "cards",
+                    "id": "c9",
+                    "field": "list_id",
+                }
+                gap = await c.mutate([title("c1", "x", 1)], 5)
+                assert gap["permanent"] is False and gap["code"] == "gap" and gap["expected"] == 2
+
+
+class TestSecurity:
+    async def test_a_foreign_origin_is_refused_and_the_same_origin_accepted(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            with pytest.raises(websockets.InvalidStatus):
+                async with RawClient.connect(host, BOARD, origin="http://evil.example"):
+                    pass
+            async with RawClient.connect(host, BOARD, origin=f"http://{host}") as c:
+                assert c.frames[0]["t"] == "welcome"
+
+    async def test_an_allow_list_admits_listed_origins(self, tmp_path: Path) -> None:
+        async with running(tmp_path, allowed_origins=["https://app.example"]) as (host, _, _):
+            async with RawClient.connect(host, BOARD, origin="https://app.example") as c:
+                assert c.frames[0]["t"] == "welcome"
+            with pytest.raises(websockets.InvalidStatus):
+                async with RawClient.connect(host, BOARD, origin=f"http://{host}"):
+                    pass
+
+    async def test_http_mutations_refuse_cross_site_requests(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            before = await dump(engine)
+            body = {"client": "http-client-1", "mut": {"id": 1, "ops": [title("c1", "csrf", 1)]}}
+            async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+                foreign = await http.post(
+                    "/sync/mutate", json=body, headers={"origin": "http://evil.example"}
+                )
+                assert foreign.status_code == 403 and foreign.json()["code"] == "origin"
+                form = await http.post(
+                    "/sync/mutate",
+                    content=b"a=1",
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                )
+                assert form.status_code == 415
+                assert await dump(engine) == before
+                ok = await http.post("/sync/mutate", json=body)
+                assert ok.status_code == 200 and ok.json()["t"] == "ack" and ok.json()["seq"] == 2
+
+
+class TestHeartbeat:
+    async def test_a_silent_client_is_dropped_and_an_answering_one_kept(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path, heartbeat=0.5) as (host, _, _):
+            async with (
+                RawClient.connect(host, BOARD) as silent,
+                RawClient.connect(host, BOARD) as alive,
+            ):
+                assert (await silent.recv())["t"] == "ping"
+
+                async def answer_pings() -> int:
+                    pings = 0
+                    while pings < 4:  # well past two heartbeats
+                        frame = await alive.recv()
+                        assert frame["t"] == "ping"
+                        await alive.send({"t": "pong"})
+                        pings += 1
+                    return pings
+
+                answering = asyncio.create_task(answer_pings())
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    for _ in range(10):
+                        await silent.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 4000
+                assert await answering == 4
+                await alive.send({"t": "ping", "n": 1})
+                assert (await alive.expect("pong"))["n"] == 1
+
+
+class TestSlowConsumer:
+    async def test_a_client_that_stops_reading_is_disconnected_and_others_keep_up(
+        self, tmp_path: Path
+    ) -> None:
+        limits = Limits(mutations_per_second=10_000, mutation_burst=10_000)
+        async with running(tmp_path, max_queue_bytes=256_000, limits=limits, close_timeout=1.0) as (
+            host,
+            _,
+            sync,
+        ):
+            hello = {"t": "hello", "v": 1, "client": "stalled-0001", "schema": BOARD.hash}
+            slow = await StalledClient.connect(host, [hello, {"t": "sub", "queries": CARDS}])
+            assert (await slow.next_frame())[1].startswith(b'{"t":"welcome"')
+            assert (await slow.next_frame())[1].startswith(b'{"t":"snapshot"')
+            slow.stop_reading()
+            async with (
+                RawClient.connect(host, BOARD) as fast,
+                RawClient.connect(host, BOARD) as writer,
+            ):
+                await fast.subscribe(CARDS)
+                big = "x" * 90_000
+                closed_at = None
+                for mid in range(1, 401):  # up to 36 MB of changes; slow never reads
+                    ack = await writer.mutate([card_insert(f"n{mid}", description=big)], mid)
+                    assert ack["t"] == "ack", ack
+                    await fast.pump(mid + 1)
+                    stalled = [c for c in sync.connections if c.client_id == "stalled-0001"]
+                    if not stalled:
+                        closed_at = mid
+                        break
+                    assert stalled[0].outbox.queued_bytes <= 256_000 + 100_000  # bounded
+                assert closed_at is not None, "the slow consumer was never disconnected"
+                assert fast.replica.get("cards", f"n{closed_at}") is not None
+                slow.resume_reading()
+                code, reason = await slow.close_code()
+                assert code == 4008 and "too slow" in reason
+            slow.close()
+
+
+class TestHttpPull:
+    async def test_pull_gives_a_snapshot_then_long_polls_for_changes(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with httpx.AsyncClient(base_url=f"http://{host}", timeout=10) as http:
+                import orjson
+
+                queries = orjson.dumps(CARDS).decode()
+                snap = (await http.get("/sync/pull", params={"queries": queries})).json()
+                assert snap["t"] == "snapshot" and snap["cursor"].endswith(".1")
+
+                async def later() -> None:
+                    await asyncio.sleep(0.3)
+                    body = {
+                        "client": "http-client-2",
+                        "mut": {"id": 1, "ops": [title("c1", "polled", 1)]},
+                    }
+                    await http.post("/sync/mutate", json=body)
+
+                writer = asyncio.create_task(later())
+                resp = await http.get(
+                    "/sync/pull", params={"queries": queries, "since": snap["cursor"], "wait": 5}
+                )
+                await writer
+                assert resp.headers["cache-control"] == "private, no-store"
+                changes = resp.json()
+                assert (
+                    changes["t"] == "changes"
+                    and changes["q"]["cards"][0]["data"]["title"] == "polled"
+                )
+                bad = await http.get("/sync/pull", params={"queries": "{}"})
+                assert bad.status_code == 400 and "non-empty" in bad.json()["message"]
