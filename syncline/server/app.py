@@ -75,6 +75,7 @@ CLOSE_RELOAD = 4002
 CLOSE_PROTOCOL = 4003
 CLOSE_REVOKED = 4004
 CLOSE_SLOW = 4008
+FATAL_CLOSE_CODES = {"unauthorized": CLOSE_UNAUTHORIZED, "reload": CLOSE_RELOAD}
 
 
 def _principal_key(engine: Engine, principal: Principal) -> str:
@@ -297,7 +298,7 @@ class SynclineServer:
             except ProtocolError as exc:
                 conn.send_frame(exc.frame())
                 if exc.fatal:
-                    conn.close_later(CLOSE_PROTOCOL, str(exc))
+                    conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                     return
 
     async def _handle(self, conn: Connection, event: Any) -> None:

@@ -1,0 +1,242 @@
+"""Authentication and authorization over a real server: two tenants never see each
+other's records, forbidden writes change nothing, sessions end, grants change."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+
+from syncline import Collection, Engine, Queryable, Schema
+from syncline.server.app import SynclineServer
+from syncline.store.sqlite import SQLiteStore
+
+from .live import RawClient, serve
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    tenant: str
+
+
+USERS = {"alice-token": User("alice", "acme"), "bob-token": User("bob", "globex")}
+EXTRA_GRANTS: dict[str, set[str]] = {}  # user name -> other tenants it may read
+
+
+class Note(BaseModel):
+    tenant: Annotated[str, Queryable()]
+    text: str = ""
+
+
+def may_read(user: User, note: Mapping[str, Any]) -> bool:
+    return note["tenant"] == user.tenant or note["tenant"] in EXTRA_GRANTS.get(user.name, set())
+
+
+def may_write(
+    user: User, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> bool:
+    return all(r is None or r["tenant"] == user.tenant for r in (before, after))
+
+
+SCHEMA = Schema([Collection("notes", Note, read=may_read, write=may_write)])
+NOTES = {"notes": {"c": "notes"}}
+
+
+def authenticate(conn: HTTPConnection, credentials: Mapping[str, Any] | None) -> User | None:
+    token = (credentials or {}).get("token") or conn.headers.get("authorization", "").removeprefix(
+        "Bearer "
+    )
+    return USERS.get(token)
+
+
+@contextlib.asynccontextmanager
+async def tenants_server(tmp_path: Path) -> AsyncIterator[tuple[str, Engine, SynclineServer]]:
+    EXTRA_GRANTS.clear()
+    store = SQLiteStore(tmp_path / "tenants.sqlite3")
+    await store.open()
+    engine = Engine(SCHEMA, store, principal_key=lambda u: u.name)
+    sync = SynclineServer(engine, authenticate=authenticate)
+    try:
+        async with serve(Starlette(routes=sync.routes, lifespan=sync.lifespan)) as host:
+            yield host, engine, sync
+    finally:
+        await store.close()
+
+
+def note(rid: str, tenant: str, text: str = "") -> dict[str, Any]:
+    return {"op": "insert", "c": "notes", "id": rid, "fields": {"tenant": tenant, "text": text}}
+
+
+def ids(frame: dict[str, Any], qid: str = "notes") -> list[str]:
+    if frame["t"] == "snapshot":
+        return [r["id"] for r in frame["records"][qid]]
+    return [i.get("id", "") for i in frame["q"].get(qid, [])]
+
+
+async def test_a_hello_without_valid_credentials_is_refused(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, _):
+        async with RawClient.connect(host, SCHEMA, hello=False) as c:
+            await c.send(
+                {
+                    "t": "hello",
+                    "v": 1,
+                    "client": "intruder-01",
+                    "schema": SCHEMA.hash,
+                    "auth": {"token": "forged"},
+                }
+            )
+            error = await c.expect("error")
+            assert error["code"] == "unauthorized"
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await c.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+
+
+async def test_no_record_of_one_tenant_ever_reaches_the_other(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, _):
+        async with (
+            RawClient.connect(host, SCHEMA, auth={"token": "alice-token"}) as alice,
+            RawClient.connect(host, SCHEMA, auth={"token": "bob-token"}) as bob,
+        ):
+            assert (await alice.mutate([note("a1", "acme", "alice's")], 1))["t"] == "ack"
+            assert (await bob.mutate([note("b1", "globex", "bob's")], 1))["t"] == "ack"
+            # Whatever alice subscribes to, she gets acme's notes only.
+            snap = await alice.subscribe(
+                {
+                    "notes": {"c": "notes"},
+                    "theirs": {"c": "notes", "where": {"tenant": "globex"}},
+                    "byid": {"c": "notes", "where": {"id": "b1"}},
+                }
+            )
+            assert (ids(snap), ids(snap, "theirs"), ids(snap, "byid")) == (["a1"], [], [])
+            cursor = str(alice.replica.cursor)
+            # Live: bob's new note reaches bob's subscription, and nothing reaches alice.
+            await bob.subscribe(NOTES)
+            await bob.mutate([note("b2", "globex")], 2)
+            bob_frame = await bob.expect("changes")
+            assert ids(bob_frame) == ["b2"]
+            await alice.mutate([note("a2", "acme")], 2)
+            frames = []
+            while alice.replica.cursor is None or alice.replica.cursor.seq < 4:
+                frame = await alice.recv()
+                alice.feed(frame)
+                frames.append(frame)
+            assert "b2" not in orjson.dumps(frames).decode()
+        # Resume: the changes since her old cursor hold acme's only.
+        async with RawClient.connect(host, SCHEMA, auth={"token": "alice-token"}) as again:
+            await again.send({"t": "sub", "queries": NOTES, "since": cursor})
+            frame = await again.expect("changes")
+            assert frame["from"] == cursor and ids(frame) == ["a2"]
+        # HTTP pull, snapshot and long poll, likewise.
+        async with httpx.AsyncClient(
+            base_url=f"http://{host}", headers={"authorization": "Bearer alice-token"}
+        ) as http:
+            queries = orjson.dumps(NOTES).decode()
+            pulled = (await http.get("/sync/pull", params={"queries": queries})).json()
+            assert ids(pulled) == ["a1", "a2"]
+            since = (
+                await http.get(
+                    "/sync/pull", params={"queries": queries, "since": cursor, "wait": 0}
+                )
+            ).json()
+            assert ids(since) == ["a2"]
+            async with httpx.AsyncClient(base_url=f"http://{host}") as anonymous:
+                refused = await anonymous.get("/sync/pull", params={"queries": queries})
+                assert refused.status_code == 401
+
+
+async def test_forbidden_writes_are_refused_clearly_and_change_nothing(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, engine, _):
+        async with (
+            RawClient.connect(host, SCHEMA, auth={"token": "bob-token"}) as bob,
+            RawClient.connect(host, SCHEMA, auth={"token": "alice-token"}) as alice,
+        ):
+            await bob.mutate([note("b1", "globex", "original")], 1)
+            head = (await engine.head()).seq
+            attempts = [
+                [
+                    {
+                        "op": "update",
+                        "c": "notes",
+                        "id": "b1",
+                        "set": {"text": "defaced"},
+                        "base": {"text": 1},
+                    }
+                ],
+                [
+                    {
+                        "op": "update",
+                        "c": "notes",
+                        "id": "b1",
+                        "set": {"tenant": "acme"},
+                        "base": {"tenant": 1},
+                    }
+                ],
+                [{"op": "delete", "c": "notes", "id": "b1"}],
+                [note("a9", "globex")],  # writing into another tenant
+            ]
+            for mid, ops in enumerate(attempts, start=1):
+                frame = await alice.mutate(ops, mid)
+                assert frame["t"] == "reject" and frame["permanent"] is True
+                assert (
+                    frame["code"] == "forbidden"
+                    and "the write rule refused this change" in frame["message"]
+                )
+            assert (await engine.head()).seq == head
+            snap = await bob.subscribe(NOTES)
+            assert snap["records"]["notes"][0]["data"]["text"] == "original"
+
+
+async def test_a_client_id_cannot_be_taken_over_by_another_principal(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, _):
+        async with RawClient.connect(
+            host, SCHEMA, client_id="shared-tab-01", auth={"token": "alice-token"}
+        ) as a:
+            await a.mutate([note("a1", "acme")], 1)
+        async with RawClient.connect(host, SCHEMA, client_id="shared-tab-01", hello=False) as b:
+            await b.hello(auth={"token": "bob-token"})
+            assert b.frames[-1]["code"] == "client_id_taken"
+
+
+async def test_ending_a_session_closes_its_connections(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, sync):
+        async with (
+            RawClient.connect(host, SCHEMA, auth={"token": "alice-token"}) as alice,
+            RawClient.connect(host, SCHEMA, auth={"token": "bob-token"}) as bob,
+        ):
+            assert sync.revoke(USERS["alice-token"], "logged out") == 1
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await alice.recv()
+            assert info.value.rcvd is not None and (
+                info.value.rcvd.code,
+                info.value.rcvd.reason,
+            ) == (4004, "logged out")
+            await bob.send({"t": "ping", "n": 2})
+            assert (await bob.expect("pong"))["n"] == 2
+
+
+async def test_changed_grants_are_rechecked_on_live_subscriptions(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, sync):
+        async with (
+            RawClient.connect(host, SCHEMA, auth={"token": "bob-token"}) as bob,
+            RawClient.connect(host, SCHEMA, auth={"token": "alice-token"}) as alice,
+        ):
+            await bob.mutate([note("b1", "globex")], 1)
+            EXTRA_GRANTS["alice"] = {"globex"}
+            snap = await alice.subscribe(NOTES)
+            assert ids(snap) == ["b1"]
+            EXTRA_GRANTS["alice"] = set()
+            assert await sync.recheck(USERS["alice-token"]) == 1
+            fresh = await alice.expect("snapshot")
+            assert ids(fresh) == []
