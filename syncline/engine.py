@@ -449,10 +449,7 @@ class Engine:
         queries: Mapping[str, Query],
     ) -> dict[str, list[dict[str, Any]]]:
         """Each query's net effect of ``entries`` (read in ``tx``, up to its head)."""
-        current: dict[tuple[str, str], Record | None] = {}
-        for cname, ids in touched_keys(entries).items():
-            found = await tx.get_many(cname, ids)
-            current.update({(cname, i): found.get(i) for i in ids})
+        current = await current_records(tx, entries)
         out: dict[str, list[dict[str, Any]]] = {}
         for qid, query in queries.items():
             items = query_items(self.schema, principal, query, entries, current)
@@ -501,3 +498,14 @@ class ServerTransaction:
 def _mutation_id(obj: Mapping[str, Any]) -> int | None:
     value = obj.get("id") if isinstance(obj, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+async def current_records(
+    tx: ReadTx, entries: list[LogEntry]
+) -> dict[tuple[str, str], Record | None]:
+    """The records ``entries`` touched, as ``tx`` sees them now (None: gone or trimmed)."""
+    current: dict[tuple[str, str], Record | None] = {}
+    for cname, ids in touched_keys(entries).items():
+        found = await tx.get_many(cname, ids)
+        current.update({(cname, i): found.get(i) for i in ids})
+    return current

@@ -32,9 +32,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..changes import query_items, touched_keys
+from ..changes import query_items
 from ..cursor import Cursor
-from ..engine import Engine
+from ..engine import Engine, current_records
 from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld
 from ..model import Principal
 from ..query import Query
@@ -177,7 +177,7 @@ class LogReader:
                 entries: list[LogEntry] = []
                 if head > self.position:
                     entries = await tx.log(self.position, head)
-                current = await _current_records(tx, entries)
+                current = await current_records(tx, entries)
                 await self._deliver_live(tx, entries, current, head)
                 for j in joins:
                     await self._serve_join(tx, j, head)
@@ -282,13 +282,3 @@ def _check_cursor(since: Cursor, epoch: str, head: int, floor: int) -> str | Non
     if since.seq < floor:
         return CursorTooOld.code
     return None
-
-
-async def _current_records(
-    tx: ReadTx, entries: list[LogEntry]
-) -> dict[tuple[str, str], Record | None]:
-    current: dict[tuple[str, str], Record | None] = {}
-    for cname, ids in touched_keys(entries).items():
-        found = await tx.get_many(cname, ids)
-        current.update({(cname, i): found.get(i) for i in ids})
-    return current
