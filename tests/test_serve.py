@@ -1,0 +1,89 @@
+"""``syncline serve`` runs a user's app on the database named by ``--db``, and refuses
+bad arguments with messages that name them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from syncline.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "nomodule", "--db", "x.sqlite3"], "is not MODULE:APP"),
+        (["serve", "examples.notes.app:nothing", "--db", "memory:"], "has no attribute 'nothing'"),
+        (["serve", "no_such_module_x:app", "--db", "memory:"], "cannot import 'no_such_module_x'"),
+        (["serve", "examples.notes.app:app", "--db", "mysql://db/x"], "unsupported database URL"),
+        (
+            ["serve", "examples.notes.app:app", "--db", "/no/such/folder/x.sqlite3"],
+            "does not exist",
+        ),
+        (["serve", "examples.notes.app:app"], "Missing option '--db'"),
+        (
+            ["demo", "--port", "70000"],
+            "Invalid value for '--port': Input should be less than or equal to 65535",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_clear_message(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split()), result.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_runs_the_app_on_the_given_database(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "notes.sqlite3"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syncline",
+            "serve",
+            "examples.notes.app:app",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert page.status_code == 200 and 'id="syncline-state"' in page.text
+        assert page.headers["cache-control"] == "private, no-store"
+        assert db.exists()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
