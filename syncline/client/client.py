@@ -1,0 +1,603 @@
+"""The asyncio client: a replica kept in sync over a WebSocket, through reconnects.
+
+Everything the protocol decides is in :class:`~syncline.client.protocol.ClientProtocol`;
+this layer only moves frames and time. The connection loop::
+
+    offline --connect()--> connecting --welcome--> live
+       ^                       |                    |
+       +-- jittered backoff <--+-- socket closed <--+
+    (a refusal such as ``reload`` or ``unauthorized`` stops the loop: offline for good)
+
+Each connection runs two tasks: a reader feeding frames to the protocol, and a writer
+sending what the protocol has to send (woken by local edits, by frames that call for an
+answer, and by the end of a ``retry_after``). Local edits apply to the replica at once
+(optimistic), are written to the pending file when there is one, and go out at once
+when live; otherwise on the next connection, with every other unacknowledged mutation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidURI
+
+from ..exceptions import InvalidMutation, QueryError, SynclineError
+from ..model import Schema
+from ..ops import Mutation
+from ..protocol import Limits, ProtocolError, decode_client_frame
+from ..query import Query
+from ..replica import Draft, MutationBuilder, Replica
+from .pending import PendingStore, Saved
+from .protocol import (
+    ClientEvent,
+    ClientFailed,
+    ClientProtocol,
+    EventKind,
+    State,
+    discard_last,
+    held_snapshot,
+    mut_frame,
+    next_mutation_id,
+    set_next_mutation_id,
+)
+
+__all__ = ["Client", "EventStream", "Status"]
+
+log = logging.getLogger("syncline.client")
+
+Status = Literal["connecting", "live", "offline"]
+Callback = Callable[[ClientEvent], Awaitable[None] | None]
+
+
+class EventStream:
+    """Events from the moment :meth:`Client.events` was called, until the client closes.
+
+    ``async for event in client.events(): ...``; ``aclose()`` stops listening.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue: asyncio.Queue[ClientEvent | None] = asyncio.Queue()
+        if client._closed:
+            self._queue.put_nowait(None)
+        else:
+            client._streams.add(self)
+
+    def _put(self, event: ClientEvent | None) -> None:
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ClientEvent:
+        event = await self._queue.get()
+        if event is None:
+            self._client._streams.discard(self)
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        self._client._streams.discard(self)
+
+
+def new_client_id() -> str:
+    """A random client id: one per running client (invariant 4)."""
+    return "py-" + secrets.token_hex(12)
+
+
+class Client:
+    """A replica of some queries, kept in sync with a syncline server.
+
+    ``url`` is the WebSocket endpoint (``ws://host/sync``). ``credentials`` travel in
+    the ``hello`` frame, ``headers`` with the WebSocket upgrade (cookies, tokens).
+    With ``pending_path``, pending mutations, drafts, the client id and the last
+    confirmed data are kept in that SQLite file and survive a restart. ``backoff`` is
+    the first and the longest wait between reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        schema: Schema,
+        *,
+        client_id: str | None = None,
+        credentials: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        pending_path: str | os.PathLike[str] | None = None,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        limits: Limits | None = None,
+        save_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.headers = dict(headers or {})
+        self.backoff = backoff
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.limits = limits or Limits()
+        self.save_interval = save_interval
+        self._store = PendingStore(pending_path) if pending_path is not None else None
+        try:
+            saved = self._store.load() if self._store is not None else Saved()
+            if client_id is not None and saved.client_id not in (None, client_id):
+                raise ValueError(
+                    f"{pending_path}: this file belongs to client {saved.client_id!r}, "
+                    f"not {client_id!r}"
+                )
+            cid = saved.client_id or client_id or new_client_id()
+            if not 8 <= len(cid) <= 128:
+                raise ValueError("a client id has 8 to 128 characters")
+        except BaseException:
+            if self._store is not None:
+                self._store.close()
+            raise
+        self.replica = Replica(schema, cid)
+        self._protocol = ClientProtocol(self.replica, credentials=credentials)
+        self._restore(saved)
+        self._status: Status = "offline"
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._streams: set[EventStream] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._closed = False
+        self._queue_sig: object = None
+        self._state_dirty = False
+        self._save_timer: asyncio.TimerHandle | None = None
+        self.last_error: Mapping[str, Any] | None = None
+        self._save_queue()
+
+    def _restore(self, saved: Saved) -> None:
+        replica = self.replica
+        replica.pending = saved.pending
+        replica.drafts = saved.drafts
+        last = max((p.mutation.id for p in saved.pending), default=0)
+        set_next_mutation_id(replica, max(saved.next_id, last + 1))
+        if saved.state is not None:
+            try:
+                self._protocol.hydrate(saved.state)
+            except (SynclineError, KeyError, TypeError, ValueError):
+                log.warning("ignoring the saved data of %s: it no longer loads", self._store)
+
+    # --- reading ------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        return self.replica.client_id
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def cursor(self) -> str | None:
+        return str(self.replica.cursor) if self.replica.cursor is not None else None
+
+    @property
+    def pending(self) -> list[int]:
+        """Ids of the mutations not yet confirmed (invariant 8)."""
+        return [p.mutation.id for p in self.replica.pending]
+
+    @property
+    def drafts(self) -> list[Draft]:
+        """Edits a ``manual`` conflict stopped: answer each with :meth:`resolve`."""
+        return list(self.replica.drafts)
+
+    @property
+    def failed(self) -> bool:
+        """The server refused this client for good (see :attr:`error`): no reconnect."""
+        return self._protocol.state is State.FAILED
+
+    @property
+    def error(self) -> Mapping[str, Any] | None:
+        """The ``error`` frame that stopped this client, if one did."""
+        return self._protocol.fatal
+
+    @property
+    def protocol(self) -> ClientProtocol:
+        return self._protocol
+
+    def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """The record as the user sees it (pending edits applied), or None."""
+        return self.replica.get(collection, record_id)
+
+    def query(self, query: Query | Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Run ``query`` on the local view (pending edits applied)."""
+        q = query if isinstance(query, Query) else Query.parse(query, self.schema)
+        return self.replica.query(q)
+
+    # --- hydrate and subscribe ----------------------------------------------------------
+
+    def hydrate(self, state: Mapping[str, Any] | str | bytes) -> None:
+        """Build the replica from a server-rendered page's embedded state (the JSON text
+        of ``<script id="syncline-state">``, or its parsed object) without fetching; the
+        first connection subscribes ``since`` its cursor (invariant 6)."""
+        obj = orjson.loads(state) if isinstance(state, str | bytes) else state
+        self._after(self._protocol.hydrate(obj), state_changed=True)
+
+    async def subscribe(
+        self, queries: Mapping[str, Query | Mapping[str, Any]], *, timeout: float | None = None
+    ) -> None:
+        """Subscribe to ``{query id: query}``; return once their data is here.
+
+        Offline, this waits for a connection. Raises :class:`QueryError` if the server
+        refuses a query, :class:`ClientFailed` if it refuses the client.
+        """
+        self._protocol.subscribe(queries)
+        self._kick()
+        qids = list(queries)
+        await self.wait_for(lambda: self._protocol.answered(qids), timeout)
+        refused = [q for q in qids if q not in self._protocol.wanted]
+        if refused:
+            message = (self.last_error or {}).get("message", "")
+            raise QueryError(f"the server refused queries {refused}: {message}")
+
+    # --- writing ------------------------------------------------------------------------
+
+    def insert(self, collection: str, record_id: str, **fields: Any) -> Mutation:
+        return self._local(lambda: self.replica.insert(collection, record_id, **fields))
+
+    def update(self, collection: str, record_id: str, **fields: Any) -> Mutation:
+        return self._local(lambda: self.replica.update(collection, record_id, **fields))
+
+    def delete(self, collection: str, record_id: str) -> Mutation:
+        return self._local(lambda: self.replica.delete(collection, record_id))
+
+    def increment(self, collection: str, record_id: str, field: str, by: int = 1) -> Mutation:
+        return self._local(lambda: self.replica.increment(collection, record_id, field, by))
+
+    def add(self, collection: str, record_id: str, field: str, *values: str | int) -> Mutation:
+        return self._local(lambda: self.replica.add(collection, record_id, field, *values))
+
+    def remove(self, collection: str, record_id: str, field: str, *values: str | int) -> Mutation:
+        return self._local(lambda: self.replica.remove(collection, record_id, field, *values))
+
+    @contextlib.contextmanager
+    def batch(self, mode: Literal["whole", "partial"] = "whole") -> Iterator[MutationBuilder]:
+        """Several ops as one mutation (all or nothing, invariant 5), sent when the
+        block exits: ``with client.batch() as b: b.insert(...); b.update(...)``."""
+        self._check_open()
+        with self.replica.batch(mode) as builder:
+            yield builder
+        if builder.mutation is not None:
+            self._queued(builder.mutation)
+
+    def resolve(self, draft: Draft, choices: Mapping[str, Any]) -> Mutation | None:
+        """Answer a draft: ``choices`` maps each conflicting field to the value to keep
+        (a field left out keeps theirs). Returns the new mutation, if any."""
+        self._check_open()
+        mutation = self.replica.resolve(draft, choices)
+        if mutation is None:
+            self._save_queue()
+            self._notify()
+            return None
+        return self._queued(mutation)
+
+    def _local(self, make: Callable[[], Mutation]) -> Mutation:
+        self._check_open()
+        return self._queued(make())
+
+    def _queued(self, mutation: Mutation) -> Mutation:
+        self._check_limits(mutation)
+        self._save_queue()  # on disk before it is sent
+        keys = tuple(dict.fromkeys((op.c, op.id) for op in mutation.ops))
+        self._dispatch([ClientEvent("changed", mutation_id=mutation.id, keys=keys)])
+        self._kick()
+        self._notify()
+        return mutation
+
+    def _check_limits(self, mutation: Mutation) -> None:
+        """Refuse here what the server would refuse without using the id up."""
+        frame = mut_frame(mutation)
+        size = len(orjson.dumps(frame))
+        try:
+            if size > self.limits.max_frame_bytes:
+                raise ProtocolError("too_large", f"the mutation is {size} bytes")
+            decode_client_frame(frame, self.limits)
+        except ProtocolError as exc:
+            discard_last(self.replica, mutation)
+            raise InvalidMutation(f"the server would refuse this mutation: {exc}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this client is closed")
+
+    # --- events -------------------------------------------------------------------------
+
+    def on(self, kind: EventKind | Literal["*"], callback: Callback) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event of ``kind`` (``"*"``: all); it may be
+        async. Returns a function that removes it."""
+        self._callbacks.setdefault(kind, []).append(callback)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks[kind].remove(callback)
+
+        return off
+
+    def events(self) -> EventStream:
+        """Every event from now on: ``async for event in client.events(): ...``."""
+        return EventStream(self)
+
+    def _dispatch(self, events: list[ClientEvent]) -> None:
+        for event in events:
+            if event.kind == "error" and event.error is not None:
+                self.last_error = event.error
+            callbacks = [*self._callbacks.get(event.kind, ()), *self._callbacks.get("*", ())]
+            for callback in callbacks:
+                try:
+                    result = callback(event)
+                    if inspect.isawaitable(result):
+                        self._spawn(result)
+                except Exception:
+                    log.exception("a %s callback failed", event.kind)
+            for stream in list(self._streams):
+                stream._put(event)
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("an event callback failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- waiting ------------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        """Wait until ``predicate()`` holds, checked after every change of state.
+
+        Raises :class:`TimeoutError`, or :class:`ClientFailed` once the server refused
+        the client or the client was closed.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                if self._protocol.fatal is not None:
+                    raise ClientFailed(self._protocol.fatal)
+                if self._closed:
+                    raise ClientFailed({"code": "closed", "message": "the client was closed"})
+                await self._changed.wait()
+
+    async def wait_live(self, timeout: float | None = None) -> None:
+        await self.wait_for(lambda: self._status == "live", timeout)
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        """Wait until live, every subscription answered, and nothing pending: each
+        mutation acknowledged and the cursor at or past its ``seq``."""
+        await self.wait_for(lambda: self._protocol.synced, timeout)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- connection ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Start connecting (and reconnecting) in the background; returns at once."""
+        self._check_open()
+        if self._task is None or self._task.done():
+            self._closing = False
+            self._stop.clear()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="syncline")
+
+    async def close(self) -> None:
+        """Close the connection, save what must survive, and end event streams."""
+        if self._closed:
+            return
+        self._closing = True
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 5)
+        elif self._task is not None:
+            self._task.cancel()  # opening a connection, or waiting to: nothing to close
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except Exception:
+                log.exception("the connection loop failed")
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+        self._save_queue()
+        self._save_state()
+        self._closed = True
+        if self._store is not None:
+            self._store.close()
+        self._set_status("offline")
+        for stream in list(self._streams):
+            stream._put(None)
+        self._notify()
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        first, longest = self.backoff
+        delay = first
+        while not self._closing and not self.failed:
+            self._set_status("connecting")
+            went_live = False
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers=self.headers or None,
+                    open_timeout=self.open_timeout,
+                    ping_interval=self.ping_interval,
+                    close_timeout=2,
+                    max_size=None,
+                ) as ws:
+                    went_live = await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except InvalidURI as exc:
+                self._fail({"t": "error", "code": "bad_url", "message": str(exc)})
+            except Exception as exc:
+                log.info("connection to %s failed: %r", self.url, exc)
+            if self._closing or self.failed:
+                break
+            self._set_status("offline")
+            if went_live:
+                delay = first
+            # Equal jitter: half the delay, plus a random part of the other half.
+            wait = delay / 2 + random.uniform(0, delay / 2)
+            delay = min(longest, delay * 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+        self._set_status("offline")
+
+    def _fail(self, frame: Mapping[str, Any]) -> None:
+        self._protocol.state = State.FAILED
+        self._protocol.fatal = dict(frame)
+        self._dispatch([ClientEvent("error", error=dict(frame), frame=dict(frame))])
+        self._notify()
+
+    async def _session(self, ws: ClientConnection) -> bool:
+        """One connection, until it closes; True if it got as far as ``welcome``."""
+        self._ws = ws
+        self._protocol.connection_made()
+        went_live = False
+
+        def live() -> bool:
+            nonlocal went_live
+            went_live = went_live or self._protocol.state is State.LIVE
+            return went_live
+
+        reader = asyncio.create_task(self._read_loop(ws, live))
+        writer = asyncio.create_task(self._write_loop(ws))
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for result in await asyncio.gather(reader, writer, return_exceptions=True):
+                if isinstance(result, Exception) and not _is_disconnect(result):
+                    log.error("connection task failed", exc_info=result)
+            self._ws = None
+            self._protocol.connection_lost()
+            self._after([])
+        return went_live
+
+    async def _read_loop(self, ws: ClientConnection, live: Callable[[], bool]) -> None:
+        async for message in ws:
+            self._receive(message)
+            live()
+            if self._protocol.close_requested or self._protocol.state is State.FAILED:
+                await ws.close()
+                return
+
+    def _receive(self, message: str | bytes) -> None:
+        """One frame from the server (a subclass may watch them here)."""
+        cursor = self.replica.cursor
+        events = self._protocol.receive_text(message, time.monotonic())
+        self._after(events, state_changed=self.replica.cursor != cursor)
+
+    async def _write_loop(self, ws: ClientConnection) -> None:
+        while True:
+            self._wake.clear()
+            for frame in self._protocol.data_to_send(time.monotonic()):
+                await self._send(ws, frame)
+            deadline = self._protocol.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        """Send one frame (a subclass may watch them here)."""
+        await ws.send(orjson.dumps(frame).decode())
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _set_status(self, status: Status) -> None:
+        if status != self._status:
+            self._status = status
+            self._dispatch([ClientEvent("status", status=status)])
+            self._notify()
+
+    def _after(self, events: list[ClientEvent], *, state_changed: bool = False) -> None:
+        """Bookkeeping after the protocol moved: save, report, wake the writer."""
+        self._save_queue()
+        if state_changed or any(e.kind in ("changed", "reset") for e in events):
+            self._state_dirty = True
+            self._schedule_state_save()
+        if self._protocol.state is State.LIVE:
+            self._set_status("live")
+        elif self._protocol.state is State.FAILED:
+            self._set_status("offline")
+        self._dispatch(events)
+        self._kick()
+        self._notify()
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _save_queue(self) -> None:
+        if self._store is None or self._closed:
+            return
+        replica = self.replica
+        sig = (
+            replica.client_id,
+            next_mutation_id(replica),
+            tuple((p.mutation.id, p.acked, p.seq) for p in replica.pending),
+            tuple((d.mutation_id, d.conflicts) for d in replica.drafts),
+        )
+        if sig != self._queue_sig:
+            self._store.save_queue(
+                replica.client_id, next_mutation_id(replica), replica.pending, replica.drafts
+            )
+            self._queue_sig = sig
+
+    def _schedule_state_save(self) -> None:
+        if self._store is None or self._save_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._save_state()
+            return
+        self._save_timer = loop.call_later(self.save_interval, self._save_state)
+
+    def _save_state(self) -> None:
+        self._save_timer = None
+        if self._store is None or self._closed or not self._state_dirty:
+            return
+        self._store.save_state(held_snapshot(self._protocol))
+        self._state_dirty = False
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed | OSError)
