@@ -178,12 +178,19 @@ class Engine:
     # --- writes -----------------------------------------------------------------------
 
     async def apply(
-        self, principal: Principal, client_id: str, mutation: Mutation | Mapping[str, Any]
+        self,
+        principal: Principal,
+        client_id: str,
+        mutation: Mutation | Mapping[str, Any],
+        *,
+        refusal: MutationRefused | None = None,
     ) -> Ack:
         """Apply one client mutation; return its ack once committed (see module docs).
 
         Raises :class:`MutationGap`, :class:`ClientIdTaken` or :class:`RetryLater`,
         which use nothing up; every other refusal comes back as a ``rejected`` ack.
+        ``refusal`` refuses the mutation permanently without looking at its ops (a
+        transport found it malformed or over a limit): it uses up the id all the same.
         """
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
             raise InvalidMutation("client id must be a string of 1 to 128 characters")
@@ -198,7 +205,7 @@ class Engine:
                 raise InvalidMutation("a mutation needs an integer id of 1 or more in 'id'")
             mutation_id = maybe_id
             try:
-                parsed = parse_mutation(mutation)
+                parsed = None if refusal is not None else parse_mutation(mutation)
             except InvalidMutation as exc:  # refused below, using up its id
                 parsed, parse_error = None, exc
         async with self.store.write() as tx:
@@ -219,7 +226,7 @@ class Engine:
                 raise RetryLater("another node is applying this client's mutation", 0.05)
             try:
                 if parsed is None:
-                    raise parse_error or InvalidMutation("malformed mutation")
+                    raise refusal or parse_error or InvalidMutation("malformed mutation")
                 if len(parsed.ops) > self.max_ops:
                     raise InvalidMutation(f"a mutation may hold at most {self.max_ops} ops")
                 ack = await self._apply_ops(

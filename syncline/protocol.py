@@ -69,13 +69,31 @@ class ProtocolError(SynclineError):
 
     code = "protocol"
 
-    def __init__(self, code: str, message: str, *, fatal: bool = False, ref: Any = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        fatal: bool = False,
+        ref: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.fatal = fatal
         self.ref = ref
+        self.retry_after = retry_after
 
     def frame(self) -> dict[str, Any]:
+        if self.retry_after is not None:  # a temporary refusal of a mutation: nothing used up
+            return {
+                "t": "reject",
+                "mid": self.ref,
+                "permanent": False,
+                "code": self.code,
+                "message": str(self),
+                "retry_after": round(self.retry_after, 3),
+            }
         out: dict[str, Any] = {"t": "error", "code": self.code, "message": str(self)}
         if self.ref is not None:
             out["ref"] = self.ref
@@ -170,6 +188,7 @@ class Unsubscribe:
 class Mutate:
     mutation: dict[str, Any]  # decoded by the engine, so a bad op uses up its id
     mutation_id: int
+    refusal: ProtocolError | None = None  # refused before decoding; still uses up the id
 
 
 @dataclass(frozen=True)
@@ -207,15 +226,21 @@ class ServerProtocol:
             raise ProtocolError("closed", "the connection is closed")
         size = len(data.encode() if isinstance(data, str) else data)
         if size > self.limits.max_frame_bytes:
-            raise ProtocolError(
+            error = ProtocolError(
                 "too_large",
                 f"frame of {size} bytes exceeds the limit of {self.limits.max_frame_bytes}",
             )
+            return self._refuse_mutation(_peek_mutation_id(data, size, self.limits), error)
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
-        frame = decode_client_frame(obj, self.limits)
+        try:
+            frame = decode_client_frame(obj, self.limits)
+        except ProtocolError as exc:
+            if isinstance(obj, dict) and obj.get("t") == "mut":
+                return self._refuse_mutation(obj.get("id"), exc)
+            raise
         if isinstance(frame, HelloFrame):
             if self.state is not State.AWAIT_HELLO:
                 raise ProtocolError("bad_state", "hello was already sent on this connection")
@@ -243,19 +268,33 @@ class ServerProtocol:
             return Unsubscribe(list(frame.queries))
         if isinstance(frame, MutFrame):
             if len(frame.ops) > self.limits.max_ops:
-                raise ProtocolError(
+                error = ProtocolError(
                     "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
                 )
+                return self._refuse_mutation(frame.id, error)
             retry = self._take_token(now)
             if retry:
                 raise ProtocolError(
-                    "rate", f"too many mutations; retry after {retry:.2f}s", ref=frame.id
+                    "rate",
+                    f"too many mutations; retry after {retry:.2f}s",
+                    ref=frame.id,
+                    retry_after=retry,
                 )
             mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
             return Mutate(mutation, frame.id)
         if isinstance(frame, PingFrame):
             return Ping(frame.n)
         return Pong(frame.n)
+
+    def _refuse_mutation(self, mutation_id: Any, error: ProtocolError) -> Mutate:
+        """A ``mut`` frame that breaks a limit or is malformed is a permanent refusal of
+        that mutation: it uses up its id (invariant 3), so one bad mutation never blocks
+        the queue behind it. Without a usable id, or before hello, it stays an error."""
+        valid_id = isinstance(mutation_id, int) and not isinstance(mutation_id, bool)
+        if self.state is not State.READY or not valid_id or mutation_id < 1:
+            error.ref = mutation_id if valid_id else None
+            raise error
+        return Mutate({"id": mutation_id, "ops": []}, mutation_id, refusal=error)
 
     def _take_token(self, now: float) -> float:
         """Spend one mutation token; return 0, or the seconds until one is available."""
@@ -271,6 +310,17 @@ class ServerProtocol:
 
     def close(self) -> None:
         self.state = State.CLOSED
+
+
+def _peek_mutation_id(data: str | bytes, size: int, limits: Limits) -> Any:
+    """The id of an oversize ``mut`` frame, when it is cheap enough to look."""
+    if size > 4 * limits.max_frame_bytes:
+        return None
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("id") if isinstance(obj, dict) and obj.get("t") == "mut" else None
 
 
 def decode_client_frame(obj: Any, limits: Limits) -> ClientFrame:

@@ -68,6 +68,7 @@ class Event:
     fields: tuple[str, ...] = ()
     draft: Draft | None = None
     error: Mapping[str, Any] | None = None
+    reason: str | None = None
 
 
 class Replica:
@@ -116,12 +117,16 @@ class Replica:
             self.server.pop(key, None)
 
     def apply_changes(self, changes: Mapping[str, Any]) -> list[Event]:
-        """Apply a ``changes`` frame: from the replica's cursor to a newer one."""
+        """Apply a ``changes`` frame: from the replica's cursor to a newer one.
+
+        All or nothing: a frame that does not fit what the replica holds (a patch for a
+        record it never received) raises :class:`CursorError` and changes nothing."""
         since, to = Cursor.parse(changes["from"]), Cursor.parse(changes["to"])
         if self.cursor is None or since != self.cursor:
             raise CursorError(
                 f"changes from {since} do not follow the replica's cursor {self.cursor}"
             )
+        self._check_patches(changes["q"])
         keys: list[Key] = []
         for qid, items in changes["q"].items():
             query = self.queries.get(qid)
@@ -131,6 +136,22 @@ class Replica:
                 keys += self._apply_item(qid, query, item)
         self.cursor = to
         return self._settle(keys)
+
+    def _check_patches(self, queries: Mapping[str, Any]) -> None:
+        held = set(self.server)
+        for qid, items in queries.items():
+            query = self.queries.get(qid)
+            if query is None:
+                continue
+            for item in items:
+                if item["k"] == "reset":
+                    held |= {(query.collection, r["id"]) for r in item["records"]}
+                    continue
+                key = (item.get("c", query.collection), item["id"])
+                if item["k"] == "enter":
+                    held.add(key)
+                elif item["k"] == "patch" and key not in held:
+                    raise CursorError(f"patch for {key} which this replica does not hold")
 
     def _apply_item(self, qid: str, query: Query, item: Mapping[str, Any]) -> list[Key]:
         kind = item["k"]
@@ -160,7 +181,11 @@ class Replica:
             return []  # an ack for a mutation already settled (a replay)
         events: list[Event] = []
         entry.acked, entry.seq = True, ack.seq
-        for result in ack.results:
+        sent_ops = entry.mutation.ops
+        for i, result in enumerate(ack.results):
+            if result.status == "dropped" and i < len(sent_ops):
+                key = (sent_ops[i].c, sent_ops[i].id)
+                events.append(Event("dropped", ack.mutation_id, keys=(key,), reason=result.reason))
             if result.overwritten:
                 events.append(
                     Event("overwritten", ack.mutation_id, fields=tuple(result.overwritten))
@@ -251,6 +276,44 @@ class Replica:
             build(b)
         assert b.mutation is not None
         return b.mutation
+
+    @property
+    def next_mutation_id(self) -> int:
+        """The id the next local mutation gets (persisted clients restore it)."""
+        return self._next_id
+
+    @next_mutation_id.setter
+    def next_mutation_id(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("mutation ids start at 1")
+        self._next_id = value
+
+    def discard(self, mutation: Mutation) -> None:
+        """Take back a queued mutation that was never sent; the last one's id is reused."""
+        self.pending = [p for p in self.pending if p.mutation is not mutation]
+        if self._next_id == mutation.id + 1:
+            self._next_id = mutation.id
+        self._view = None
+
+    def members(self, query_id: str) -> frozenset[Key]:
+        """The records the server says a query holds."""
+        return frozenset(self._members.get(query_id, ()))
+
+    def held_snapshot(self) -> dict[str, Any] | None:
+        """The confirmed data as a snapshot (for :meth:`load_snapshot`); None before the
+        replica has a cursor. A client persists this to resume after a restart."""
+        if self.cursor is None:
+            return None
+        records = {
+            qid: [
+                self.server[k].to_wire()
+                for k in sorted(self._members.get(qid, ()))
+                if k in self.server
+            ]
+            for qid in self.queries
+        }
+        queries = {qid: q.to_wire() for qid, q in self.queries.items()}
+        return {"cursor": str(self.cursor), "queries": queries, "records": records}
 
     def unacked(self) -> list[Mutation]:
         """Mutations to (re)send, in order, after (re)connecting."""

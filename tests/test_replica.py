@@ -160,3 +160,42 @@ async def test_delete_then_reinsert_by_the_same_client_keeps_later_updates() -> 
     got = a.get("cards", "c1")
     assert got is not None and got["title"] == "again, edited"
     assert a.server[("cards", "c1")].inc == 2
+
+
+async def test_a_changes_frame_that_does_not_fit_changes_nothing() -> None:
+    _, a, _ = await setup()
+    assert a.cursor is not None
+    epoch, seq = a.cursor.epoch, a.cursor.seq
+    frame = {
+        "from": str(a.cursor),
+        "to": f"{epoch}.{seq + 1}",
+        "q": {
+            "cards": [
+                {
+                    "k": "patch",
+                    "c": "cards",
+                    "id": "c1",
+                    "inc": 1,
+                    "v": 2,
+                    "fv": {"title": 2},
+                    "data": {"title": "changed"},
+                },
+                {"k": "patch", "c": "cards", "id": "ghost", "inc": 1, "v": 2, "fv": {}, "data": {}},
+            ]
+        },
+    }
+    with pytest.raises(CursorError, match="does not hold"):
+        a.apply_changes(frame)
+    assert a.get("cards", "c1")["title"] == "first"  # type: ignore[index]
+    assert a.cursor.seq == seq
+
+
+async def test_an_update_of_a_deleted_record_is_reported_as_dropped() -> None:
+    engine, a, b = await setup()
+    b.delete("cards", "c1")
+    await send(engine, b)
+    a.update("cards", "c1", title="too late")
+    mutation = a.pending[-1].mutation
+    events = a.apply_ack((await engine.apply("u", "A", mutation)).to_wire())
+    (dropped,) = [e for e in events if e.kind == "dropped"]
+    assert dropped.keys == (("cards", "c1"),) and dropped.reason == "the record was deleted"

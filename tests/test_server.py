@@ -230,7 +230,7 @@ class TestBadInput:
             ),
             ('{"t": "sub", "queries": {"q": {"c": "nope"}}}', "query", "unknown collection 'nope'"),
             (
-                '{"t": "mut", "id": 1, "ops": [], "extra": 1}',
+                '{"t": "sub", "queries": {"q": {"c": "cards"}}, "extra": 1}',
                 "bad_frame",
                 "extra: Extra inputs are not permitted",
             ),
@@ -273,32 +273,42 @@ class TestBadInput:
                 assert error["code"] == "bad_state" and error["message"] == "send hello before mut"
             assert await dump(engine) == before
 
-    async def test_an_oversize_frame_is_refused(self, tmp_path: Path) -> None:
+    async def test_a_malformed_or_oversize_mutation_is_refused_and_uses_up_its_id(
+        self, tmp_path: Path
+    ) -> None:
         async with running(tmp_path, limits=Limits(max_frame_bytes=10_000)) as (host, engine, _):
             before = await dump(engine)
             async with RawClient.connect(host, BOARD) as c:
                 await c.send({"t": "mut", "id": 1, "ops": [title("c1", "x" * 20_000, 1)]})
-                error = await c.expect("error")
-                assert (
-                    error["code"] == "too_large"
-                    and "exceeds the limit of 10000" in error["message"]
-                )
-            assert await dump(engine) == before
+                big = await c.expect("reject")
+                assert (big["mid"], big["permanent"], big["code"]) == (1, True, "too_large")
+                assert "exceeds the limit of 10000" in big["message"]
+                await c.send({"t": "mut", "id": 2, "ops": [], "extra": 1})
+                bad = await c.expect("reject")
+                assert (bad["mid"], bad["permanent"], bad["code"]) == (2, True, "bad_frame")
+                assert "extra: Extra inputs are not permitted" in bad["message"]
+                assert await dump(engine) == before
+                # One bad mutation never blocks the queue: the next id goes through.
+                assert (await c.mutate([title("c1", "fine", 1)], 3))["t"] == "ack"
+                # And a resent bad one gets its stored refusal back.
+                await c.send({"t": "mut", "id": 2, "ops": []})
+                assert (await c.expect("reject"))["replay"] is True
 
     async def test_limits_on_ops_strings_and_rate(self, tmp_path: Path) -> None:
-        limits = Limits(max_ops=3, max_string=50, mutations_per_second=1, mutation_burst=2)
+        limits = Limits(max_ops=3, max_string=50, mutations_per_second=2, mutation_burst=1)
         async with running(tmp_path, limits=limits) as (host, _, _):
             async with RawClient.connect(host, BOARD) as c:
-                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "x", 1)] * 4})
-                assert "at most 3 ops" in (await c.expect("error"))["message"]
-                await c.send({"t": "mut", "id": 1, "ops": [title("c1", "y" * 60, 1)]})
-                assert (
-                    "60 characters exceeds the limit of 50" in (await c.expect("error"))["message"]
-                )
-                for mid in (1, 2):
-                    assert (await c.mutate([title("c1", f"t{mid}", 1)], mid))["t"] == "ack"
-                error = await c.mutate([title("c1", "t3", 1)], 3)
-                assert error["code"] == "rate" and "retry after" in error["message"]
+                too_many = await c.mutate([title("c1", "x", 1)] * 4, 1)
+                assert too_many["code"] == "limit" and "at most 3 ops" in too_many["message"]
+                too_long = await c.mutate([title("c1", "y" * 60, 1)], 2)
+                assert too_long["code"] == "limit"
+                assert "60 characters exceeds the limit of 50" in too_long["message"]
+                assert (await c.mutate([title("c1", "ok", 1)], 3))["t"] == "ack"
+                slow_down = await c.mutate([title("c1", "t4", 1)], 4)
+                assert slow_down["t"] == "reject" and slow_down["permanent"] is False
+                assert slow_down["code"] == "rate" and slow_down["retry_after"] > 0
+                await asyncio.sleep(slow_down["retry_after"])
+                assert (await c.mutate([title("c1", "t4", 1)], 4))["t"] == "ack"  # nothing used up
 
     async def test_a_permanent_refusal_is_a_reject_frame_with_the_place(
         self, tmp_path: Path

@@ -135,6 +135,7 @@ class ClientEvent:
             fields=event.fields,
             draft=event.draft,
             error=event.error,
+            reason=event.reason,
         )
 
 
@@ -474,16 +475,7 @@ class ClientProtocol:
     def _on_ack(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
         mid = int(frame["mid"])
         self._answered(mid)
-        entry = next((p for p in self.replica.pending if p.mutation.id == mid), None)
         events = [ClientEvent("ack", mutation_id=mid, frame=dict(frame))]
-        if entry is not None and not entry.acked:
-            ops = entry.mutation.ops
-            for i, result in enumerate(frame.get("results") or []):
-                if result.get("status") == "dropped" and i < len(ops):
-                    key = (ops[i].c, ops[i].id)
-                    events.append(
-                        ClientEvent("dropped", mid, keys=(key,), reason=result.get("reason"))
-                    )
         wire = {k: v for k, v in frame.items() if k != "t"}
         if not self.wanted:
             # Without subscriptions the server sends no changes, so the cursor would
@@ -600,24 +592,19 @@ _HANDLERS: dict[str, _Handler] = {
 
 
 # --- the replica's mutation counter ------------------------------------------------------
-# Replica keeps its next mutation id private; persistence and renumbering need to read
-# and set it. These two functions are the only places that touch it.
 
 
 def next_mutation_id(replica: Replica) -> int:
-    return int(replica._next_id)
+    return replica.next_mutation_id
 
 
 def set_next_mutation_id(replica: Replica, value: int) -> None:
-    replica._next_id = value
+    replica.next_mutation_id = value
 
 
 def discard_last(replica: Replica, mutation: Mutation) -> None:
     """Take back the mutation just queued (it was never sent): its id is reused."""
-    replica.pending = [p for p in replica.pending if p.mutation is not mutation]
-    if next_mutation_id(replica) == mutation.id + 1:
-        set_next_mutation_id(replica, mutation.id)
-    replica._view = None
+    replica.discard(mutation)
 
 
 def held_snapshot(protocol: ClientProtocol) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from ..engine import Ack, Engine
 from ..exceptions import (
     ClientIdTaken,
     CursorError,
+    InvalidMutation,
     MutationGap,
     MutationRefused,
     QueryError,
@@ -45,6 +46,7 @@ from ..protocol import (
     Hello,
     Limits,
     Mutate,
+    MutFrame,
     Ping,
     Pong,
     ProtocolError,
@@ -356,18 +358,26 @@ class SynclineServer:
             raise ProtocolError(exc.code, str(exc)) from None
 
     async def _mutate_ws(self, conn: Connection, event: Mutate) -> None:
-        frame = await self._apply(conn.principal, conn.client_id, event.mutation)
+        refusal = None
+        if event.refusal is not None:
+            refusal = InvalidMutation(str(event.refusal))
+            refusal.code = event.refusal.code  # the protocol's reason: limit, too_large ...
+        frame = await self._apply(conn.principal, conn.client_id, event.mutation, refusal)
         if frame["t"] == "ack" and frame.get("seq"):
             conn.awaiting_seq = max(conn.awaiting_seq, frame["seq"])
         conn.send_frame(frame)
 
     async def _apply(
-        self, principal: Principal, client_id: str, mutation: dict[str, Any]
+        self,
+        principal: Principal,
+        client_id: str,
+        mutation: dict[str, Any],
+        refusal: MutationRefused | None = None,
     ) -> dict[str, Any]:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
         mid = mutation.get("id")
         try:
-            ack = await self.engine.apply(principal, client_id, mutation)
+            ack = await self.engine.apply(principal, client_id, mutation, refusal=refusal)
         except MutationGap as exc:
             return {
                 "t": "reject",
@@ -424,13 +434,22 @@ class SynclineServer:
                 or "mut" not in obj
             ):
                 raise _HTTPError(400, "bad_frame", 'body must be {"client": "<id>", "mut": {...}}')
-            frame = decode_client_frame(
-                {"t": "mut", **obj["mut"]} if isinstance(obj["mut"], dict) else obj["mut"],
-                self.limits,
-            )
-            mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}  # type: ignore[union-attr]
             if not 8 <= len(obj["client"]) <= 128:
                 raise _HTTPError(400, "bad_frame", "client id must have 8 to 128 characters")
+            if not isinstance(obj["mut"], dict):
+                raise _HTTPError(400, "bad_frame", "mut must be an object")
+            try:
+                frame = decode_client_frame({**obj["mut"], "t": "mut"}, self.limits)
+            except ProtocolError as exc:
+                mid = obj["mut"].get("id")
+                if not isinstance(mid, int) or isinstance(mid, bool) or mid < 1:
+                    raise
+                refusal = InvalidMutation(str(exc))
+                refusal.code = exc.code  # malformed with a usable id: refused, id used up
+                frame_out = await self._apply(principal, obj["client"], {"id": mid}, refusal)
+                return JSONResponse(frame_out)
+            assert isinstance(frame, MutFrame)
+            mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
             return JSONResponse(await self._apply(principal, obj["client"], mutation))
         except _HTTPError as exc:
             return exc.response()
