@@ -19,7 +19,11 @@ The tree::
     │   ├── CursorTooOld         older than the retained log: take a fresh snapshot
     │   ├── CursorReset          from another database epoch: drop local state and reload
     │   └── CursorAhead          above the database head: the client is confused
-    └── StoreError               the storage backend failed or was misused
+    ├── StoreError               the storage backend failed or was misused
+    ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
+    │                            does not allow; its ``error`` frame names the problem
+    └── ClientFailed             (syncline.client) the server refused this client for
+                                 good: reload, unauthorized, client id taken
 
 Errors that concern a record carry ``collection``, ``record_id`` and ``field`` so a
 message can say exactly where the problem is.  ``code`` is a stable, short string

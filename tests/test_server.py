@@ -469,3 +469,12 @@ class TestHttpPull:
                 )
                 bad = await http.get("/sync/pull", params={"queries": "{}"})
                 assert bad.status_code == 400 and "non-empty" in bad.json()["message"]
+
+
+async def test_browser_modules_are_served_by_name_only(tmp_path: Path) -> None:
+    async with running(tmp_path) as (host, _, _):
+        async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+            for path in ("/sync/nope.js", "/sync/..%2Fapp.js", "/sync/Client.js"):
+                response = await http.get(path)
+                assert response.status_code == 404, path
+                assert response.json()["code"] == "not_found"

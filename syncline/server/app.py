@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
@@ -156,7 +157,7 @@ class SynclineServer:
             WebSocketRoute(path, self._websocket),
             Route(f"{path}/mutate", self._mutate, methods=["POST"]),
             Route(f"{path}/pull", self._pull, methods=["GET"]),
-            Route(f"{path}/client.js", self._client_js, methods=["GET"]),
+            Route(f"{path}/{{module}}.js", self._client_module, methods=["GET"]),
         ]
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
@@ -502,18 +503,16 @@ class SynclineServer:
             code = getattr(exc, "code", "bad_frame")
             return JSONResponse({"t": "error", "code": code, "message": str(exc)}, status_code=400)
 
-    async def _client_js(self, request: Request) -> Response:
+    async def _client_module(self, request: Request) -> Response:
+        """``GET /sync/client.js`` and its sibling modules: the browser client."""
+        module = request.path_params["module"]
+        if not _MODULE_NAME.fullmatch(module):
+            return _not_found(f"no browser module named {module!r}")
         try:
-            source = resources.files("syncline").joinpath("static/syncline.js").read_text()
-        except FileNotFoundError:
-            return JSONResponse(
-                {
-                    "t": "error",
-                    "code": "not_found",
-                    "message": "the browser client is not installed",
-                },
-                404,
-            )
+            source = resources.files("syncline").joinpath(f"static/{module}.js").read_text()
+        except (FileNotFoundError, IsADirectoryError):
+            return _not_found(f"no browser module named {module!r}")
+        # Revalidated on every load, so a deploy never mixes old and new modules.
         return Response(source, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
@@ -530,6 +529,13 @@ def ack_frame(ack: Ack) -> dict[str, Any]:
             **({"replay": True} if ack.replay else {}),
         }
     return {"t": "ack", **wire}
+
+
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def _not_found(message: str) -> Response:
+    return JSONResponse({"t": "error", "code": "not_found", "message": message}, 404)
 
 
 def _no_store(frame: Mapping[str, Any]) -> Response:
