@@ -474,7 +474,8 @@ class TestHttpPull:
 async def test_browser_modules_are_served_by_name_only(tmp_path: Path) -> None:
     async with running(tmp_path) as (host, _, _):
         async with httpx.AsyncClient(base_url=f"http://{host}") as http:
-            for path in ("/sync/nope.js", "/sync/..%2Fapp.js", "/sync/Client.js"):
+            for path in ("/sync/nope.js", "/sync/Client.js", "/sync/a.b.js"):
                 response = await http.get(path)
                 assert response.status_code == 404, path
                 assert response.json()["code"] == "not_found"
+            assert (await http.get("/sync/..%2F..%2Fengine.js")).status_code == 404
