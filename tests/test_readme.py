@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -17,3 +18,16 @@ def test_readme_python_blocks_run(capsys: pytest.CaptureFixture[str]) -> None:
     code = compile("\n".join(blocks), str(README), "exec", dont_inherit=True)
     exec(code, namespace)
     assert "bob-tab conflict" in capsys.readouterr().out
+
+
+def test_readme_sketches_compile_and_import_what_exists() -> None:
+    """``py`` blocks are sketches (they need a running server): they must still parse,
+    and every name they import must exist."""
+    sketches = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
+    assert sketches
+    for sketch in sketches:
+        compile(
+            sketch, str(README), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
+        imports = "\n".join(line for line in sketch.splitlines() if line.startswith("from "))
+        exec(compile(imports, str(README), "exec", dont_inherit=True), {})

@@ -49,6 +49,55 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_two_python_clients_sync_through_syncline_serve(tmp_path: Path) -> None:
+    """The README's walk-through: syncline serve, then two clients syncing."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syncline",
+            "serve",
+            "examples.notes.app:app",
+            "--db",
+            str(tmp_path / "notes.sqlite3"),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(port, server)
+        out = subprocess.run(
+            [sys.executable, "-m", "examples.notes.two_clients", f"ws://127.0.0.1:{port}/sync"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "bob got it: 'Hello from Ann'" in out.stdout
+        assert "both converged on: {" in out.stdout and "'likes': 2" in out.stdout
+        assert "Hi! Hello from Ann, edited" in out.stdout  # both text edits kept
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.TransportError:
+            assert proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+
 def test_serve_runs_the_app_on_the_given_database(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "notes.sqlite3"
