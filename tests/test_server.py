@@ -479,3 +479,19 @@ async def test_browser_modules_are_served_by_name_only(tmp_path: Path) -> None:
                 assert response.status_code == 404, path
                 assert response.json()["code"] == "not_found"
             assert (await http.get("/sync/..%2F..%2Fengine.js")).status_code == 404
+
+
+async def test_the_trim_job_retires_old_cursors(tmp_path: Path) -> None:
+    async with running(tmp_path, retention=0.2, trim_every=0.05) as (host, engine, _):
+        old = str(await engine.head())
+        async with RawClient.connect(host, BOARD) as w:
+            await w.mutate([title("c1", "newer", 1)], 1)
+        async with asyncio.timeout(5):
+            while True:  # the job runs in the background and raises the floor
+                async with engine.store.read() as tx:
+                    if await tx.floor() >= 2:
+                        break
+                await asyncio.sleep(0.05)
+        async with RawClient.connect(host, BOARD) as late:
+            frame = await late.subscribe(CARDS, since=old)
+            assert frame["t"] == "snapshot" and frame["reset"] == "cursor_too_old"

@@ -136,6 +136,8 @@ class SynclineServer:
         pull_timeout: float = 25.0,
         path: str = "/sync",
         close_timeout: float = 5.0,
+        retention: float | None = 7 * 24 * 3600.0,
+        trim_every: float = 3600.0,
     ) -> None:
         self.engine = engine
         self.authenticate = authenticate
@@ -146,6 +148,9 @@ class SynclineServer:
         self.max_queue_bytes = max_queue_bytes
         self.pull_timeout = pull_timeout
         self.close_timeout = close_timeout
+        self.retention = retention
+        self.trim_every = trim_every
+        self._trimmer: asyncio.Task[None] | None = None
         self.reader = LogReader(engine)
         self.connections: set[Connection] = set()
         self._started = False
@@ -167,13 +172,32 @@ class SynclineServer:
         async with self._start_lock:
             if not self._started:
                 await self.reader.start()
+                if self.retention is not None:
+                    self._trimmer = asyncio.create_task(self._trim_forever(self.retention))
                 self._started = True
 
     async def stop(self) -> None:
         for conn in list(self.connections):
             conn.close_later(CLOSE_NORMAL, "server shutting down")
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer
+            self._trimmer = None
         await self.reader.stop()
         self._started = False
+
+    async def _trim_forever(self, retention: float) -> None:
+        """The trim job: log entries and tombstones older than ``retention`` seconds go;
+        clients with older cursors get "cursor too old" and a fresh snapshot."""
+        while True:
+            try:
+                removed = await self.engine.trim(older_than=retention)
+                if removed:
+                    log.info("trimmed %d log entries older than %.0fs", removed, retention)
+            except Exception:
+                log.exception("trimming the log failed; will retry")
+            await asyncio.sleep(self.trim_every)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
