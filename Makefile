@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck jstest browser pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/syncline demo
 
-test: lint typecheck pytest
+test: lint typecheck jstest browser pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,9 +26,31 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy syncline
 
+# The browser client: typed with JSDoc (tsc --checkJs), tested with node's test runner
+# against the same protocol fixtures as the Python client.
+NODE_STAMP := node_modules/.package-lock.json
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+jstest: $(NODE_STAMP)
+	npx tsc -p tsconfig.json
+	node --test syncline/static/test/
+
+# Browser tests drive Debian's Chromium; install it when missing and we are root.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = "0" ]; then \
+			echo "installing chromium (browser tests need /usr/bin/chromium)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "browser tests need Chromium: sudo apt-get install -y chromium"; \
+		fi; \
+	fi
+
 # pytest exits with status 5 when it collects no tests, so an empty run fails.
 pytest: $(STAMP)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

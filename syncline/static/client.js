@@ -1,0 +1,781 @@
+// The browser client (docs/browser-client.md), served at /sync/client.js:
+//
+//   import { connect } from "/sync/client.js";
+//   const sync = await connect();   // hydrates from #syncline-state, then goes live
+//
+// connect() reads the page's embedded state with JSON.parse(element.textContent), builds
+// the replica from it without any request, takes this page's Web Lock, opens the
+// pending-queue store (IndexedDB), and starts the connection loop:
+//
+//   offline --> connecting --welcome--> live
+//      ^            |                    |
+//      +-- jittered backoff (0.25 s doubling to 10 s) <-- socket closed
+//   (a refusal such as reload or unauthorized stops the loop: offline for good)
+//
+// Every local write applies to the view at once, is queued, saved to IndexedDB, and
+// sent once the save is durable; other tabs see it at once over a BroadcastChannel. On
+// reconnect the protocol resends every unanswered mutation and resubscribes since its
+// cursor. Elements bound with data-sl-id / data-sl-field are patched in place.
+
+import { patchKeys } from "./bind.js";
+import { Link } from "./connection.js";
+import { formatCursor } from "./cursor.js";
+import { hasOwn, isObject } from "./json.js";
+import { Value, readonly, report } from "./observable.js";
+import { mutFrame, splitKey } from "./ops.js";
+import { ClientProtocol, clientEvent } from "./protocol.js";
+import { parseQuery } from "./query.js";
+import { InvalidMutation, Replica } from "./replica.js";
+import { makeSchema } from "./schema.js";
+import { memoryStore, openStore, queueOf } from "./storage.js";
+import { PeerEdits, TabChannel, adoptOrphans, holdLock } from "./tabs.js";
+
+export { InvalidMutation } from "./replica.js";
+export { QueryError } from "./query.js";
+
+/** @typedef {import("./json.js").Dict} Dict */
+/** @typedef {import("./ops.js").Mutation} Mutation */
+/** @typedef {import("./ops.js").Op} Op */
+/** @typedef {import("./ops.js").SetValue} SetValue */
+/** @typedef {import("./replica.js").Draft} Draft */
+/** @typedef {import("./replica.js").MutationBuilder} MutationBuilder */
+/** @typedef {import("./protocol.js").ClientEvent} ClientEvent */
+/** @typedef {import("./schema.js").SchemaSpec} SchemaSpec */
+/** @typedef {import("./storage.js").QueueStore} QueueStore */
+/** @typedef {import("./bind.js").Renderer} Renderer */
+/** @typedef {import("./connection.js").SocketLike} SocketLike */
+/** @typedef {import("./tabs.js").TabMessage} TabMessage */
+/**
+ * @template T
+ * @typedef {import("./observable.js").Observable<T>} Observable
+ */
+
+/** @typedef {"connecting" | "live" | "offline"} Status */
+
+/**
+ * What `on(kind, listener)` listens to. "conflict" listeners get the Draft (answer it
+ * with resolve); "change" listeners get {keys}; the others get the event
+ * ({kind, mutationId, fields, error, reason, keys, status, frame}).
+ * @typedef {"change" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "reset" | "reload" | "error" | "status" | "ack" | "*"} ListenKind
+ */
+
+/**
+ * @typedef {object} Limits  what the server refuses without using a mutation id up
+ * @property {number} maxFrameBytes
+ * @property {number} maxOps
+ * @property {number} maxString
+ */
+
+/**
+ * @typedef {object} ConnectOptions
+ * @property {string} [url]  the WebSocket endpoint; default ws(s)://<this host>/sync
+ * @property {unknown} [state]  the embedded state; default: parsed from #syncline-state
+ * @property {string} [stateId]  the id of the embedded state's element ("syncline-state")
+ * @property {string} [schemaHash]  the schema hash, for a page that embeds no state
+ * @property {SchemaSpec} [schema]  field policies (text, counter, set, ...) so optimistic
+ *   edits show as the server will merge them; without it every field is lww locally
+ * @property {Dict} [auth]  credentials sent in hello.auth (never in a URL)
+ * @property {Renderer} [render]  custom text for bound fields
+ * @property {ParentNode | false} [bind]  where to patch bound elements (document); false: nowhere
+ * @property {string} [clientId]  default: a new random id for this page load
+ * @property {QueueStore | false} [storage]  default IndexedDB; false: memory only
+ * @property {boolean} [tabs]  share edits with other tabs and adopt dead tabs' queues (true)
+ * @property {[number, number]} [backoff]  first and longest reconnect wait, seconds
+ * @property {(url: string) => SocketLike} [socket]  how to open a WebSocket
+ * @property {Partial<Limits>} [limits]
+ * @property {LockManager | null} [locks]  default navigator.locks
+ * @property {Document} [document]  the page (default: the global document)
+ */
+
+const DEFAULT_LIMITS = { maxFrameBytes: 1 << 20, maxOps: 500, maxString: 100_000 };
+
+/** A random client id for this page instance (invariant 4): "tab-" and a UUID. */
+export function newClientId() {
+  return `tab-${uuid4()}`;
+}
+
+/** @returns {string} */
+function uuid4() {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID(); // secure contexts only
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * A new record id: a UUIDv7 string, unique without coordination and sortable by
+ * creation time (model.py new_id).
+ * @returns {string}
+ */
+export function newId() {
+  const b = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i--) {
+    b[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * The page's embedded state: JSON.parse of the element's text (never innerHTML, never
+ * eval). Null when the page has none.
+ * @param {string} [id]
+ * @param {Document} [doc]
+ * @returns {unknown}
+ */
+export function readEmbeddedState(id = "syncline-state", doc = globalThis.document) {
+  const el = doc ? doc.getElementById(id) : null;
+  if (!el) return null;
+  return JSON.parse(el.textContent ?? "");
+}
+
+/** @returns {string} */
+function defaultUrl() {
+  const loc = globalThis.location;
+  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/sync`;
+}
+
+/**
+ * Hydrate from the page and go live.
+ * @param {ConnectOptions} [options]
+ * @returns {Promise<SyncClient>}
+ */
+export async function connect(options = {}) {
+  const client = new SyncClient(options);
+  await client._start();
+  return client;
+}
+
+export class SyncClient {
+  /** @param {ConnectOptions} options */
+  constructor(options) {
+    this.options = options;
+    const doc = options.document ?? globalThis.document;
+    const state =
+      options.state !== undefined ? options.state : readEmbeddedState(options.stateId, doc);
+    const embeddedHash = isObject(state) && typeof state.schema === "string" ? state.schema : null;
+    const schemaHash = options.schemaHash ?? embeddedHash;
+    if (schemaHash === null) {
+      throw new Error(
+        "no #syncline-state on this page: pass connect({ state }) or connect({ schemaHash })",
+      );
+    }
+    this.clientId = options.clientId ?? newClientId();
+    if (this.clientId.length < 8 || this.clientId.length > 128) {
+      throw new Error("a client id has 8 to 128 characters");
+    }
+    this.replica = new Replica(makeSchema(options.schema ?? null, schemaHash), this.clientId);
+    this.protocol = new ClientProtocol(this.replica, {
+      schemaHash,
+      credentials: options.auth ?? null,
+    });
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    /** @type {Value<Status>} */
+    this._status = new Value(/** @type {Status} */ ("offline"));
+    this._pending = new Value(0);
+    /** "connecting" | "live" | "offline" */
+    this.status = readonly(this._status);
+    /** The number of mutations not yet confirmed (sent or not). */
+    this.pending = readonly(this._pending);
+    /** @type {Map<string, Set<(payload: any) => void>>} */
+    this._listeners = new Map();
+    /** @type {Set<{collection: string, refresh: () => void}>} */
+    this._queries = new Set();
+    /** @type {QueueStore} */
+    this.store = memoryStore();
+    /** @type {Promise<unknown>} every queued save, in order */
+    this._saving = Promise.resolve();
+    /** @type {string | null} */
+    this._queueSig = JSON.stringify(queueSig(this));
+    /** @type {string | null} */
+    this._editsSig = null;
+    /** @type {Link | null} */
+    this._link = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._retryTimer = null;
+    this._backoff = options.backoff ?? [0.25, 10];
+    this._delay = this._backoff[0];
+    this._closed = false;
+    this._peers = new PeerEdits();
+    /** @type {Op[][]} */
+    this._overlay = [];
+    /** @type {TabChannel | null} */
+    this._tabs = null;
+    /** @type {{release: () => void} | null} */
+    this._lock = null;
+    this._adopting = false;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._adoptTimer = null;
+    this._bindRoot = options.bind === false ? null : (options.bind ?? doc ?? null);
+    /** @type {(() => void)[]} */
+    this._cleanup = [];
+    if (state !== null && state !== undefined) this.protocol.hydrate(state);
+    this._pending.set(this.replica.pending.length);
+  }
+
+  async _start() {
+    const tabs = this.options.tabs !== false;
+    if (tabs) {
+      try {
+        this._lock = await holdLock(
+          this.clientId,
+          this.options.locks === undefined ? undefined : this.options.locks,
+        );
+      } catch (exc) {
+        report(exc);
+      }
+    }
+    if (this.options.storage !== false) {
+      this.store = this.options.storage ?? (await withTimeout(openStore(), 3000, memoryStore));
+    }
+    if (tabs) {
+      this._tabs = new TabChannel(this.clientId, (message) => this._onTabMessage(message));
+      this._tabs.post({ t: "hello", client: this.clientId });
+    }
+    this._listen(globalThis, "online", () => this._reconnectNow());
+    this._listen(globalThis, "pagehide", () => this._pageHide());
+    this._connect();
+    if (tabs && this._lock !== null) void this._adopt();
+  }
+
+  /**
+   * @param {unknown} target
+   * @param {string} type
+   * @param {() => void} listener
+   */
+  _listen(target, type, listener) {
+    const t = /** @type {EventTarget | undefined} */ (target);
+    if (!t || typeof t.addEventListener !== "function") return;
+    t.addEventListener(type, listener);
+    this._cleanup.push(() => t.removeEventListener(type, listener));
+  }
+
+  // --- reading -----------------------------------------------------------------------
+
+  /** The replica's cursor, or null. */
+  get cursor() {
+    const c = this.replica.cursor;
+    return c === null ? null : formatCursor(c);
+  }
+
+  /** Live, every subscription answered, nothing pending. */
+  get synced() {
+    return this.protocol.synced;
+  }
+
+  /** Edits a manual conflict stopped: answer each with resolve(). @returns {Draft[]} */
+  get drafts() {
+    return [...this.replica.drafts];
+  }
+
+  /**
+   * The record as the user sees it (pending edits applied), or null.
+   * @param {string} collection
+   * @param {string} id
+   * @returns {Dict | null}
+   */
+  get(collection, id) {
+    return this.replica.get(collection, id);
+  }
+
+  /**
+   * A query run on the local replica (the page's queries and any subscribed since):
+   * its rows ({id, ...fields}), updated after every change that alters them.
+   * @param {unknown} query  {c, where, order, limit}
+   * @returns {Observable<Dict[]>}
+   */
+  query(query) {
+    const parsed = parseQuery(query, this.replica.schema);
+    /** @type {Value<Dict[]>} */
+    const value = new Value(/** @type {Dict[]} */ ([]), {
+      equals: sameRows,
+      start: () => {
+        handle.refresh();
+        this._queries.add(handle);
+      },
+      stop: () => this._queries.delete(handle),
+    });
+    const handle = {
+      collection: parsed.collection,
+      refresh: () => value.set(this.replica.query(parsed)),
+    };
+    handle.refresh();
+    return readonly(value);
+  }
+
+  /**
+   * Ask the server for more queries ({query id: query}); their records join the replica.
+   * @param {Record<string, unknown>} queries
+   */
+  subscribe(queries) {
+    this._checkOpen();
+    this.protocol.subscribe(queries);
+    void this._link?.flush();
+  }
+
+  // --- writing -----------------------------------------------------------------------
+
+  /** @param {string} collection @param {string} id @param {Record<string, unknown>} fields @returns {Mutation} */
+  insert(collection, id, fields) {
+    return this._local(() => this.replica.insert(collection, id, fields));
+  }
+
+  /** @param {string} collection @param {string} id @param {Record<string, unknown>} fields @returns {Mutation} */
+  update(collection, id, fields) {
+    return this._local(() => this.replica.update(collection, id, fields));
+  }
+
+  /** @param {string} collection @param {string} id @returns {Mutation} */
+  delete(collection, id) {
+    return this._local(() => this.replica.delete(collection, id));
+  }
+
+  /** @param {string} collection @param {string} id @param {string} field @param {number} [by] @returns {Mutation} */
+  increment(collection, id, field, by = 1) {
+    return this._local(() => this.replica.increment(collection, id, field, by));
+  }
+
+  /** @param {string} collection @param {string} id @param {string} field @param {...SetValue} values @returns {Mutation} */
+  add(collection, id, field, ...values) {
+    return this._local(() => this.replica.add(collection, id, field, ...values));
+  }
+
+  /** @param {string} collection @param {string} id @param {string} field @param {...SetValue} values @returns {Mutation} */
+  remove(collection, id, field, ...values) {
+    return this._local(() => this.replica.remove(collection, id, field, ...values));
+  }
+
+  /**
+   * Several ops as one mutation (all or nothing, invariant 5):
+   * sync.batch((b) => { b.update(...); b.increment(...); }, { mode: "whole" }).
+   * @param {(b: MutationBuilder) => void} build
+   * @param {{mode?: "whole" | "partial"}} [options]
+   * @returns {Mutation | null}  null when build added no op
+   */
+  batch(build, options = {}) {
+    return this._local(() => this.replica.batch(build, options.mode ?? "whole"));
+  }
+
+  /**
+   * Answer a draft: `choices` maps each conflicting field to the value to keep (a field
+   * left out, or undefined, keeps theirs). Returns the new mutation, if any.
+   * @param {Draft} draft
+   * @param {Record<string, unknown>} choices
+   * @returns {Mutation | null}
+   */
+  resolve(draft, choices) {
+    /** @type {Record<string, unknown>} */
+    const kept = Object.create(null);
+    for (const key of Object.keys(choices))
+      if (choices[key] !== undefined) kept[key] = choices[key];
+    return this._local(() => this.replica.resolve(draft, kept));
+  }
+
+  /**
+   * @template {Mutation | null} M
+   * @param {() => M} make
+   * @returns {M}
+   */
+  _local(make) {
+    this._checkOpen();
+    const mutation = make();
+    if (mutation !== null) this._checkLimits(mutation);
+    const keys = mutation ? mutation.ops.map((op) => `${op.c}:${op.id}`) : [];
+    this._after(
+      keys.length ? [clientEvent("changed", { mutationId: mutation?.id ?? null, keys })] : [],
+    );
+    return mutation;
+  }
+
+  /**
+   * Refuse here what the server would refuse without using the id up.
+   * @param {Mutation} mutation
+   */
+  _checkLimits(mutation) {
+    const frame = mutFrame(mutation);
+    const text = JSON.stringify(frame);
+    const size = new TextEncoder().encode(text).length;
+    /** @type {string | null} */
+    let problem = null;
+    if (size > this.limits.maxFrameBytes) problem = `the mutation is ${size} bytes`;
+    else if (mutation.ops.length > this.limits.maxOps)
+      problem = `more than ${this.limits.maxOps} ops`;
+    else problem = stringProblem(frame, this.limits.maxString, 0);
+    if (problem !== null) {
+      this.replica.discardLast(mutation);
+      throw new InvalidMutation(`the server would refuse this mutation: ${problem}`);
+    }
+  }
+
+  _checkOpen() {
+    if (this._closed) throw new Error("this client is closed");
+  }
+
+  // --- events ------------------------------------------------------------------------
+
+  /**
+   * Call `listener` for each event of `kind` ("*": all). Returns a function that removes it.
+   * @param {ListenKind} kind
+   * @param {(payload: any) => void} listener
+   * @returns {() => void}
+   */
+  on(kind, listener) {
+    let set = this._listeners.get(kind);
+    if (!set) {
+      set = new Set();
+      this._listeners.set(kind, set);
+    }
+    const wrapped = /** @param {any} payload */ (payload) => listener(payload);
+    set.add(wrapped);
+    return () => {
+      set.delete(wrapped);
+    };
+  }
+
+  /**
+   * @param {string} kind
+   * @param {unknown} payload
+   */
+  _emit(kind, payload) {
+    for (const listener of [
+      ...(this._listeners.get(kind) ?? []),
+      ...(this._listeners.get("*") ?? []),
+    ]) {
+      try {
+        listener(payload);
+      } catch (exc) {
+        report(exc);
+      }
+    }
+  }
+
+  // --- after anything moved ----------------------------------------------------------
+
+  /**
+   * Bookkeeping after the replica or the protocol moved: save, tell other tabs, show
+   * their edits, patch the page, refresh queries, report.
+   * @param {ClientEvent[]} events
+   */
+  _after(events) {
+    this._saveQueue();
+    this._announce(false);
+    const all = [...events, ...this._refreshOverlay()];
+    /** @type {Set<string>} */
+    const keys = new Set();
+    for (const e of all) if (e.kind === "changed") for (const k of e.keys) keys.add(k);
+    if (keys.size) this._render(keys);
+    this._pending.set(this.replica.pending.length);
+    this._setStatus(this._statusNow());
+    for (const e of events) this._dispatch(e);
+    const overlayKeys = new Set(all.slice(events.length).flatMap((e) => e.keys));
+    if (overlayKeys.size) this._emit("change", { keys: [...overlayKeys] });
+  }
+
+  /** @param {ClientEvent} e @param {string} [adoptedFrom] */
+  _dispatch(e, adoptedFrom) {
+    if (e.kind === "changed") {
+      this._emit("change", { keys: e.keys });
+    } else if (e.kind === "conflict") {
+      this._emit("conflict", e.draft);
+    } else {
+      this._emit(e.kind, adoptedFrom === undefined ? e : { ...e, adoptedFrom });
+    }
+  }
+
+  /** @param {Set<string>} keys */
+  _render(keys) {
+    if (this._bindRoot) {
+      try {
+        patchKeys(this._bindRoot, keys, (c, id) => this.replica.get(c, id), this.options.render);
+      } catch (exc) {
+        report(exc);
+      }
+    }
+    const collections = new Set([...keys].map((k) => splitKey(k)[0]));
+    for (const q of [...this._queries]) if (collections.has(q.collection)) q.refresh();
+  }
+
+  /** @returns {Status} */
+  _statusNow() {
+    if (this.protocol.state === "live") return "live";
+    if (this._link !== null && this.protocol.state !== "failed") return "connecting";
+    return "offline";
+  }
+
+  /** @param {Status} status */
+  _setStatus(status) {
+    if (status === this._status.value) return;
+    this._status.set(status);
+    this._emit("status", clientEvent("status", { status }));
+  }
+
+  // --- persistence -------------------------------------------------------------------
+
+  _saveQueue() {
+    const sig = JSON.stringify(queueSig(this));
+    if (sig === this._queueSig) return;
+    this._queueSig = sig;
+    const queue = queueOf(this.replica);
+    const store = this.store;
+    this._saving = this._saving.then(() => store.save(queue)).catch(report);
+  }
+
+  // --- the connection loop -----------------------------------------------------------
+
+  /** @returns {SocketLike} */
+  _openSocket() {
+    const url = this.options.url ?? defaultUrl();
+    const open = this.options.socket ?? ((/** @type {string} */ u) => new WebSocket(u));
+    return open(url);
+  }
+
+  _connect() {
+    this._retryTimer = null;
+    if (this._closed || this.protocol.state === "failed" || this._link !== null) return;
+    let socket;
+    try {
+      socket = this._openSocket();
+    } catch (exc) {
+      report(exc);
+      this._scheduleReconnect();
+      return;
+    }
+    const link = new Link(this.protocol, socket, {
+      settled: () => this._saving,
+      onEvents: (events) => this._after(events),
+      onClose: ({ wentLive }) => {
+        if (this._link === link) this._link = null;
+        this._after([]);
+        if (this._closed || this.protocol.state === "failed") return;
+        if (wentLive) this._delay = this._backoff[0];
+        this._scheduleReconnect();
+      },
+    });
+    this._link = link;
+    this._setStatus("connecting");
+  }
+
+  _scheduleReconnect() {
+    if (this._retryTimer !== null || this._closed) return;
+    // Equal jitter: half the delay, plus a random part of the other half.
+    const wait = this._delay / 2 + (Math.random() * this._delay) / 2;
+    this._delay = Math.min(this._backoff[1], this._delay * 2);
+    this._retryTimer = setTimeout(() => this._connect(), wait * 1000);
+  }
+
+  _reconnectNow() {
+    if (this._retryTimer === null) return;
+    clearTimeout(this._retryTimer);
+    this._connect();
+  }
+
+  /** Stop: close the connection, release this page's lock, stop listening to tabs. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    if (this._retryTimer !== null) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    if (this._adoptTimer !== null) clearTimeout(this._adoptTimer);
+    this._adoptTimer = null;
+    this._link?.close(1000, "client closed");
+    for (const undo of this._cleanup.splice(0)) undo();
+    this._tabs?.post({ t: "bye", client: this.clientId });
+    this._tabs?.close();
+    this._tabs = null;
+    this._lock?.release();
+    this._lock = null;
+    this._queries.clear();
+    this._setStatus("offline");
+  }
+
+  // --- other tabs --------------------------------------------------------------------
+
+  /**
+   * Tell other tabs this tab's pending mutations, when they changed (or when asked).
+   * @param {boolean} force
+   */
+  _announce(force) {
+    if (!this._tabs) return;
+    const muts = this.replica.pending.map((p) => ({
+      id: p.mutation.id,
+      ops: p.mutation.ops,
+      acked: p.acked,
+      seq: p.seq,
+    }));
+    const epoch = this.replica.cursor?.epoch ?? null;
+    const sig = JSON.stringify([epoch, muts.map((m) => [m.id, m.acked, m.seq])]);
+    if (!force && sig === this._editsSig) return;
+    this._editsSig = sig;
+    this._tabs.post({ t: "edits", client: this.clientId, epoch, muts });
+  }
+
+  /** @param {TabMessage} message */
+  _onTabMessage(message) {
+    if (this._closed) return;
+    if (message.t === "hello") {
+      this._announce(true);
+      return;
+    }
+    if (message.t === "bye") {
+      this._peers.forget(message.client);
+      // Its lock is released as the page goes: look for its queue a little later.
+      if (this._adoptTimer === null) {
+        this._adoptTimer = setTimeout(() => {
+          this._adoptTimer = null;
+          void this._adopt();
+        }, 1000);
+      }
+    } else {
+      this._peers.update(message.client, message.epoch, message.muts);
+    }
+    this._after([]);
+  }
+
+  /** @returns {ClientEvent[]} */
+  _refreshOverlay() {
+    const overlay = this._peers.overlay(this.replica.cursor);
+    const same =
+      overlay.length === this._overlay.length &&
+      overlay.every((ops, i) => ops === this._overlay[i]);
+    if (same) return [];
+    this._overlay = overlay;
+    return this.replica.setOverlay(overlay).map((e) => clientEvent(e.kind, { keys: e.keys }));
+  }
+
+  async _adopt() {
+    if (this._adopting || this._closed) return;
+    this._adopting = true;
+    try {
+      await adoptOrphans({
+        store: this.store,
+        clientId: this.clientId,
+        schema: this.replica.schema,
+        schemaHash: this.protocol.schemaHash,
+        credentials: this.protocol.credentials,
+        openSocket: () => this._openSocket(),
+        locks: this.options.locks,
+        onEvents: (events, client) => {
+          for (const e of events) {
+            if (e.kind === "conflict" && e.draft) this.replica.drafts.push(e.draft);
+            if (ADOPTED_EVENTS.has(e.kind)) this._dispatch(e, client);
+          }
+          this._after([]);
+        },
+        onDrafts: (drafts) => {
+          this.replica.drafts.push(...drafts);
+          this._after([]);
+          for (const draft of drafts) this._emit("conflict", draft);
+        },
+      });
+    } catch (exc) {
+      report(exc);
+    } finally {
+      this._adopting = false;
+    }
+  }
+
+  _pageHide() {
+    this._tabs?.post({ t: "bye", client: this.clientId });
+    if (!this.replica.pending.length && !this.replica.drafts.length) {
+      // Nothing to adopt: leave no queue behind (best effort; the page may stay in the
+      // back-forward cache, so the next change saves it again).
+      this._queueSig = null;
+      const store = this.store;
+      this._saving = this._saving.then(() => store.remove(this.clientId)).catch(() => {});
+    }
+  }
+}
+
+const ADOPTED_EVENTS = new Set(["conflict", "overwritten", "merged", "rejected", "dropped"]);
+
+/**
+ * What decides whether the queue must be saved again.
+ * @param {SyncClient} client
+ */
+function queueSig(client) {
+  const r = client.replica;
+  return [
+    r.nextId,
+    r.pending.map((p) => [p.mutation.id, p.acked, p.seq]),
+    r.drafts.map((d) => d.mutationId),
+  ];
+}
+
+/**
+ * @param {Dict[]} a
+ * @param {Dict[]} b
+ * @returns {boolean}
+ */
+function sameRows(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    const kx = Object.keys(x);
+    if (kx.length !== Object.keys(y).length) return false;
+    for (const k of kx)
+      if (!hasOwn(y, k) || JSON.stringify(x[k]) !== JSON.stringify(y[k])) return false;
+  }
+  return true;
+}
+
+/**
+ * The first string longer than the limit (in code points), or nesting deeper than 32.
+ * @param {unknown} value
+ * @param {number} limit
+ * @param {number} depth
+ * @returns {string | null}
+ */
+function stringProblem(value, limit, depth) {
+  if (depth > 32) return "nested more than 32 levels deep";
+  if (typeof value === "string") {
+    if (value.length > limit) {
+      let n = 0;
+      for (const _ of value) n++;
+      if (n > limit) return `a string of ${n} characters exceeds the limit of ${limit}`;
+    }
+    return null;
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) {
+      const p = stringProblem(v, limit, depth + 1);
+      if (p) return p;
+    }
+  } else if (isObject(value)) {
+    for (const k of Object.keys(value)) {
+      const p = stringProblem(k, limit, depth + 1) ?? stringProblem(value[k], limit, depth + 1);
+      if (p) return p;
+    }
+  }
+  return null;
+}
+
+/**
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {number} ms
+ * @param {() => T} fallback
+ * @returns {Promise<T>}
+ */
+function withTimeout(promise, ms, fallback) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(fallback()), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(fallback());
+      },
+    );
+  });
+}

@@ -1,0 +1,220 @@
+// What a page must not forget (invariant 3): its pending mutations, kept in IndexedDB
+// (database "syncline", object store "pending", keyed by client id) before they are
+// first sent, so that if the page dies another page can send them under this client id
+// and these mutation numbers (tabs.js adopts them).
+//
+// A saved queue is stored as JSON text ({client, json}), so whatever keys its data holds
+// come back as data, never as prototypes. Where IndexedDB is missing or refuses (some
+// private modes), a memory store keeps the page working without surviving it.
+
+import { cloneJson, getOwn, isObject } from "./json.js";
+import { conflictFromWire } from "./replica.js";
+
+/** @typedef {import("./ops.js").Mutation} Mutation */
+/** @typedef {import("./replica.js").Draft} Draft */
+/** @typedef {import("./replica.js").Replica} Replica */
+
+export const DB_NAME = "syncline";
+export const STORE_NAME = "pending";
+
+/**
+ * @typedef {object} SavedQueue
+ * @property {string} client  the client id the mutations are numbered for
+ * @property {number} nextId
+ * @property {{mutation: Mutation, acked: boolean, seq: number | null}[]} pending
+ * @property {Draft[]} drafts
+ * @property {number} saved  when (ms since the epoch)
+ */
+
+/**
+ * @typedef {object} QueueStore
+ * @property {(queue: SavedQueue) => Promise<void>} save  resolves once durable
+ * @property {(client: string) => Promise<SavedQueue | null>} load
+ * @property {() => Promise<SavedQueue[]>} list
+ * @property {(client: string) => Promise<void>} remove
+ * @property {() => void} close
+ * @property {string} kind  "indexeddb" or "memory"
+ */
+
+/**
+ * The replica's queue, as saved.
+ * @param {Replica} replica
+ * @returns {SavedQueue}
+ */
+export function queueOf(replica) {
+  return {
+    client: replica.clientId,
+    nextId: replica.nextId,
+    pending: replica.pending.map((p) => ({ mutation: p.mutation, acked: p.acked, seq: p.seq })),
+    drafts: replica.drafts,
+    saved: Date.now(),
+  };
+}
+
+/**
+ * Put a saved queue into a replica of the same client id.
+ * @param {Replica} replica
+ * @param {SavedQueue} queue
+ */
+export function restoreQueue(replica, queue) {
+  replica.pending = queue.pending.map((p) => ({
+    mutation: p.mutation,
+    acked: p.acked,
+    seq: p.seq,
+  }));
+  replica.drafts = [...queue.drafts];
+  const last = Math.max(0, ...queue.pending.map((p) => p.mutation.id));
+  replica.nextId = Math.max(queue.nextId, last + 1);
+  replica._view = null;
+}
+
+/**
+ * A saved queue from its JSON text, checked; null if it is not one.
+ * @param {string} text
+ * @returns {SavedQueue | null}
+ */
+export function decodeQueue(text) {
+  try {
+    const obj = cloneJson(JSON.parse(text));
+    const client = getOwn(obj, "client");
+    const nextId = getOwn(obj, "nextId");
+    const pending = getOwn(obj, "pending");
+    const drafts = getOwn(obj, "drafts") ?? [];
+    if (typeof client !== "string" || typeof nextId !== "number") return null;
+    if (!Array.isArray(pending) || !Array.isArray(drafts)) return null;
+    return {
+      client,
+      nextId,
+      pending: pending.map((p) => {
+        const mutation = /** @type {Mutation} */ (getOwn(p, "mutation"));
+        if (!isObject(mutation) || !Number.isInteger(mutation.id) || !Array.isArray(mutation.ops)) {
+          throw new TypeError("not a mutation");
+        }
+        const seq = getOwn(p, "seq");
+        return {
+          mutation,
+          acked: getOwn(p, "acked") === true,
+          seq: typeof seq === "number" ? seq : null,
+        };
+      }),
+      drafts: drafts.map((d) => ({
+        mutationId: Number(getOwn(d, "mutationId")),
+        conflicts: /** @type {unknown[]} */ (getOwn(d, "conflicts") ?? []).map(conflictFromWire),
+        ops: /** @type {Draft["ops"]} */ (getOwn(d, "ops") ?? []),
+      })),
+      saved: Number(getOwn(obj, "saved") ?? 0),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** A store that lives as long as the page (no IndexedDB). @returns {QueueStore} */
+export function memoryStore() {
+  /** @type {Map<string, string>} */
+  const rows = new Map();
+  return {
+    kind: "memory",
+    async save(queue) {
+      rows.set(queue.client, JSON.stringify(queue));
+    },
+    async load(client) {
+      const text = rows.get(client);
+      return text === undefined ? null : decodeQueue(text);
+    },
+    async list() {
+      return [...rows.values()].map(decodeQueue).filter((q) => q !== null);
+    },
+    async remove(client) {
+      rows.delete(client);
+    },
+    close() {},
+  };
+}
+
+/**
+ * @template T
+ * @param {IDBRequest<T>} request
+ * @returns {Promise<T>}
+ */
+function done(request) {
+  return new Promise((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+/** @param {IDBTransaction} tx @returns {Promise<void>} */
+function committed(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error ?? new Error("the IndexedDB transaction was aborted"));
+  });
+}
+
+/**
+ * The IndexedDB store, or a memory store where IndexedDB is missing or refuses.
+ * @param {{indexedDB?: IDBFactory | null, name?: string}} [options]
+ * @returns {Promise<QueueStore>}
+ */
+export async function openStore(options = {}) {
+  const factory = options.indexedDB === undefined ? globalThis.indexedDB : options.indexedDB;
+  if (!factory) return memoryStore();
+  try {
+    const request = factory.open(options.name ?? DB_NAME, 1);
+    request.onupgradeneeded = () => {
+      const db = request.result;
+      if (!db.objectStoreNames.contains(STORE_NAME))
+        db.createObjectStore(STORE_NAME, { keyPath: "client" });
+    };
+    const db = await done(request);
+    return indexedDbStore(db);
+  } catch {
+    return memoryStore();
+  }
+}
+
+/**
+ * @param {IDBDatabase} db
+ * @returns {QueueStore}
+ */
+function indexedDbStore(db) {
+  /** @param {IDBTransactionMode} mode */
+  const tx = (mode) =>
+    mode === "readwrite"
+      ? db.transaction(STORE_NAME, mode, { durability: "strict" })
+      : db.transaction(STORE_NAME, mode);
+  return {
+    kind: "indexeddb",
+    async save(queue) {
+      const t = tx("readwrite");
+      t.objectStore(STORE_NAME).put({ client: queue.client, json: JSON.stringify(queue) });
+      await committed(t);
+    },
+    async load(client) {
+      const row = await done(tx("readonly").objectStore(STORE_NAME).get(client));
+      const text = getOwn(row, "json");
+      return typeof text === "string" ? decodeQueue(text) : null;
+    },
+    async list() {
+      const rows = await done(tx("readonly").objectStore(STORE_NAME).getAll());
+      /** @type {SavedQueue[]} */
+      const out = [];
+      for (const row of rows) {
+        const text = getOwn(row, "json");
+        const queue = typeof text === "string" ? decodeQueue(text) : null;
+        if (queue) out.push(queue);
+      }
+      return out;
+    },
+    async remove(client) {
+      const t = tx("readwrite");
+      t.objectStore(STORE_NAME).delete(client);
+      await committed(t);
+    },
+    close() {
+      db.close();
+    },
+  };
+}

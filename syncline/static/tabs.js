@@ -1,0 +1,305 @@
+// Several tabs of one application (invariant 4): each page has its own client id, held
+// with a Web Lock named "syncline-client:<id>" for the page's life.
+//
+// * Sharing. Tabs tell each other their pending mutations over
+//   BroadcastChannel("syncline") at once, before the server answers; each tab shows
+//   the others' edits under its own (Replica.setOverlay). PeerEdits keeps a peer's
+//   mutation until this tab's own cursor reaches the seq of its ack (the same rule as for
+//   its own, invariant 8), so no tab flickers; one that ended without effect (refused,
+//   conflicted) leaves at once.
+// * Adoption. A queue in IndexedDB whose lock is free belongs to a page that is gone.
+//   A page takes that lock (so no other page adopts the same queue) and sends the
+//   queue's unanswered mutations under the dead page's client id and numbers, over a
+//   separate short-lived WebSocket, then deletes the queue: a mutation the server had
+//   already applied is answered as a replay, so each takes effect exactly once
+//   (invariant 3). Drafts and refusals are handed to the adopting page.
+
+import { cloneJson, getOwn, isObject } from "./json.js";
+import { Link } from "./connection.js";
+import { ClientProtocol } from "./protocol.js";
+import { Replica } from "./replica.js";
+import { queueOf, restoreQueue } from "./storage.js";
+
+/** @typedef {import("./json.js").Dict} Dict */
+/** @typedef {import("./cursor.js").Cursor} Cursor */
+/** @typedef {import("./ops.js").Op} Op */
+/** @typedef {import("./replica.js").Draft} Draft */
+/** @typedef {import("./schema.js").Schema} Schema */
+/** @typedef {import("./storage.js").QueueStore} QueueStore */
+/** @typedef {import("./storage.js").SavedQueue} SavedQueue */
+/** @typedef {import("./protocol.js").ClientEvent} ClientEvent */
+/** @typedef {import("./connection.js").SocketLike} SocketLike */
+
+export const CHANNEL_NAME = "syncline";
+
+/** @param {string} clientId @returns {string} */
+export function lockName(clientId) {
+  return `syncline-client:${clientId}`;
+}
+
+/** @returns {LockManager | null} */
+function defaultLocks() {
+  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks : null;
+}
+
+/**
+ * Take this page's lock and hold it until release() (or the page's end). Resolves once
+ * granted; null where Web Locks are missing (no adoption is possible there).
+ * @param {string} clientId
+ * @param {LockManager | null} [locks]
+ * @returns {Promise<{release: () => void} | null>}
+ */
+export async function holdLock(clientId, locks = defaultLocks()) {
+  if (!locks) return null;
+  /** @type {() => void} */
+  let release = () => {};
+  /** @type {Promise<void>} */
+  const held = new Promise((resolve) => {
+    release = resolve;
+  });
+  await new Promise((granted, failed) => {
+    locks
+      .request(lockName(clientId), () => {
+        granted(undefined);
+        return held;
+      })
+      .catch(failed);
+  });
+  return { release };
+}
+
+// --- sharing optimistic edits -------------------------------------------------------
+
+/** @typedef {{id: number, ops: Op[], acked: boolean, seq: number | null}} PeerMutation */
+
+/** Other tabs' pending mutations, and when to stop showing each (pure). */
+export class PeerEdits {
+  constructor() {
+    /** @type {Map<string, {epoch: string | null, muts: Map<number, PeerMutation>}>} */
+    this.peers = new Map();
+  }
+
+  /**
+   * A peer's pending mutations, as it announced them. One it no longer lists was
+   * settled there: kept while acked with a seq this tab's cursor has not reached.
+   * @param {string} client
+   * @param {string | null} epoch  the epoch of the peer's cursor
+   * @param {PeerMutation[]} muts
+   */
+  update(client, epoch, muts) {
+    const old = this.peers.get(client);
+    /** @type {Map<number, PeerMutation>} */
+    const next = new Map();
+    for (const m of muts) next.set(m.id, m);
+    if (old) {
+      for (const [id, m] of old.muts)
+        if (!next.has(id) && m.acked && m.seq !== null) next.set(id, m);
+    }
+    this.peers.set(client, { epoch, muts: next });
+  }
+
+  /**
+   * A peer left: its unanswered mutations will come back adopted, through the server.
+   * @param {string} client
+   */
+  forget(client) {
+    this.update(client, this.peers.get(client)?.epoch ?? null, []);
+  }
+
+  /**
+   * The ops to show under this tab's own, given its cursor; forgets what it has reached.
+   * @param {Cursor | null} cursor
+   * @returns {Op[][]}
+   */
+  overlay(cursor) {
+    /** @type {Op[][]} */
+    const out = [];
+    for (const [client, peer] of this.peers) {
+      for (const [id, m] of peer.muts) {
+        const reached =
+          m.acked &&
+          (m.seq === null ||
+            (cursor !== null && (peer.epoch !== cursor.epoch || cursor.seq >= m.seq)));
+        if (reached) peer.muts.delete(id);
+        else out.push(m.ops);
+      }
+      if (!peer.muts.size) this.peers.delete(client);
+    }
+    return out;
+  }
+}
+
+/**
+ * @typedef {{t: "edits", client: string, epoch: string | null, muts: PeerMutation[]} | {t: "hello", client: string} | {t: "bye", client: string}} TabMessage
+ */
+
+/**
+ * A tab message from its JSON text, checked; null if it is not one.
+ * @param {unknown} data
+ * @returns {TabMessage | null}
+ */
+export function decodeTabMessage(data) {
+  if (typeof data !== "string") return null;
+  let obj;
+  try {
+    obj = cloneJson(JSON.parse(data));
+  } catch {
+    return null;
+  }
+  const t = getOwn(obj, "t");
+  const client = getOwn(obj, "client");
+  if (typeof client !== "string") return null;
+  if (t === "hello" || t === "bye") return { t, client };
+  if (t !== "edits") return null;
+  const epoch = getOwn(obj, "epoch");
+  const muts = getOwn(obj, "muts");
+  if (!Array.isArray(muts)) return null;
+  /** @type {PeerMutation[]} */
+  const out = [];
+  for (const m of muts) {
+    const id = getOwn(m, "id");
+    const ops = getOwn(m, "ops");
+    const seq = getOwn(m, "seq");
+    if (typeof id !== "number" || !Array.isArray(ops) || !ops.every(isObject)) return null;
+    out.push({
+      id,
+      ops: /** @type {Op[]} */ (ops),
+      acked: getOwn(m, "acked") === true,
+      seq: typeof seq === "number" ? seq : null,
+    });
+  }
+  return { t, client, epoch: typeof epoch === "string" ? epoch : null, muts: out };
+}
+
+/** The BroadcastChannel between this application's tabs (messages as JSON text). */
+export class TabChannel {
+  /**
+   * @param {string} clientId
+   * @param {(message: TabMessage) => void} onMessage
+   * @param {typeof BroadcastChannel | null} [Channel]
+   */
+  constructor(
+    clientId,
+    onMessage,
+    Channel = typeof BroadcastChannel === "undefined" ? null : BroadcastChannel,
+  ) {
+    this.clientId = clientId;
+    /** @type {BroadcastChannel | null} */
+    this.channel = Channel ? new Channel(CHANNEL_NAME) : null;
+    if (this.channel) {
+      this.channel.onmessage = (event) => {
+        const message = decodeTabMessage(event.data);
+        if (message !== null && message.client !== clientId) onMessage(message);
+      };
+    }
+  }
+
+  /** @param {TabMessage} message */
+  post(message) {
+    try {
+      this.channel?.postMessage(JSON.stringify(message));
+    } catch {
+      // A closed channel: the page is going away.
+    }
+  }
+
+  close() {
+    this.channel?.close();
+    this.channel = null;
+  }
+}
+
+// --- adopting the queues of dead pages ----------------------------------------------
+
+/**
+ * @typedef {object} AdoptOptions
+ * @property {QueueStore} store
+ * @property {string} clientId  this page's own (never adopted)
+ * @property {Schema} schema
+ * @property {string | null} schemaHash
+ * @property {Dict | null} [credentials]
+ * @property {() => SocketLike} openSocket  a new WebSocket to the sync endpoint
+ * @property {(events: ClientEvent[], client: string) => void} [onEvents]  answers to adopted mutations
+ * @property {(drafts: Draft[], client: string) => void} [onDrafts]  the dead page's open drafts
+ * @property {LockManager | null} [locks]
+ * @property {number} [attempts]  connections to try per queue before leaving it for later
+ * @property {number} [retryDelay]  ms between them (doubling)
+ */
+
+/**
+ * Adopt every saved queue whose page is gone. Resolves with the client ids adopted.
+ * @param {AdoptOptions} options
+ * @returns {Promise<string[]>}
+ */
+export async function adoptOrphans(options) {
+  const locks = options.locks === undefined ? defaultLocks() : options.locks;
+  if (!locks) return [];
+  /** @type {string[]} */
+  const adopted = [];
+  for (const queue of await options.store.list()) {
+    if (queue.client === options.clientId) continue;
+    const done = await locks.request(
+      lockName(queue.client),
+      { ifAvailable: true },
+      async (lock) => {
+        if (lock === null) return false; // its page lives, or another page adopts it
+        const fresh = await options.store.load(queue.client); // read again, under the lock
+        if (fresh === null) return false;
+        return adoptQueue(fresh, options);
+      },
+    );
+    if (done) adopted.push(queue.client);
+  }
+  return adopted;
+}
+
+/**
+ * Send one dead page's unanswered mutations, then delete its queue. False if they could
+ * not all be answered (the queue stays for a later page).
+ * @param {SavedQueue} queue
+ * @param {AdoptOptions} options
+ * @returns {Promise<boolean>}
+ */
+export async function adoptQueue(queue, options) {
+  const replica = new Replica(options.schema, queue.client);
+  restoreQueue(replica, queue);
+  if (queue.drafts.length && options.onDrafts) options.onDrafts([...queue.drafts], queue.client);
+  replica.drafts = [];
+  const protocol = new ClientProtocol(replica, {
+    schemaHash: options.schemaHash,
+    credentials: options.credentials ?? null,
+  });
+  /** @type {Promise<unknown>} */
+  let saving = Promise.resolve();
+  const save = () => {
+    const snapshot = queueOf(replica);
+    saving = saving.then(() => options.store.save(snapshot)).catch(() => {});
+  };
+  save(); // the drafts now belong to the adopting page
+  const attempts = options.attempts ?? 5;
+  let delay = options.retryDelay ?? 250;
+  for (let attempt = 0; attempt < attempts && replica.unacked().length; attempt++) {
+    if (attempt) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay *= 2;
+    }
+    await new Promise((resolve) => {
+      const link = new Link(protocol, options.openSocket(), {
+        settled: () => saving,
+        onEvents(events) {
+          const answered = events.filter((e) => e.kind !== "changed" && e.kind !== "ack");
+          if (answered.length && options.onEvents) options.onEvents(answered, queue.client);
+          replica.drafts = []; // handed over with the conflict events
+          save();
+          if (!replica.unacked().length) link.close(1000, "client: adopted queue sent");
+        },
+        onClose: resolve,
+      });
+    });
+    if (protocol.state === "failed") break; // refused for good: leave it for a page that can
+  }
+  await saving;
+  if (replica.unacked().length) return false;
+  await options.store.remove(queue.client);
+  return true;
+}

@@ -1,0 +1,286 @@
+// Every conformance fixture in tests/fixtures/protocol/ (format: its README.md), run
+// against the browser client's protocol.js and replica.js exactly as
+// tests/test_protocol_fixtures.py runs them against the Python client. A JS runner also
+// checks after every step that no prototype gained a property, and compares records by
+// own properties only.
+
+import assert from "node:assert/strict";
+import { readFileSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { hasOwn, isObject, jsonEqual } from "../json.js";
+import { ClientProtocol } from "../protocol.js";
+import { Replica } from "../replica.js";
+import { BOARD, schemaHash } from "./board.js";
+
+/** @typedef {import("../json.js").Dict} Dict */
+/** @typedef {import("../protocol.js").ClientEvent} ClientEvent */
+/** @typedef {import("../replica.js").MutationBuilder} MutationBuilder */
+
+const here = dirname(fileURLToPath(import.meta.url));
+const FIXTURES_DIR = join(here, "..", "..", "..", "tests", "fixtures", "protocol");
+const FIXTURES = readdirSync(FIXTURES_DIR)
+  .filter((f) => f.endsWith(".json"))
+  .sort();
+
+// Events a fixture checks; the others ("changed", "ack", "status") are this client's own.
+const CHECKED_EVENTS = new Set([
+  "conflict",
+  "overwritten",
+  "merged",
+  "rejected",
+  "dropped",
+  "reset",
+  "reload",
+  "error",
+]);
+
+test("there are fixtures", () => {
+  assert.ok(FIXTURES.length >= 9);
+});
+
+test("the JS copy of BOARD hashes like the Python one", () => {
+  assert.equal(schemaHash(BOARD), "85199e93656c85d2");
+});
+
+for (const name of FIXTURES) {
+  test(`fixture ${name.replace(/\.json$/, "")}`, () => {
+    const fixture = JSON.parse(readFileSync(join(FIXTURES_DIR, name), "utf8"));
+    new Runner(fixture).run();
+  });
+}
+
+/**
+ * Objects match when every expected key matches (own keys only); anything else must be equal.
+ * @param {unknown} expected
+ * @param {unknown} actual
+ * @returns {boolean}
+ */
+function subset(expected, actual) {
+  if (isObject(expected)) {
+    return (
+      isObject(actual) &&
+      Object.keys(expected).every((k) => hasOwn(actual, k) && subset(expected[k], actual[k]))
+    );
+  }
+  return jsonEqual(expected, actual);
+}
+
+/** What the shared prototypes look like before a fixture runs. */
+function prototypeState() {
+  return [Object.prototype, Array.prototype, Function.prototype, String.prototype]
+    .map((p) => Object.getOwnPropertyNames(p).sort().join(","))
+    .join("|");
+}
+
+class Runner {
+  /** @param {Dict} fixture */
+  constructor(fixture) {
+    assert.equal(
+      fixture.schema,
+      schemaHash(BOARD),
+      "the fixture was written for another BOARD schema",
+    );
+    /** @type {Dict[]} */
+    this.steps = /** @type {Dict[]} */ (fixture.steps);
+    this.replica = new Replica(BOARD, String(fixture.client));
+    this.protocol = new ClientProtocol(this.replica, {
+      schemaHash: String(fixture.schema),
+      credentials: /** @type {Dict | undefined} */ (fixture.auth) ?? null,
+    });
+    this.now = 0;
+    /** @type {Dict[]} */
+    this.out = [];
+    /** @type {ClientEvent[]} */
+    this.events = [];
+    this.prototypes = prototypeState();
+  }
+
+  run() {
+    this.steps.forEach((step, i) => {
+      const keys = Object.keys(step);
+      assert.equal(keys.length, 1, `step ${i} has one key`);
+      const kind = keys[0];
+      const arg = step[kind];
+      try {
+        this.step(kind, arg);
+        this.out.push(...this.protocol.dataToSend(this.now));
+        this.checkPrototypes();
+      } catch (exc) {
+        if (exc instanceof Error) exc.message = `step ${i} ${kind}: ${exc.message}`;
+        throw exc;
+      }
+    });
+    this.out.push(...this.protocol.dataToSend(this.now));
+    assert.deepEqual(plain(this.out), [], "frames sent that no step expected");
+    const unchecked = this.events.filter((e) => CHECKED_EVENTS.has(e.kind)).map(eventWire);
+    assert.deepEqual(plain(unchecked), [], "events that no step expected");
+  }
+
+  checkPrototypes() {
+    assert.equal(prototypeState(), this.prototypes, "a prototype gained a property");
+    assert.equal(/** @type {Dict} */ ({}).polluted, undefined);
+    assert.equal(/** @type {Dict} */ (Object.prototype).polluted, undefined);
+    assert.equal(Object.getPrototypeOf({}), Object.prototype);
+  }
+
+  /** @param {string} kind @param {any} arg */
+  step(kind, arg) {
+    switch (kind) {
+      // --- inputs
+      case "hydrate":
+        this.events.push(...this.protocol.hydrate(arg));
+        return;
+      case "subscribe":
+        this.protocol.subscribe(arg);
+        return;
+      case "connect":
+        this.protocol.connectionMade();
+        return;
+      case "disconnect":
+        this.protocol.connectionLost();
+        return;
+      case "in":
+        this.events.push(...this.protocol.receive(arg, this.now));
+        return;
+      case "advance":
+        this.now += arg;
+        return;
+      case "local":
+        if (hasOwn(arg, "batch")) {
+          this.replica.batch((b) => {
+            for (const one of arg.batch) apply(b, one);
+          }, arg.mode ?? "whole");
+        } else {
+          this.replica.batch((b) => apply(b, arg));
+        }
+        return;
+      case "resolve":
+        this.replica.resolve(this.replica.drafts[arg.draft], arg.choices);
+        return;
+      // --- expectations
+      case "expect_out": {
+        this.out.push(...this.protocol.dataToSend(this.now));
+        const sent = this.out;
+        this.out = [];
+        assert.ok(jsonEqual(plain(sent), arg), `sent ${JSON.stringify(sent)}`);
+        return;
+      }
+      case "expect_view":
+        for (const collection of Object.keys(arg)) {
+          const records = arg[collection];
+          for (const rid of Object.keys(records)) {
+            const fields = records[rid];
+            const actual = this.replica.get(collection, rid);
+            if (fields === null) {
+              assert.equal(
+                actual,
+                null,
+                `${collection}/${rid} is visible: ${JSON.stringify(actual)}`,
+              );
+            } else {
+              assert.notEqual(actual, null, `${collection}/${rid} is not visible`);
+              assert.ok(
+                subset(fields, actual),
+                `${collection}/${rid} is ${JSON.stringify(actual)}`,
+              );
+            }
+          }
+        }
+        return;
+      case "expect_pending":
+        assert.deepEqual(
+          this.replica.pending.map((p) => p.mutation.id),
+          arg,
+        );
+        return;
+      case "expect_cursor": {
+        const c = this.replica.cursor;
+        assert.equal(c === null ? null : `${c.epoch}.${c.seq}`, arg);
+        return;
+      }
+      case "expect_state":
+        assert.equal(this.protocol.state, arg);
+        return;
+      case "expect_synced":
+        assert.equal(this.protocol.synced, arg);
+        return;
+      case "expect_drafts": {
+        const actual = this.replica.drafts.map((d) => ({
+          mutation_id: d.mutationId,
+          conflicts: d.conflicts,
+        }));
+        assert.ok(jsonEqual(plain(actual), arg), `drafts are ${JSON.stringify(actual)}`);
+        return;
+      }
+      case "expect_events": {
+        const got = this.events.filter((e) => CHECKED_EVENTS.has(e.kind)).map(eventWire);
+        this.events = [];
+        assert.ok(
+          got.length === arg.length &&
+            arg.every((/** @type {unknown} */ e, /** @type {number} */ i) => subset(e, got[i])),
+          `events were ${JSON.stringify(got)}`,
+        );
+        return;
+      }
+      default:
+        assert.fail(`unknown step ${kind}`);
+    }
+  }
+}
+
+/**
+ * @param {MutationBuilder} target
+ * @param {any} op
+ */
+function apply(target, op) {
+  const { c, id } = op;
+  switch (op.op) {
+    case "insert":
+      target.insert(c, id, op.fields);
+      break;
+    case "update":
+      target.update(c, id, op.set);
+      break;
+    case "delete":
+      target.delete(c, id);
+      break;
+    case "incr":
+      target.increment(c, id, op.field, op.by ?? 1);
+      break;
+    case "add":
+      target.add(c, id, op.field, ...op.values);
+      break;
+    case "remove":
+      target.remove(c, id, op.field, ...op.values);
+      break;
+    default:
+      assert.fail(`unknown local op ${op.op}`);
+  }
+}
+
+/**
+ * An event in the fixtures' form: {kind, mutation_id, fields, error, reason}.
+ * @param {ClientEvent} event
+ * @returns {Dict}
+ */
+function eventWire(event) {
+  /** @type {Dict} */
+  const out = { kind: event.kind };
+  if (event.mutationId !== null) out.mutation_id = event.mutationId;
+  if (event.fields.length) out.fields = [...event.fields];
+  if (event.error !== null) out.error = event.error;
+  if (event.reason !== null) out.reason = event.reason;
+  return out;
+}
+
+/**
+ * A JSON value as JSON.parse would give it (plain objects), for assertions.
+ * @param {unknown} value
+ * @returns {any}
+ */
+function plain(value) {
+  return JSON.parse(JSON.stringify(value));
+}
