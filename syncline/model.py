@@ -19,6 +19,7 @@ field); clients may make their own with :func:`new_id`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -354,6 +355,28 @@ class Schema:
         digest = hashlib.sha256(orjson.dumps(core, option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()[:16]
 
+    def describe(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each field's policy, flags and default, for clients (the browser embeds it so
+        its optimistic edits merge as the server's will)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for c in self.collections.values():
+            fields: dict[str, dict[str, Any]] = {}
+            for f in c.fields.values():
+                spec: dict[str, Any] = {"kind": f.kind, "type": _type_label(f.type_name)}
+                if f.queryable:
+                    spec["queryable"] = True
+                if f.required:
+                    spec["required"] = True
+                if f.ref is not None:
+                    spec["ref"] = f.ref
+                default = c.model.model_fields[f.name].get_default(call_default_factory=True)
+                if not f.required:
+                    with contextlib.suppress(TypeError, orjson.JSONEncodeError):
+                        spec["default"] = orjson.loads(orjson.dumps(_jsonable(default)))
+                fields[f.name] = spec
+            out[c.name] = fields
+        return out
+
     def may_read(self, principal: Principal, coll: Collection, view: Mapping[str, Any]) -> bool:
         if coll.read is None:
             return not self.rules_declared
@@ -369,6 +392,19 @@ class Schema:
         if coll.write is None:
             return not self.rules_declared
         return bool(coll.write(principal, before, after))
+
+
+def _type_label(type_name: str) -> str:
+    """``<class 'str'>`` reads as ``str``."""
+    if type_name.startswith("<class '") and type_name.endswith("'>"):
+        return type_name[8:-2]
+    return type_name
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sort_set(value)
+    return value
 
 
 def new_id() -> str:

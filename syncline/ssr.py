@@ -54,6 +54,8 @@ class PageState:
 
     schema_hash: str
     snapshot: Snapshot
+    fields: dict[str, dict[str, dict[str, Any]]]
+    """Each queried collection's field policies (:meth:`Schema.describe`)."""
 
     @property
     def cursor(self) -> str:
@@ -64,7 +66,12 @@ class PageState:
         return [{"id": r["id"], **r["data"]} for r in self.snapshot.results[query_id]]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "schema": self.schema_hash, **self.snapshot.to_wire()}
+        return {
+            "v": PROTOCOL_VERSION,
+            "schema": self.schema_hash,
+            "fields": self.fields,
+            **self.snapshot.to_wire(),
+        }
 
     def script_tag(self) -> Markup:
         payload = embed_json(self.to_wire())
@@ -79,7 +86,9 @@ async def read_page(
         qid: q if isinstance(q, Query) else Query.parse(q, engine.schema)
         for qid, q in queries.items()
     }
-    return PageState(engine.schema.hash, await engine.snapshot(principal, parsed))
+    described = engine.schema.describe()
+    fields = {q.collection: described[q.collection] for q in parsed.values()}
+    return PageState(engine.schema.hash, await engine.snapshot(principal, parsed), fields)
 
 
 def install_jinja(env: Any) -> None:

@@ -182,3 +182,17 @@ def test_new_id_is_a_sortable_uuid7() -> None:
 def test_card_model_is_plain_pydantic() -> None:
     card = Card(list_id="l1", labels=frozenset({"x"}))
     assert card.votes == 0 and "x" in card.labels
+
+
+def test_describe_gives_clients_each_fields_policy_and_default() -> None:
+    cards = BOARD.describe()["cards"]
+    assert cards["list_id"] == {
+        "kind": "lww",
+        "type": "str",
+        "queryable": True,
+        "required": True,
+        "ref": "lists",
+    }
+    assert cards["description"] == {"kind": "text", "type": "str", "default": ""}
+    assert cards["labels"] == {"kind": "set", "type": "frozenset[str]", "default": []}
+    assert cards["status"]["kind"] == "manual" and cards["votes"]["default"] == 0

@@ -171,7 +171,10 @@ export class SyncClient {
     if (this.clientId.length < 8 || this.clientId.length > 128) {
       throw new Error("a client id has 8 to 128 characters");
     }
-    this.replica = new Replica(makeSchema(options.schema ?? null, schemaHash), this.clientId);
+    // Field policies: the application's own description wins; else the page's.
+    const embeddedFields = isObject(state) && isObject(state.fields) ? state.fields : null;
+    const spec = options.schema ?? /** @type {SchemaSpec | null} */ (embeddedFields);
+    this.replica = new Replica(makeSchema(spec, schemaHash), this.clientId);
     this.protocol = new ClientProtocol(this.replica, {
       schemaHash,
       credentials: options.auth ?? null,
