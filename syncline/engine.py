@@ -21,7 +21,7 @@ Theory of operation for :meth:`Engine.apply` (one write transaction per mutation
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,11 +159,18 @@ class Engine:
         store: Store,
         *,
         principal_key: Callable[[Principal], str] = str,
+        read_key: Callable[[Principal], Hashable] | None = None,
         max_ops: int = 500,
     ) -> None:
+        """``principal_key`` is a principal's identity: client ids belong to it.
+        ``read_key`` says what a principal may read: connections whose principals have
+        equal read keys share one computed answer in fan-out. By default the principal
+        itself when it is hashable (give principals value equality that covers
+        everything the read rules look at), else each principal object on its own."""
         self.schema = schema
         self.store = store
         self.principal_key = principal_key
+        self.read_key = read_key or _default_read_key
         self.max_ops = max_ops
         self._listeners: list[CommitListener] = []
 
@@ -500,6 +507,14 @@ class ServerTransaction:
         )
         if ack.seq is not None:  # later flushes reuse the first one's seq: one commit, one seq
             self.ack = ack
+
+
+def _default_read_key(principal: Principal) -> Hashable:
+    try:
+        hash(principal)
+    except TypeError:
+        return ("object", id(principal))
+    return ("value", type(principal), principal)
 
 
 def _mutation_id(obj: Mapping[str, Any]) -> int | None:

@@ -21,6 +21,7 @@ the merged record against its model, checks references and rules, and writes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +32,8 @@ from .record import Record
 from .textmerge import merge3
 
 __all__ = ["FieldConflict", "OpResult", "resolve"]
+
+log = logging.getLogger("syncline.merge")
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,18 @@ def _update(
                     raise InvalidMutation(
                         "a custom-merged update needs its base value (prev)", **where
                     )
-                value = spec.policy.fn(op.prev[name], mine, theirs)
+                # The function is the application's: give it values of the field's type,
+                # and turn its failure into a refusal that names it, not a crash.
+                coll.validate(op.id, {**current.data, name: mine})
+                try:
+                    value = spec.policy.fn(op.prev[name], mine, theirs)
+                except Exception as exc:
+                    log.exception("merge function of %s.%s raised", coll.name, name)
+                    raise InvalidMutation(
+                        f"the field's merge function failed ({type(exc).__name__}); "
+                        "the server logged it",
+                        **where,
+                    ) from None
                 if isinstance(value, Conflict):
                     _conflict(result, coll, op, name, mine, theirs, current)
                     continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,8 @@ __all__ = [
     "WriteRule",
     "new_id",
 ]
+
+log = logging.getLogger("syncline.model")
 
 Principal = Any
 """Whatever the application uses to say who is asking (a user object, a dict, an id)."""
@@ -378,9 +381,14 @@ class Schema:
         return out
 
     def may_read(self, principal: Principal, coll: Collection, view: Mapping[str, Any]) -> bool:
+        """A read rule that raises denies (and is logged): failing closed never leaks."""
         if coll.read is None:
             return not self.rules_declared
-        return bool(coll.read(principal, view))
+        try:
+            return bool(coll.read(principal, view))
+        except Exception:
+            log.exception("the read rule of %r raised; denying", coll.name)
+            return False
 
     def may_write(
         self,
@@ -389,9 +397,14 @@ class Schema:
         before: Mapping[str, Any] | None,
         after: Mapping[str, Any] | None,
     ) -> bool:
+        """A write rule that raises refuses (and is logged)."""
         if coll.write is None:
             return not self.rules_declared
-        return bool(coll.write(principal, before, after))
+        try:
+            return bool(coll.write(principal, before, after))
+        except Exception:
+            log.exception("the write rule of %r raised; refusing", coll.name)
+            return False
 
 
 def _type_label(type_name: str) -> str:

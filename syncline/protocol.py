@@ -235,6 +235,18 @@ class ServerProtocol:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
+        if isinstance(obj, dict) and obj.get("t") == "mut" and self.state is State.READY:
+            # Every mut frame costs a token, well-formed or not: refusing a malformed one
+            # is a durable write too.
+            retry = self._take_token(now)
+            if retry:
+                mid = obj.get("id")
+                raise ProtocolError(
+                    "rate",
+                    f"too many mutations; retry after {retry:.2f}s",
+                    ref=mid if isinstance(mid, int) and not isinstance(mid, bool) else None,
+                    retry_after=retry,
+                )
         try:
             frame = decode_client_frame(obj, self.limits)
         except ProtocolError as exc:
@@ -272,14 +284,6 @@ class ServerProtocol:
                     "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
                 )
                 return self._refuse_mutation(frame.id, error)
-            retry = self._take_token(now)
-            if retry:
-                raise ProtocolError(
-                    "rate",
-                    f"too many mutations; retry after {retry:.2f}s",
-                    ref=frame.id,
-                    retry_after=retry,
-                )
             mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
             return Mutate(mutation, frame.id)
         if isinstance(frame, PingFrame):

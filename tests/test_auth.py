@@ -240,3 +240,54 @@ async def test_changed_grants_are_rechecked_on_live_subscriptions(tmp_path: Path
             assert await sync.recheck(USERS["alice-token"]) == 1
             fresh = await alice.expect("snapshot")
             assert ids(fresh) == []
+
+
+async def test_one_identity_in_two_tenants_gets_each_tenants_records_only(tmp_path: Path) -> None:
+    """Principals that share an identity (principal_key) but not read rights never share
+    a fanned-out answer."""
+    USERS.update({"alice-acme": User("alice", "acme"), "alice-globex": User("alice", "globex")})
+    try:
+        async with tenants_server(tmp_path) as (host, _, _):
+            async with (
+                RawClient.connect(host, SCHEMA, auth={"token": "alice-acme"}) as acme,
+                RawClient.connect(host, SCHEMA, auth={"token": "alice-globex"}) as globex,
+                RawClient.connect(host, SCHEMA, auth={"token": "bob-token"}) as bob,
+            ):
+                await acme.subscribe(NOTES)
+                await globex.subscribe(NOTES)
+                await bob.mutate([note("g1", "globex", "globex only")], 1)
+                assert ids(await globex.expect("changes")) == ["g1"]
+                with pytest.raises(TimeoutError):
+                    await acme.recv(timeout=0.3)
+    finally:
+        USERS.pop("alice-acme")
+        USERS.pop("alice-globex")
+
+
+async def test_http_mutations_authenticate_before_reading_and_cap_the_body(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, engine, _):
+        before = await engine.head()
+        async with httpx.AsyncClient(base_url=f"http://{host}") as http:
+            huge = b"{" + b" " * 2_000_000 + b"}"
+            anonymous = await http.post(
+                "/sync/mutate", content=huge, headers={"content-type": "application/json"}
+            )
+            assert anonymous.status_code == 401
+            too_big = await http.post(
+                "/sync/mutate",
+                content=huge,
+                headers={"content-type": "application/json", "authorization": "Bearer alice-token"},
+            )
+            assert too_big.status_code == 413 and "body exceeds 1048576 bytes" in too_big.text
+            bad_wait = await http.get(
+                "/sync/pull",
+                params={
+                    "queries": orjson.dumps(NOTES).decode(),
+                    "since": str(before),
+                    "wait": "nan",
+                },
+                headers={"authorization": "Bearer alice-token"},
+            )
+            assert bad_wait.status_code == 400
+            assert "wait must be a number of seconds from 0 to 25" in bad_wait.text
+        assert await engine.head() == before

@@ -457,3 +457,78 @@ class TestServerTransaction:
         with pytest.raises(MissingReference, match="lists/'ghost'"):
             async with engine.transaction("admin") as tx:
                 tx.apply(Insert(c="cards", id="c9", fields={"list_id": "ghost"}))
+
+
+class TestApplicationCode:
+    async def test_a_custom_merge_gets_values_of_the_fields_type(self, store: Store) -> None:
+        engine = await seeded(store)
+        slug = {
+            "op": "update",
+            "c": "cards",
+            "id": "c1",
+            "set": {"slug": "abc"},
+            "base": {"slug": 1},
+        }
+        await engine.apply("bob", "tab-b", mut(1, slug))
+        wrong = {
+            "op": "update",
+            "c": "cards",
+            "id": "c1",
+            "set": {"slug": 5},
+            "base": {"slug": 1},
+            "prev": {"slug": ""},
+        }
+        ack = await engine.apply("alice", "tab-a", mut(1, wrong))
+        assert ack.status == "rejected" and ack.error is not None
+        assert ack.error["field"] == "slug" and ack.error["code"] == "invalid"
+        assert (await engine.apply("alice", "tab-a", mut(2, set_title("next")))).status == "applied"
+
+    async def test_a_merge_function_that_raises_is_a_refusal_naming_the_field(
+        self, store: Store, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from syncline.model import Merge
+
+        def broken(base: Any, mine: Any, theirs: Any) -> Any:
+            raise RuntimeError("bug in the application")
+
+        schema = BOARD
+        spec = schema["cards"].fields["slug"]
+        original = spec.policy
+        object.__setattr__(spec, "policy", Merge(broken))
+        try:
+            engine = await seeded(store, schema)
+            slug = {
+                "op": "update",
+                "c": "cards",
+                "id": "c1",
+                "set": {"slug": "a"},
+                "base": {"slug": 1},
+                "prev": {"slug": ""},
+            }
+            await engine.apply("bob", "tab-b", mut(1, slug))
+            ack = await engine.apply("alice", "tab-a", mut(1, {**slug, "set": {"slug": "b"}}))
+        finally:
+            object.__setattr__(spec, "policy", original)
+        assert ack.status == "rejected" and ack.error is not None
+        assert ack.error["message"] == (
+            "cards/'c1'.slug: the field's merge function failed (RuntimeError); "
+            "the server logged it"
+        )
+        assert "bug in the application" in caplog.text
+
+    async def test_a_read_rule_that_raises_denies(self, store: Store) -> None:
+        def broken(who: Any, rec: Any) -> bool:
+            raise KeyError("oops")
+
+        schema = Schema(
+            [
+                Collection("boards", Board, read=broken, write=lambda *_: True),
+                Collection("lists", List),
+                Collection("cards", Card),
+            ]
+        )
+        engine = Engine(schema, store)
+        async with engine.transaction("admin") as tx:
+            tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
+        snap = await engine.snapshot("alice", {"b": Query.parse({"c": "boards"}, schema)})
+        assert snap.results["b"] == []

@@ -295,7 +295,7 @@ class TestBadInput:
                 assert (await c.expect("reject"))["replay"] is True
 
     async def test_limits_on_ops_strings_and_rate(self, tmp_path: Path) -> None:
-        limits = Limits(max_ops=3, max_string=50, mutations_per_second=2, mutation_burst=1)
+        limits = Limits(max_ops=3, max_string=50, mutations_per_second=2, mutation_burst=3)
         async with running(tmp_path, limits=limits) as (host, _, _):
             async with RawClient.connect(host, BOARD) as c:
                 too_many = await c.mutate([title("c1", "x", 1)] * 4, 1)

@@ -8,9 +8,10 @@ one read transaction and:
    touches, once;
 2. for every joined connection, matches the range to each of its queries
    (:func:`syncline.changes.query_items`), computing and encoding each distinct
-   (query, principal) answer once and handing the same strings to every connection that
-   shares it; connections that receive nothing get an empty advance only when they wait
-   for an ack's ``seq`` (so their cursor reaches it, invariant 8) or on the heartbeat;
+   (query, read key) answer once and handing the same strings to every connection that
+   shares it (the read key says what a principal may read, see ``Engine.read_key``);
+   connections that receive nothing get an empty advance only when they wait for an
+   ack's ``seq`` (so their cursor reaches it, invariant 8) or on the heartbeat;
 3. serves joins queued since the last step, in the same transaction, at the same head:
    a first subscription ``since`` a cursor gets the changes ``(since, head]``; any other
    subscription gets a snapshot at ``head``. A cursor older than the log, or from another
@@ -18,7 +19,9 @@ one read transaction and:
 
 Because joins are served at the same head as the live range, a connection's stream
 never overlaps or skips a ``seq`` (invariants 6 and 7), and records are always read
-at exactly the head the frame's ``to`` names.
+at exactly the head the frame's ``to`` names. Every frame of a step is computed before
+any is handed over, so a failed step (a store error) leaves every connection where it
+was and the next step retries the same range.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,8 +59,20 @@ class ChangesPart:
     to: int
     items: dict[str, list[str]] = field(default_factory=dict)
 
+    def can_extend(self, later: ChangesPart) -> bool:
+        """Whether ``later`` may be coalesced into this part without reordering.
+
+        Items of different queries of one frame apply query by query, so a record that
+        moved between two queries across the two parts would be applied out of order.
+        Merging is therefore limited to parts that touch at most one and the same query
+        (the common case under load), or where one side is an empty advance."""
+        if later.since != self.to or later.epoch != self.epoch:
+            return False
+        qids = self.items.keys() | later.items.keys()
+        return len(qids) <= 1
+
     def extend(self, later: ChangesPart) -> None:
-        """Coalesce a following part into this one (``later.since == self.to``)."""
+        """Coalesce a following part into this one (see :meth:`can_extend`)."""
         self.to = later.to
         for qid, items in later.items.items():
             self.items.setdefault(qid, []).extend(items)
@@ -79,10 +95,12 @@ class Subscriber(Protocol):
     """What the reader needs from a connection."""
 
     principal: Principal
-    principal_key: str
+    read_key: object  # connections with equal read keys may share encoded answers
     queries: dict[str, Query]
     cursor: int | None  # the seq this connection's stream has reached; None: not joined
     awaiting_seq: int  # the highest ack seq sent that the stream has not reached yet
+    left: bool  # the connection is gone: serve it nothing more
+    resync: bool  # a fresh snapshot of everything it holds is on its way
 
     def send_changes(self, part: ChangesPart) -> None: ...
 
@@ -92,9 +110,19 @@ class Subscriber(Protocol):
 @dataclass
 class _Join:
     conn: Subscriber
-    queries: dict[str, Query]
+    queries: dict[str, Query] | None  # None: a fresh snapshot of what the connection holds
     since: Cursor | None
     done: asyncio.Future[None]
+
+
+@dataclass
+class _Served:
+    """What a join will hand over, computed inside the step's read transaction."""
+
+    join: _Join
+    queries: dict[str, Query]
+    changes: ChangesPart | None = None
+    snapshot: dict[str, Any] | None = None
 
 
 class LogReader:
@@ -112,6 +140,9 @@ class LogReader:
         self._task: asyncio.Task[None] | None = None
         self._last_advance = time.monotonic()
         self.steps = 0
+        self.on_advance: list[Callable[[int], None]] = []
+        """Called with the new position after each step that moved it (other nodes'
+        commits included)."""
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -135,20 +166,24 @@ class LogReader:
                 j.done.cancel()
         self._joins.clear()
 
-    def notify(self, head: int) -> None:
-        """A commit moved the head (called by the engine, or by a backplane)."""
+    def notify(self, head: int | None = None) -> None:
+        """The head moved, or a connection waits for it (engine, backplane, server)."""
         self._wake.set()
 
     # --- connections --------------------------------------------------------------------
 
-    async def join(self, conn: Subscriber, queries: dict[str, Query], since: Cursor | None) -> None:
-        """Queue ``queries`` for ``conn``; returns once their first frame was handed over."""
+    async def join(
+        self, conn: Subscriber, queries: dict[str, Query] | None, since: Cursor | None
+    ) -> None:
+        """Queue ``queries`` for ``conn`` (None: resend everything it holds as a fresh
+        snapshot); returns once their first frame was handed over."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._joins.append(_Join(conn, queries, since, done))
         self._wake.set()
         await done
 
     def leave(self, conn: Subscriber) -> None:
+        conn.left = True
         self.connections.discard(conn)
 
     # --- the loop -----------------------------------------------------------------------
@@ -162,11 +197,13 @@ class LogReader:
                 await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep serving; the next wake or poll retries the range
+            except Exception:  # nothing was handed over: the next wake retries the range
                 log.exception("log reader step failed")
                 await asyncio.sleep(0.1)
 
     async def step(self) -> None:
+        """One read transaction; every frame is computed first and handed over only when
+        all are ready, so a failure leaves every connection where it was."""
         joins, self._joins = self._joins, []
         try:
             async with self.engine.store.read() as tx:
@@ -178,11 +215,8 @@ class LogReader:
                 if head > self.position:
                     entries = await tx.log(self.position, head)
                 current = await current_records(tx, entries)
-                await self._deliver_live(tx, entries, current, head)
-                for j in joins:
-                    await self._serve_join(tx, j, head)
-                self.position = head
-            self.steps += 1
+                live = await self._live_parts(tx, entries, current, head)
+                served = [await self._serve(tx, j, head) for j in joins]
         except BaseException as exc:
             for j in joins:
                 if not j.done.done():
@@ -190,29 +224,45 @@ class LogReader:
                         exc if isinstance(exc, Exception) else asyncio.CancelledError()
                     )
             raise
+        # Hand over: nothing below awaits or fails.
+        for conn, part in live:
+            if not conn.left:
+                conn.send_changes(part)
+                conn.cursor = head
+        for result in served:
+            if result is not None:
+                self._hand_over(result, head)
+        moved = head != self.position
+        self.position = head
+        self.steps += 1
+        if moved:
+            for listener in self.on_advance:
+                listener(head)
 
-    async def _deliver_live(
+    async def _live_parts(
         self,
         tx: ReadTx,
         entries: list[LogEntry],
         current: dict[tuple[str, str], Record | None],
         head: int,
-    ) -> None:
+    ) -> list[tuple[Subscriber, ChangesPart]]:
         assert self.position is not None
         now = time.monotonic()
         heartbeat = now - self._last_advance >= self.advance_every
         if heartbeat:
             self._last_advance = now
-        if head == self.position and not heartbeat:
-            return
-        cache: dict[tuple[str, str], list[str]] = {}
+        waiting = any(c.cursor is not None and c.awaiting_seq > c.cursor for c in self.connections)
+        if head == self.position and not heartbeat and not waiting:
+            return []
+        cache: dict[tuple[str, object], list[str]] = {}
         schema = self.engine.schema
+        out: list[tuple[Subscriber, ChangesPart]] = []
         for conn in list(self.connections):
-            if conn.cursor is None or conn.cursor >= head:
+            if conn.left or conn.resync or conn.cursor is None or conn.cursor >= head:
                 continue
             part = ChangesPart(self.epoch, conn.cursor, head)
-            for qid, query in conn.queries.items():
-                key = (query.key, conn.principal_key)
+            for qid, query in list(conn.queries.items()):
+                key = (query.key, conn.read_key)
                 items = cache.get(key)
                 if items is None:
                     raw = query_items(schema, conn.principal, query, entries, current)
@@ -224,41 +274,56 @@ class LogReader:
                 if items:
                     part.items[qid] = list(items)
             if part.items or conn.awaiting_seq > conn.cursor or heartbeat:
-                conn.send_changes(part)
-                conn.cursor = head
+                out.append((conn, part))
+        return out
 
-    async def _serve_join(self, tx: ReadTx, j: _Join, head: int) -> None:
+    async def _serve(self, tx: ReadTx, j: _Join, head: int) -> _Served | None:
         conn = j.conn
+        if j.done.done() or conn.left:  # the subscriber gave up or went away meanwhile
+            if not j.done.done():
+                j.done.cancel()
+            return None
+        queries = dict(conn.queries) if j.queries is None else j.queries
         try:
-            first = conn.cursor is None
-            if first and j.since is not None:
+            if conn.cursor is None and j.since is not None:
                 reason = _check_cursor(j.since, self.epoch, head, await tx.floor())
                 if reason is None:
                     entries = await tx.log(j.since.seq, head) if j.since.seq < head else []
-                    changes = await self.engine.read_changes(tx, conn.principal, entries, j.queries)
+                    changes = await self.engine.read_changes(tx, conn.principal, entries, queries)
                     part = ChangesPart(self.epoch, j.since.seq, head)
                     part.items = {
                         q: [orjson.dumps(i).decode() for i in items] for q, items in changes.items()
                     }
-                    conn.queries.update(j.queries)
-                    conn.send_changes(part)
-                else:
-                    conn.queries.update(j.queries)
-                    await self._send_snapshot(tx, conn, j.queries, head, reason)
-            else:
-                if first:
-                    conn.cursor = head
-                conn.queries.update(j.queries)
-                await self._send_snapshot(tx, conn, j.queries, head, None)
-            conn.cursor = head
-            self.connections.add(conn)
-            j.done.set_result(None)
+                    return _Served(j, queries, changes=part)
+                return _Served(
+                    j, queries, snapshot=await self._snapshot(tx, conn, queries, head, reason)
+                )
+            return _Served(j, queries, snapshot=await self._snapshot(tx, conn, queries, head, None))
         except CursorError as exc:
             j.done.set_exception(exc)
+        except Exception as exc:  # one failing join must not fail the others
+            log.exception("serving a subscription failed")
+            j.done.set_exception(exc)
+        return None
 
-    async def _send_snapshot(
+    def _hand_over(self, served: _Served, head: int) -> None:
+        j, conn = served.join, served.join.conn
+        if conn.left or j.done.done():
+            return
+        conn.queries.update(served.queries)
+        if served.changes is not None:
+            conn.send_changes(served.changes)
+        elif served.snapshot is not None:
+            conn.send_frame(served.snapshot)
+        if j.queries is None:
+            conn.resync = False
+        conn.cursor = head
+        self.connections.add(conn)
+        j.done.set_result(None)
+
+    async def _snapshot(
         self, tx: ReadTx, conn: Subscriber, queries: dict[str, Query], head: int, reset: str | None
-    ) -> None:
+    ) -> dict[str, Any]:
         records = {
             qid: await self.engine.run_query(tx, conn.principal, q) for qid, q in queries.items()
         }
@@ -270,7 +335,7 @@ class LogReader:
         }
         if reset is not None:
             frame["reset"] = reset
-        conn.send_frame(frame)
+        return frame
 
 
 def _check_cursor(since: Cursor, epoch: str, head: int, floor: int) -> str | None:

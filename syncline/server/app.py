@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -40,6 +41,7 @@ from ..exceptions import (
     MutationRefused,
     QueryError,
     RetryLater,
+    StoreError,
 )
 from ..fanout.reader import ChangesPart, LogReader
 from ..model import Principal
@@ -78,6 +80,7 @@ CLOSE_RELOAD = 4002
 CLOSE_PROTOCOL = 4003
 CLOSE_REVOKED = 4004
 CLOSE_SLOW = 4008
+CLOSE_INTERNAL = 1011
 FATAL_CLOSE_CODES = {"unauthorized": CLOSE_UNAUTHORIZED, "reload": CLOSE_RELOAD}
 
 
@@ -96,6 +99,9 @@ class Connection:
         self.closing = asyncio.Event()
         self.principal: Principal = None
         self.principal_key = ""
+        self.read_key: object = None
+        self.left = False
+        self.resync = False
         self.client_id = ""
         self.queries: dict[str, Query] = {}
         self.cursor: int | None = None
@@ -138,6 +144,7 @@ class SynclineServer:
         close_timeout: float = 5.0,
         retention: float | None = 7 * 24 * 3600.0,
         trim_every: float = 3600.0,
+        max_polls_per_principal: int = 4,
     ) -> None:
         self.engine = engine
         self.authenticate = authenticate
@@ -151,6 +158,10 @@ class SynclineServer:
         self.retention = retention
         self.trim_every = trim_every
         self._trimmer: asyncio.Task[None] | None = None
+        self.max_polls_per_principal = max_polls_per_principal
+        self._polls: dict[str, int] = {}
+        self._head = 0  # the newest commit this process heard of (long polls wait for it)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.reader = LogReader(engine)
         self.connections: set[Connection] = set()
         self._started = False
@@ -172,6 +183,8 @@ class SynclineServer:
         async with self._start_lock:
             if not self._started:
                 await self.reader.start()
+                self._head = max(self._head, (await self.engine.head()).seq)
+                self.reader.on_advance.append(self._on_commit)
                 if self.retention is not None:
                     self._trimmer = asyncio.create_task(self._trim_forever(self.retention))
                 self._started = True
@@ -208,7 +221,10 @@ class SynclineServer:
             await self.stop()
 
     def _on_commit(self, head: int) -> None:
-        asyncio.get_running_loop().create_task(self._notify_pullers())
+        self._head = max(self._head, head)
+        task = asyncio.get_running_loop().create_task(self._notify_pullers())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _notify_pullers(self) -> None:
         async with self._head_changed:
@@ -229,8 +245,11 @@ class SynclineServer:
         snapshot under the current rules (records it may no longer read leave)."""
         key = _principal_key(self.engine, principal)
         conns = [c for c in self.connections if c.principal_key == key and c.queries]
-        for c in conns:
-            await self.reader.join(c, dict(c.queries), None)
+        for c in conns:  # no live frame reaches them until their snapshot does
+            c.resync = True
+        await asyncio.gather(
+            *(self.reader.join(c, None, None) for c in conns), return_exceptions=True
+        )
         return len(conns)
 
     # --- WebSocket ------------------------------------------------------------------------
@@ -327,6 +346,13 @@ class SynclineServer:
                 if exc.fatal:
                     conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                     return
+            except Exception:
+                # A bug of ours or of the application's hooks: say so without details,
+                # log them, and close; the client reconnects and resumes.
+                log.exception("unexpected error on a connection")
+                conn.send_frame({"t": "error", "code": "internal", "message": "internal error"})
+                conn.close_later(CLOSE_INTERNAL, "internal error")
+                return
 
     async def _handle(self, conn: Connection, event: Any) -> None:
         if isinstance(event, Hello):
@@ -357,6 +383,7 @@ class SynclineServer:
             )
         conn.principal = principal
         conn.principal_key = _principal_key(self.engine, principal)
+        conn.read_key = self.engine.read_key(principal)
         conn.client_id = hello.client_id
         try:
             last = await self.engine.client_last(principal, hello.client_id)
@@ -390,6 +417,7 @@ class SynclineServer:
         frame = await self._apply(conn.principal, conn.client_id, event.mutation, refusal)
         if frame["t"] == "ack" and frame.get("seq"):
             conn.awaiting_seq = max(conn.awaiting_seq, frame["seq"])
+            self.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
 
     async def _apply(
@@ -425,6 +453,16 @@ class SynclineServer:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
         except MutationRefused as exc:
             return {"t": "reject", "mid": mid, "permanent": exc.permanent, **exc.to_wire()}
+        except StoreError:
+            log.exception("the store failed while applying a mutation")
+            return {
+                "t": "reject",
+                "mid": mid,
+                "permanent": False,
+                "code": "retry",
+                "message": "the server could not store the mutation; retry",
+                "retry_after": 1.0,
+            }
         return ack_frame(ack)
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -443,12 +481,8 @@ class SynclineServer:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 # A cross-site form cannot send this type without a CORS preflight.
                 raise _HTTPError(415, "content_type", "send the mutation as application/json")
-            body = await request.body()
-            if len(body) > self.limits.max_frame_bytes:
-                raise _HTTPError(
-                    413, "too_large", f"body exceeds {self.limits.max_frame_bytes} bytes"
-                )
-            principal = await self._http_principal(request)
+            principal = await self._http_principal(request)  # before reading any body
+            body = await self._read_body(request)
             try:
                 obj = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -474,6 +508,11 @@ class SynclineServer:
                 frame_out = await self._apply(principal, obj["client"], {"id": mid}, refusal)
                 return JSONResponse(frame_out)
             assert isinstance(frame, MutFrame)
+            acked = obj.get("acked")
+            if isinstance(acked, int) and not isinstance(acked, bool) and acked > 0:
+                # HTTP clients say which answers they hold here, as hello.acked does.
+                last = await self.engine.client_last(principal, obj["client"])
+                await self.engine.confirm_acks(obj["client"], min(acked, last))
             mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
             return JSONResponse(await self._apply(principal, obj["client"], mutation))
         except _HTTPError as exc:
@@ -482,6 +521,21 @@ class SynclineServer:
             return JSONResponse(
                 exc.frame(), status_code=400 if exc.code != "client_id_taken" else 403
             )
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it passes the frame limit."""
+        limit = self.limits.max_frame_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise _HTTPError(413, "too_large", f"body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _HTTPError(413, "too_large", f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _pull(self, request: Request) -> Response:
         """``GET /sync/pull?queries=<json>&since=<cursor>&wait=<s>``: a long poll."""
@@ -499,14 +553,37 @@ class SynclineServer:
                     400, "bad_frame", "queries must be a non-empty JSON object of {id: query}"
                 )
             queries = {qid: Query.parse(q, self.engine.schema) for qid, q in raw.items()}
-            wait = min(float(params.get("wait", self.pull_timeout)), self.pull_timeout)
+            wait = _wait_seconds(params.get("wait"), self.pull_timeout)
             since_token = params.get("since")
             if since_token is None:
                 snap = await self.engine.snapshot(principal, queries)
                 return _no_store({"t": "snapshot", **snap.to_wire()})
             since = Cursor.parse(since_token)
-            deadline = time.monotonic() + max(wait, 0.0)
-            while True:
+            key = _principal_key(self.engine, principal)
+            if self._polls.get(key, 0) >= self.max_polls_per_principal:
+                raise _HTTPError(
+                    429, "rate", f"at most {self.max_polls_per_principal} pulls at once per user"
+                )
+            self._polls[key] = self._polls.get(key, 0) + 1
+            try:
+                return await self._long_poll(principal, since, queries, wait)
+            finally:
+                self._polls[key] -= 1
+                if not self._polls[key]:
+                    del self._polls[key]
+        except _HTTPError as exc:
+            return exc.response()
+        except (QueryError, CursorError) as exc:
+            return JSONResponse(
+                {"t": "error", "code": exc.code, "message": str(exc)}, status_code=400
+            )
+
+    async def _long_poll(
+        self, principal: Principal, since: Cursor, queries: dict[str, Query], wait: float
+    ) -> Response:
+        deadline = time.monotonic() + wait
+        while True:
+            if self._head > since.seq or time.monotonic() >= deadline:
                 try:
                     changes = await self.engine.changes_since(principal, since, queries)
                 except CursorError as exc:
@@ -516,16 +593,10 @@ class SynclineServer:
                     return _no_store({"t": "snapshot", **snap.to_wire(), "reset": exc.code})
                 if changes.cursor.seq > since.seq or time.monotonic() >= deadline:
                     return _no_store({"t": "changes", **changes.to_wire()})
-                async with self._head_changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._head_changed.wait(), deadline - time.monotonic()
-                        )
-        except _HTTPError as exc:
-            return exc.response()
-        except (QueryError, CursorError, ValueError) as exc:
-            code = getattr(exc, "code", "bad_frame")
-            return JSONResponse({"t": "error", "code": code, "message": str(exc)}, status_code=400)
+                self._head = max(self._head, changes.cursor.seq)
+            async with self._head_changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._head_changed.wait(), deadline - time.monotonic())
 
     async def _client_module(self, request: Request) -> Response:
         """``GET /sync/client.js`` and its sibling modules: the browser client."""
@@ -556,6 +627,19 @@ def ack_frame(ack: Ack) -> dict[str, Any]:
 
 
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def _wait_seconds(raw: str | None, limit: float) -> float:
+    """The ``wait`` parameter of a pull: finite seconds from 0 to ``limit``."""
+    if raw is None:
+        return limit
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or not 0 <= value <= limit:
+        raise _HTTPError(400, "bad_frame", f"wait must be a number of seconds from 0 to {limit:g}")
+    return value
 
 
 def _not_found(message: str) -> Response:

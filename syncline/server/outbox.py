@@ -45,7 +45,7 @@ class Outbox:
 
     def put_changes(self, part: ChangesPart) -> None:
         last = self._items[-1] if self._items else None
-        if isinstance(last, ChangesPart) and last.to == part.since and last.epoch == part.epoch:
+        if isinstance(last, ChangesPart) and last.can_extend(part):
             self._bytes -= last.size
             last.extend(part)
             self._bytes += last.size
@@ -57,9 +57,13 @@ class Outbox:
     def _add(self, item: str | ChangesPart, size: int) -> None:
         if self.closed:
             return
+        alone = not self._items
         self._items.append(item)
         self._bytes += size
-        self._check()
+        # One frame larger than the limit (a big snapshot) put into an empty queue still
+        # goes out to a client that reads; anything that waits behind it counts.
+        if not alone:
+            self._check()
         self._ready.set()
 
     def _check(self) -> None:

@@ -1,0 +1,184 @@
+"""The log reader and the outboxes, driven step by step with a real engine: ordering
+under coalescing, joins that are cancelled or race with unsubscribes, re-checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from syncline import Engine, Insert, Query, Update
+from syncline.fanout.reader import ChangesPart, LogReader
+from syncline.replica import Replica
+from syncline.server.outbox import Outbox
+from syncline.store.memory import MemoryStore
+
+from .schemas import BOARD
+
+
+class Conn:
+    """A connection as the reader sees it, with a real outbox."""
+
+    def __init__(self, principal: str = "admin") -> None:
+        self.principal = principal
+        self.read_key: object = principal
+        self.queries: dict[str, Query] = {}
+        self.cursor: int | None = None
+        self.awaiting_seq = 0
+        self.left = False
+        self.resync = False
+        self.outbox = Outbox()
+
+    def send_changes(self, part: ChangesPart) -> None:
+        self.outbox.put_changes(part)
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        self.outbox.put(orjson.dumps(frame).decode())
+
+    async def frames(self) -> list[dict[str, Any]]:
+        out = []
+        while len(self.outbox):
+            out.append(orjson.loads(await self.outbox.get()))
+        return out
+
+
+def q(obj: dict[str, Any]) -> Query:
+    return Query.parse(obj, BOARD)
+
+
+async def setup() -> tuple[Engine, LogReader]:
+    engine = Engine(BOARD, MemoryStore())
+    async with engine.transaction("admin") as tx:
+        tx.apply(
+            Insert(c="boards", id="b1", fields={"name": "B"}),
+            Insert(c="lists", id="l1", fields={"board_id": "b1"}),
+            Insert(c="cards", id="c1", fields={"list_id": "l1", "title": "first"}),
+        )
+    reader = LogReader(engine)
+    head = await engine.head()
+    reader.epoch, reader.position = head.epoch, head.seq
+    return engine, reader
+
+
+async def join(reader: LogReader, conn: Conn, queries: dict[str, Query] | None) -> None:
+    task = asyncio.create_task(reader.join(conn, queries, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await reader.step()
+    await task
+
+
+async def edit(engine: Engine, **fields: Any) -> None:
+    async with engine.transaction("admin") as tx:
+        tx.apply(Update(c="cards", id="c1", set=fields))
+
+
+async def test_a_record_moving_between_queries_under_load_is_never_applied_out_of_order() -> None:
+    engine, reader = await setup()
+    conn = Conn()
+    todo, doing = (
+        q({"c": "cards", "where": {"status": "todo"}}),
+        q({"c": "cards", "where": {"status": "doing"}}),
+    )
+    await join(reader, conn, {"todo": todo, "doing": doing})
+    replica = Replica(BOARD, "tab-aaaaaaaa")
+    replica.load_snapshot((await conn.frames())[0])
+    # The socket is busy: both steps' parts wait in the outbox together.
+    await edit(engine, status="doing", title="two")
+    await reader.step()
+    await edit(engine, status="todo", title="three")
+    await reader.step()
+    for frame in await conn.frames():
+        replica.apply_changes(frame)
+    held = replica.server[("cards", "c1")].data
+    assert (held["status"], held["title"]) == ("todo", "three")
+    assert [r["id"] for r in replica.query(todo)] == ["c1"] and replica.query(doing) == []
+
+
+async def test_parts_of_one_query_coalesce_into_one_frame() -> None:
+    engine, reader = await setup()
+    conn = Conn()
+    await join(reader, conn, {"all": q({"c": "cards"})})
+    await conn.frames()
+    for n in range(5):
+        await edit(engine, title=f"t{n}")
+        await reader.step()
+    (frame,) = await conn.frames()
+    assert frame["from"].endswith(".1") and frame["to"].endswith(".6")
+    assert len(frame["q"]["all"]) == 5
+
+
+async def test_a_join_whose_subscriber_gave_up_harms_no_other_join() -> None:
+    _, reader = await setup()
+    gone, other = Conn(), Conn()
+    gone_task = asyncio.create_task(reader.join(gone, {"a": q({"c": "cards"})}, None))  # type: ignore[arg-type]
+    other_task = asyncio.create_task(reader.join(other, {"a": q({"c": "cards"})}, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    gone_task.cancel()
+    reader.leave(gone)  # type: ignore[arg-type]
+    await reader.step()
+    await other_task
+    assert [f["t"] for f in await other.frames()] == ["snapshot"]
+    assert gone not in reader.connections and len(gone.outbox) == 0
+
+
+async def test_an_unsubscribe_during_a_step_does_not_break_it() -> None:
+    engine, reader = await setup()
+    conn = Conn()
+    limited = q({"c": "cards", "order": [["rank", "desc"]], "limit": 1})
+    await join(reader, conn, {"top": limited, "all": q({"c": "cards"})})
+    await conn.frames()
+    await edit(engine, rank=5.0)
+    original = engine.run_query
+
+    async def slow_query(*args: Any, **kwargs: Any) -> Any:
+        conn.queries.pop("all", None)  # the client unsubscribes while the step awaits
+        return await original(*args, **kwargs)
+
+    engine.run_query = slow_query  # type: ignore[method-assign]
+    await reader.step()
+    engine.run_query = original  # type: ignore[method-assign]
+    (frame,) = await conn.frames()
+    assert frame["to"].endswith(".2") and frame["q"]["top"][0]["k"] == "reset"
+    assert reader.position == 2
+
+
+async def test_a_recheck_resends_what_the_connection_holds_and_nothing_it_dropped() -> None:
+    engine, reader = await setup()
+    conn = Conn()
+    await join(reader, conn, {"cards": q({"c": "cards"}), "lists": q({"c": "lists"})})
+    await conn.frames()
+    conn.queries.pop("lists")  # unsub
+    conn.resync = True
+    await edit(engine, title="during the recheck")  # not sent live: the snapshot covers it
+    await join(reader, conn, None)
+    (frame,) = await conn.frames()
+    assert frame["t"] == "snapshot" and set(frame["queries"]) == {"cards"}
+    assert frame["records"]["cards"][0]["data"]["title"] == "during the recheck"
+    assert set(conn.queries) == {"cards"} and conn.resync is False
+
+
+async def test_a_connection_that_left_is_never_served_again() -> None:
+    engine, reader = await setup()
+    conn = Conn()
+    await join(reader, conn, {"cards": q({"c": "cards"})})
+    await conn.frames()
+    reader.leave(conn)  # type: ignore[arg-type]
+    await edit(engine, title="after")
+    await reader.step()
+    task = asyncio.create_task(reader.join(conn, None, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await reader.step()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(conn.outbox) == 0 and conn not in reader.connections
+
+
+async def test_a_snapshot_larger_than_the_queue_limit_still_goes_to_a_reader() -> None:
+    outbox = Outbox(max_bytes=1000)
+    outbox.put("x" * 5000)
+    assert not outbox.overflowed and len(await outbox.get()) == 5000
+    outbox.put("y" * 5000)
+    outbox.put("z")  # something waits behind a big frame: now it counts
+    assert outbox.overflowed
