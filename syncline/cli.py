@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from .exceptions import StoreError
+from .exceptions import BackplaneError, StoreError
+from .fanout.backplane import BACKPLANE_ENV, backplane_from_url
 from .store import DB_ENV, store_from_url
 
 app = typer.Typer(
@@ -39,6 +40,13 @@ def _check_db(db: str) -> None:
         store_from_url(db)
     except StoreError as exc:
         raise typer.BadParameter(str(exc), param_hint="--db") from None
+
+
+def _check_backplane(backplane: str, db: str) -> None:
+    try:
+        backplane_from_url(backplane, database=db)
+    except BackplaneError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backplane") from None
 
 
 @app.command()
@@ -77,19 +85,35 @@ def serve(
     target: Annotated[
         str, typer.Argument(metavar="MODULE:APP", help="The ASGI application, e.g. myapp.main:app.")
     ],
-    db: Annotated[str, typer.Option(help="Database: a SQLite path, sqlite:///path or memory:.")],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="Database: a SQLite path, postgresql://user@host/db?schema=s, or memory:."
+        ),
+    ],
+    backplane: Annotated[
+        str,
+        typer.Option(
+            help="How nodes sharing a PostgreSQL database hear of each other's commits: "
+            "memory (one node), redis://host:6379/0, or postgres (LISTEN/NOTIFY)."
+        ),
+    ] = "memory",
     host: Host = "127.0.0.1",
     port: Port = 8000,
 ) -> None:
-    """Run your application with uvicorn; it finds --db in $SYNCLINE_DB
-    (syncline.store.store_from_env())."""
+    """Run your application with uvicorn. It finds --db in $SYNCLINE_DB
+    (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
+    (syncline.fanout.backplane_from_env()); run several on one PostgreSQL database
+    behind a load balancer to scale out."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise typer.BadParameter(
             f"{target!r} is not MODULE:APP (for example myapp.main:app)", param_hint="MODULE:APP"
         )
     _check_db(db)
+    _check_backplane(backplane, db)
     os.environ[DB_ENV] = db
+    os.environ[BACKPLANE_ENV] = backplane
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)

@@ -20,6 +20,7 @@ The tree::
     │   ├── CursorReset          from another database epoch: drop local state and reload
     │   └── CursorAhead          above the database head: the client is confused
     ├── StoreError               the storage backend failed or was misused
+    ├── BackplaneError           the backplane between nodes could not start
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
     └── ClientFailed             (syncline.client) the server refused this client for
@@ -33,6 +34,7 @@ that travels on the wire; the message is for people.
 from __future__ import annotations
 
 __all__ = [
+    "BackplaneError",
     "ClientIdTaken",
     "CursorAhead",
     "CursorError",
@@ -195,3 +197,9 @@ class CursorAhead(CursorError):
 
 class StoreError(SynclineError):
     code = "store"
+
+
+class BackplaneError(SynclineError):
+    """The backplane could not start (its server cannot be reached, a bad URL)."""
+
+    code = "backplane"

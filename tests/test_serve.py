@@ -32,6 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
         ),
         (["serve", "examples.notes.app:app"], "Missing option '--db'"),
         (
+            ["serve", "examples.notes.app:app", "--db", "x.sqlite3", "--backplane", "postgres"],
+            "--backplane postgres uses the store's database: give a postgresql:// --db",
+        ),
+        (
+            ["serve", "examples.notes.app:app", "--db", "x.sqlite3", "--backplane", "kafka://x"],
+            "unsupported backplane 'kafka://x'",
+        ),
+        (
             ["demo", "--port", "70000"],
             "Invalid value for '--port': Input should be less than or equal to 65535",
         ),

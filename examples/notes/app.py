@@ -2,6 +2,11 @@
 
     syncline serve examples.notes.app:app --db notes.sqlite3 --port 8000
 
+or as several nodes on one PostgreSQL database::
+
+    syncline serve examples.notes.app:app --port 8001 \
+        --db postgresql://postgres@127.0.0.1/test?schema=notes --backplane redis://127.0.0.1:6379/0
+
 The page at ``/`` is server-rendered from the same snapshot it embeds; clients sync at
 ``/sync``. The database comes from ``--db`` (``$SYNCLINE_DB``).
 """
@@ -20,6 +25,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from syncline import Collection, Counter, Engine, Queryable, Schema, Text
+from syncline.fanout import backplane_from_env
 from syncline.server.app import SynclineServer
 from syncline.ssr import SSR_HEADERS, read_page
 from syncline.store import store_from_env
@@ -34,7 +40,7 @@ class Note(BaseModel):
 schema = Schema([Collection("notes", Note)])
 store = store_from_env(default="notes.sqlite3")
 engine = Engine(schema, store)
-sync = SynclineServer(engine)
+sync = SynclineServer(engine, backplane=backplane_from_env())
 
 
 async def index(request: Request) -> HTMLResponse:

@@ -43,6 +43,7 @@ from ..exceptions import (
     RetryLater,
     StoreError,
 )
+from ..fanout.backplane import Backplane, MemoryBackplane
 from ..fanout.reader import ChangesPart, LogReader
 from ..model import Principal
 from ..protocol import (
@@ -145,6 +146,7 @@ class SynclineServer:
         retention: float | None = 7 * 24 * 3600.0,
         trim_every: float = 3600.0,
         max_polls_per_principal: int = 4,
+        backplane: Backplane | None = None,
     ) -> None:
         self.engine = engine
         self.authenticate = authenticate
@@ -163,6 +165,10 @@ class SynclineServer:
         self._head = 0  # the newest commit this process heard of (long polls wait for it)
         self._tasks: set[asyncio.Task[None]] = set()
         self.reader = LogReader(engine)
+        # Other nodes' commits reach this node's reader through the backplane (and its
+        # once-a-second poll); this node's commits are announced to them.
+        self.backplane = backplane or MemoryBackplane()
+        engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -183,6 +189,7 @@ class SynclineServer:
         async with self._start_lock:
             if not self._started:
                 await self.reader.start()
+                await self.backplane.start(self.reader.notify)
                 self._head = max(self._head, (await self.engine.head()).seq)
                 self.reader.on_advance.append(self._on_commit)
                 if self.retention is not None:
@@ -192,6 +199,8 @@ class SynclineServer:
     async def stop(self) -> None:
         for conn in list(self.connections):
             conn.close_later(CLOSE_NORMAL, "server shutting down")
+        if self._started:
+            await self.backplane.stop()
         if self._trimmer is not None:
             self._trimmer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

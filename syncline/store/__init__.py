@@ -1,14 +1,16 @@
 """Stores: where records, the change log and clients live. See :mod:`.base`.
 
 :func:`store_from_url` picks one from a URL, as ``syncline serve --db`` does:
-``memory:``, a SQLite path (``app.sqlite3``), or as in SQLAlchemy
-``sqlite:///relative.sqlite3`` and ``sqlite:////absolute/path.sqlite3``.
+``memory:``, a SQLite path (``app.sqlite3``), as in SQLAlchemy
+``sqlite:///relative.sqlite3`` and ``sqlite:////absolute/path.sqlite3``, or
+``postgresql://user@host:5432/db?schema=name`` (the schema defaults to ``syncline``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import StoreError
 from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
@@ -22,6 +24,7 @@ __all__ = [
     "ReadTx",
     "Store",
     "WriteTx",
+    "split_schema",
     "store_from_env",
     "store_from_url",
 ]
@@ -39,14 +42,15 @@ def store_from_url(url: str) -> Store:
         return MemoryStore()
     scheme, sep, rest = url.partition("://")
     if sep and scheme in ("postgres", "postgresql"):
-        raise StoreError(
-            f"{url!r}: PostgreSQL is not supported by this version of syncline yet; "
-            "use a SQLite path"
-        )
+        from .postgres import PostgresStore
+
+        dsn, schema = split_schema(url)
+        return PostgresStore(dsn, schema=schema)
     if sep and scheme != "sqlite":
         raise StoreError(
             f"unsupported database URL {url!r}; use a SQLite path (app.sqlite3), "
-            "sqlite:////absolute/path.sqlite3 or memory:"
+            "sqlite:////absolute/path.sqlite3, postgresql://user@host/db?schema=name "
+            "or memory:"
         )
     # As in SQLAlchemy: sqlite:///relative.sqlite3, sqlite:////absolute/path.sqlite3
     path = Path(rest[1:] if rest.startswith("/") else rest) if sep else Path(url)
@@ -57,6 +61,16 @@ def store_from_url(url: str) -> Store:
     from .sqlite import SQLiteStore
 
     return SQLiteStore(path)
+
+
+def split_schema(url: str) -> tuple[str, str]:
+    """A PostgreSQL URL without its ``schema`` parameter, and that schema (default
+    ``syncline``): asyncpg would pass an unknown parameter on as a server setting."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "syncline")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
 
 
 def store_from_env(default: str = "memory:") -> Store:

@@ -1,0 +1,329 @@
+"""Backplanes: how the nodes sharing one database tell each other "the head is now N".
+
+Theory of operation. The database log is the truth; a backplane only shortens the time
+until another node's log reader looks at it (DESIGN.md, Fan-out). After a commit a
+node publishes its new head; every other node's backplane calls ``on_head(head)``,
+which wakes its :class:`~syncline.fanout.reader.LogReader`, which reads the new range
+from the log. Nothing else travels: the payload is one integer. So a lost, late,
+duplicated or reordered message is harmless: each reader also polls the head every
+second, and reads whatever range it has not read yet.
+
+Backends (one file each, :func:`backplane_from_url` picks one):
+
+* :class:`MemoryBackplane` -- one process (the default: a single node needs nothing
+  more; nodes in one process can share a :class:`MemoryHub` in tests).
+* :class:`~syncline.fanout.redis.RedisBackplane` -- Redis pub/sub.
+* :class:`~syncline.fanout.postgres.PostgresBackplane` -- PostgreSQL LISTEN/NOTIFY,
+  for deployments with no Redis.
+
+The remote ones share :class:`RemoteBackplane`: publishing never waits and never
+raises (heads are coalesced: while one is being sent, newer ones replace each other,
+and a send that fails is dropped and logged); a node ignores heads it already knows
+(its own, echoed back, and older ones); a lost connection is retried with backoff
+forever, and once back the node's reader is woken, since messages sent meanwhile were
+lost. Only :meth:`Backplane.start` fails loudly, so a wrong URL is found at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from ..exceptions import BackplaneError
+
+__all__ = [
+    "BACKPLANE_ENV",
+    "Backplane",
+    "BackplaneError",
+    "MemoryBackplane",
+    "MemoryHub",
+    "OnHead",
+    "RemoteBackplane",
+    "backplane_from_env",
+    "backplane_from_url",
+]
+
+log = logging.getLogger("syncline.fanout")
+
+BACKPLANE_ENV = "SYNCLINE_BACKPLANE"
+"""The environment variable ``syncline serve --backplane`` sets for the application."""
+
+OnHead = Callable[[int], None]
+"""Called with a head another node announced (usually ``LogReader.notify``)."""
+
+
+class Backplane(ABC):
+    """Carries "the head is now N" between the nodes of one database."""
+
+    @abstractmethod
+    async def start(self, on_head: OnHead) -> None:
+        """Begin listening: ``on_head(head)`` runs, on the event loop, for heads that
+        other nodes announce. Raises :class:`BackplaneError` if it cannot connect."""
+
+    @abstractmethod
+    async def publish(self, head: int) -> None:
+        """Announce this node's new head (after its commit). Never raises for a
+        transport failure: the other nodes' polls find the change anyway."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop listening and close connections; ``on_head`` is not called afterwards."""
+
+    def announce(self, head: int) -> None:
+        """:meth:`publish` from synchronous code, such as an engine commit listener:
+        ``engine.on_commit(backplane.announce)``."""
+        task = asyncio.get_running_loop().create_task(self.publish(head))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Task[None]] = set()  # announcements in flight (kept from the GC)
+
+
+# --- one process ------------------------------------------------------------------------
+
+
+class MemoryHub:
+    """The backplanes of nodes living in one process (tests, experiments)."""
+
+    def __init__(self) -> None:
+        self.members: set[MemoryBackplane] = set()
+
+
+class MemoryBackplane(Backplane):
+    """Within one process: every other started member of ``hub`` hears each head it
+    does not know yet.
+
+    With its own hub (the default) it has nobody to tell: a single node needs no
+    backplane, its reader hears its own engine's commits directly.
+    """
+
+    def __init__(self, hub: MemoryHub | None = None) -> None:
+        self.hub = hub or MemoryHub()
+        self._on_head: OnHead | None = None
+        self._known = 0
+
+    async def start(self, on_head: OnHead) -> None:
+        self._on_head = on_head
+        self.hub.members.add(self)
+
+    async def publish(self, head: int) -> None:
+        self.announce(head)
+
+    def announce(self, head: int) -> None:
+        self._known = max(self._known, head)
+        for member in list(self.hub.members):
+            if member is not self and member._on_head is not None and head > member._known:
+                member._known = head
+                member._on_head(head)
+
+    async def stop(self) -> None:
+        self.hub.members.discard(self)
+        self._on_head = None
+
+
+# --- over the network -------------------------------------------------------------------
+
+
+class RemoteBackplane(Backplane):
+    """What the Redis and PostgreSQL backplanes share (see the module docs): coalesced
+    publishing, echo suppression, and a connection kept up with backoff.
+
+    A backend implements :meth:`_connect` (subscribe, or raise), :meth:`_listen` (return
+    or raise when the connection is lost; call :meth:`_heard` with each payload),
+    :meth:`_send` and :meth:`_disconnect`. ``connected`` is set while subscribed.
+    """
+
+    backoff: tuple[float, float] = (0.05, 2.0)
+    """The first and the longest wait between reconnection attempts, in seconds."""
+
+    def __init__(self, channel: str) -> None:
+        if not channel:
+            raise BackplaneError("a backplane needs a channel name")
+        self.channel = channel
+        self.connected = asyncio.Event()
+        self.heard = 0  # heads delivered to on_head (diagnostics and tests)
+        self._on_head: OnHead | None = None
+        self._known = 0  # the highest head this node announced or heard
+        self._outgoing = 0  # the highest head to send
+        self._sent = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # --- what a backend provides --------------------------------------------------------
+
+    @abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abstractmethod
+    async def _listen(self) -> None: ...
+
+    @abstractmethod
+    async def _send(self, head: int) -> None: ...
+
+    @abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    # --- the interface ------------------------------------------------------------------
+
+    async def start(self, on_head: OnHead) -> None:
+        if self._tasks or self._stopping:
+            raise BackplaneError("this backplane is already started (or stopped)")
+        try:
+            await self._connect()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await self._disconnect()
+            raise BackplaneError(f"{self}: cannot connect: {exc}") from exc
+        self._on_head = on_head
+        self.connected.set()
+        self._tasks = [
+            asyncio.create_task(self._keep_listening(), name=f"{self}-listen"),
+            asyncio.create_task(self._keep_sending(), name=f"{self}-send"),
+        ]
+
+    async def publish(self, head: int) -> None:
+        self.announce(head)
+
+    def announce(self, head: int) -> None:
+        self._known = max(self._known, head)
+        if head > self._outgoing:
+            self._outgoing = head
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self._on_head = None
+        self._stopping = True
+        self._wake.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:  # (a client library may swallow a cancellation: the loops check too)
+            await asyncio.wait(tasks, timeout=5)
+        self.connected.clear()
+        with contextlib.suppress(Exception):
+            await self._disconnect()
+
+    # --- machinery ----------------------------------------------------------------------
+
+    def _heard(self, payload: str | bytes) -> None:
+        """A message arrived: pass on a head this node does not know yet."""
+        try:
+            head = int(payload)
+        except ValueError:
+            log.warning("%s: ignored a message that is not a head: %r", self, payload[:80])
+            return
+        if head <= self._known or self._on_head is None:
+            return
+        self._known = head
+        self.heard += 1
+        self._on_head(head)
+
+    async def _keep_listening(self) -> None:
+        delay = self.backoff[0]
+        while not self._stopping:
+            try:
+                await self._listen()
+                log.warning("%s: the connection closed", self)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: the connection failed: %r", self, exc)
+            self.connected.clear()
+            with contextlib.suppress(Exception):
+                await self._disconnect()
+            while not self._stopping:
+                await asyncio.sleep(delay)
+                try:
+                    await self._connect()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    delay = min(delay * 2, self.backoff[1])
+                    log.debug("%s: reconnecting failed: %s", self, exc)
+                    with contextlib.suppress(Exception):
+                        await self._disconnect()
+                    continue
+                delay = self.backoff[0]
+                self.connected.set()
+                log.info("%s: connected again", self)
+                if self._on_head is not None:
+                    self._on_head(self._known)  # heads sent meanwhile were lost: look now
+                break
+
+    async def _keep_sending(self) -> None:
+        failing = False  # warn once per outage, not once per commit
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            head = self._outgoing
+            if head <= self._sent or self._stopping:
+                continue
+            try:
+                await self._send(head)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the others' polls will find it: do not pile up
+                if not failing:
+                    log.warning("%s: could not announce head %d: %r", self, head, exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("%s: announcing again", self)
+                failing = False
+            self._sent = head
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self.channel!r})"
+
+
+# --- choosing one -----------------------------------------------------------------------
+
+
+def backplane_from_url(
+    url: str | None, *, database: str | None = None, channel: str = "syncline"
+) -> Backplane:
+    """The backplane ``syncline serve --backplane`` names.
+
+    ``memory`` (or nothing): one node. ``redis://host:port/db`` (or ``rediss://``,
+    ``unix://``): Redis pub/sub. ``postgres``: LISTEN/NOTIFY on ``database`` (the
+    PostgreSQL URL the store uses); ``postgresql://...``: on that database.
+    """
+    text = (url or "memory").strip()
+    scheme = text.partition("://")[0].lower()
+    if text == "memory":
+        return MemoryBackplane()
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackplane
+
+        return RedisBackplane(text, channel)
+    if text in ("postgres", "postgresql"):
+        if not database or database.partition("://")[0] not in ("postgres", "postgresql"):
+            raise BackplaneError(
+                "--backplane postgres uses the store's database: give a postgresql:// --db"
+            )
+        text, scheme = database, "postgresql"
+    if scheme in ("postgres", "postgresql"):
+        from ..store import split_schema
+        from .postgres import PostgresBackplane
+
+        return PostgresBackplane(split_schema(text)[0], channel)
+    raise BackplaneError(
+        f"unsupported backplane {url!r}; use memory, redis://host:6379/0, postgres "
+        "(the database's own LISTEN/NOTIFY) or postgresql://..."
+    )
+
+
+def backplane_from_env(default: str = "memory", *, channel: str = "syncline") -> Backplane:
+    """The backplane named by ``$SYNCLINE_BACKPLANE`` (set by ``syncline serve
+    --backplane``), or ``default``; ``postgres`` means the database in ``$SYNCLINE_DB``."""
+    return backplane_from_url(
+        os.environ.get(BACKPLANE_ENV) or default,
+        database=os.environ.get("SYNCLINE_DB"),
+        channel=channel,
+    )

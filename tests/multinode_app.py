@@ -1,0 +1,49 @@
+"""The app each node of tests/test_multinode.py runs (uvicorn in a subprocess): the
+BOARD schema in one PostgreSQL schema shared by every node, joined by a backplane.
+
+Environment: ``SYNCLINE_TEST_PG_DSN`` (the database), ``SYNCLINE_TEST_PG_SCHEMA``,
+``SYNCLINE_TEST_BACKPLANE`` (``redis://...``, ``postgres`` or ``memory``) and
+``SYNCLINE_TEST_CHANNEL``. The store opens before the server starts reading the log
+and closes after it stops. The server owns the backplane: it announces this node's
+commits, and heads announced by the other nodes wake its log reader (which wakes its
+HTTP long polls when it moves).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+
+from syncline import Engine
+from syncline.fanout.backplane import backplane_from_url
+from syncline.server.app import SynclineServer
+from syncline.store.postgres import PostgresStore
+
+from .schemas import BOARD
+
+DSN = os.environ["SYNCLINE_TEST_PG_DSN"]
+store = PostgresStore(DSN, schema=os.environ["SYNCLINE_TEST_PG_SCHEMA"], max_size=6)
+engine = Engine(BOARD, store)
+backplane = backplane_from_url(
+    os.environ.get("SYNCLINE_TEST_BACKPLANE", "memory"),
+    database=DSN,
+    channel=os.environ.get("SYNCLINE_TEST_CHANNEL", "syncline"),
+)
+sync = SynclineServer(engine, backplane=backplane)
+
+
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    await store.open()
+    try:
+        async with sync.lifespan(app):
+            yield
+    finally:
+        await store.close()
+
+
+app = Starlette(routes=sync.routes, lifespan=lifespan)
