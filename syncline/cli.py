@@ -54,8 +54,14 @@ def demo(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     db: Annotated[
-        Path, typer.Option(help="SQLite file, created and seeded on first run.")
-    ] = DEMO_DB,
+        str,
+        typer.Option(
+            help="SQLite file (created and seeded on first run) or postgresql://…?schema=s."
+        ),
+    ] = str(DEMO_DB),
+    backplane: Annotated[
+        str, typer.Option(help="memory, redis://host:6379/0 or postgres (see serve --help).")
+    ] = "memory",
     console: Annotated[
         bool, typer.Option("--console", help="Run the console simulation instead of the web demo.")
     ] = False,
@@ -71,7 +77,9 @@ def demo(
 
         asyncio.run(run(seed))
         return
-    _check_db(str(db))
+    _check_db(db)
+    _check_backplane(backplane, db)
+    os.environ[BACKPLANE_ENV] = backplane
     import uvicorn
 
     from .demo.app import app_for

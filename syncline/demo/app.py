@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..engine import Engine
+from ..fanout.backplane import backplane_from_env
 from ..model import Collection, Counter, Manual, Queryable, Ref, Schema, Set, Text
 from ..ops import Insert
 from ..server.app import SynclineServer
@@ -222,7 +223,7 @@ def page_context(state: PageState) -> dict[str, Any]:
 
 def create_app(store: Store) -> Starlette:
     engine = Engine(SCHEMA, store)
-    sync = SynclineServer(engine)
+    sync = SynclineServer(engine, backplane=backplane_from_env())  # syncline demo --backplane
     env = Environment(loader=PackageLoader("syncline.demo"), autoescape=select_autoescape())
     install_jinja(env)
     env.filters["label_tone"] = label_tone
