@@ -1,4 +1,4 @@
-"""The ``syncline`` command line: ``demo`` and ``serve``."""
+"""The ``syncline`` command line: ``demo``, ``serve`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,7 +26,6 @@ app = typer.Typer(
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
-DEMO_DB = Path("syncline-demo.sqlite3")
 
 
 @app.callback()
@@ -51,6 +49,13 @@ def _check_backplane(backplane: str, db: str) -> None:
 
 @app.command()
 def demo(
+    which: Annotated[
+        str,
+        typer.Argument(
+            metavar="[board|todomvc]",
+            help="board: the collaborative board (every merge policy); todomvc: TodoMVC.",
+        ),
+    ] = "board",
     host: Host = "127.0.0.1",
     port: Port = 8000,
     db: Annotated[
@@ -58,7 +63,7 @@ def demo(
         typer.Option(
             help="SQLite file (created and seeded on first run) or postgresql://…?schema=s."
         ),
-    ] = str(DEMO_DB),
+    ] = "",
     backplane: Annotated[
         str, typer.Option(help="memory, redis://host:6379/0 or postgres (see serve --help).")
     ] = "memory",
@@ -67,7 +72,7 @@ def demo(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the console simulation's choices.")] = 7,
 ) -> None:
-    """Serve the demo: a server-rendered page with its embedded sync state.
+    """Serve a demo on an embedded SQLite file: the board (default) or TodoMVC.
 
     With --console, show the sync core at work instead: two clients edit one card at once;
     watch the merge, the conflict and the converged result.
@@ -77,14 +82,22 @@ def demo(
 
         asyncio.run(run(seed))
         return
+    if which not in ("board", "todomvc"):
+        raise typer.BadParameter(
+            f"{which!r} is not a demo; choose board or todomvc", param_hint="DEMO"
+        )
+    db = db or f"syncline-{which}.sqlite3"
     _check_db(db)
     _check_backplane(backplane, db)
     os.environ[BACKPLANE_ENV] = backplane
     import uvicorn
 
-    from .demo.app import app_for
+    if which == "todomvc":
+        from .demo.todomvc.app import app_for
+    else:
+        from .demo.app import app_for
 
-    typer.echo(f"syncline demo on http://{host}:{port}/  (database: {db})")
+    typer.echo(f"syncline demo {which} on http://{host}:{port}/  (database: {db})")
     uvicorn.run(app_for(db), host=host, port=port, log_level="warning")
 
 
@@ -137,6 +150,42 @@ def serve(
 
     typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
     uvicorn.run(target, host=host, port=port, log_level="info", loop="uvloop", http="httptools")
+
+
+@app.command()
+def bench(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[SCENARIO]...", help="fanout, mutations, ssr (default: all of them)."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller sizes and shorter runs (about 3 minutes).")
+    ] = False,
+    json_path: Annotated[
+        str | None, typer.Option("--json", metavar="PATH", help="Also write the results here.")
+    ] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", hidden=True)] = False,
+) -> None:
+    """Benchmark syncline beside its peers on loopback (each server in its own process)
+    and print a table with syncline's ratio to each peer."""
+    from .bench import SCENARIOS, run
+
+    unknown = [s for s in scenarios or [] if s not in SCENARIOS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}",
+            param_hint="SCENARIO",
+        )
+    from pathlib import Path
+
+    run(
+        list(scenarios or []),
+        quick=quick,
+        json_path=Path(json_path) if json_path else None,
+        tiny=tiny,
+    )
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""TodoMVC on syncline: the smallest complete application (``syncline demo todomvc``)."""

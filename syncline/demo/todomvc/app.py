@@ -1,0 +1,115 @@
+"""TodoMVC on syncline, to the TodoMVC application specification.
+
+What syncline gives it: the list lives on the server, the page is rendered from the
+same snapshot it embeds (complete without JavaScript), and every tab of one browser
+session stays in sync live. Each browser session (a cookie) has its own list; read and
+write rules keep it to itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ...engine import Engine
+from ...fanout.backplane import backplane_from_env
+from ...model import Collection, Queryable, Schema
+from ...server.app import SynclineServer
+from ...ssr import SSR_HEADERS, install_jinja, read_page
+from ...store import Store, store_from_url
+
+__all__ = ["SCHEMA", "app_for", "create_app"]
+
+COOKIE = "todomvc_session"
+
+
+class Todo(BaseModel):
+    session: Annotated[str, Queryable()]
+    title: str
+    completed: Annotated[bool, Queryable()] = False
+    order: Annotated[float, Queryable()] = 0.0
+
+
+def _own(session: str, todo: Mapping[str, Any] | None) -> bool:
+    return todo is None or todo["session"] == session
+
+
+SCHEMA = Schema(
+    [
+        Collection(
+            "todos",
+            Todo,
+            read=lambda session, todo: todo["session"] == session,
+            write=lambda session, before, after: _own(session, before) and _own(session, after),
+        )
+    ]
+)
+
+
+def _session(conn: HTTPConnection) -> str | None:
+    value = conn.cookies.get(COOKIE, "")
+    return value if len(value) == 32 and value.isalnum() else None
+
+
+def todos_query(session: str) -> dict[str, Any]:
+    return {"c": "todos", "where": {"session": session}, "order": [["order", "asc"]]}
+
+
+def create_app(store: Store) -> Starlette:
+    engine = Engine(SCHEMA, store)
+    sync = SynclineServer(
+        engine,
+        authenticate=lambda conn, _credentials: _session(conn),
+        backplane=backplane_from_env(),
+    )
+    env = Environment(loader=PackageLoader("syncline.demo.todomvc"), autoescape=select_autoescape())
+    install_jinja(env)
+
+    async def index(request: Request) -> HTMLResponse:
+        session = _session(request) or secrets.token_hex(16)
+        state = await read_page(engine, session, {"todos": todos_query(session)})
+        todos = state.rows("todos")
+        html = env.get_template("index.html").render(
+            state=state,
+            todos=todos,
+            remaining=sum(1 for t in todos if not t["completed"]),
+        )
+        response = HTMLResponse(html, headers=SSR_HEADERS)
+        if _session(request) is None:
+            response.set_cookie(
+                COOKIE, session, httponly=True, samesite="strict", max_age=30 * 86400
+            )
+        return response
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            async with sync.lifespan():
+                yield
+        finally:
+            await store.close()
+
+    static = StaticFiles(directory=Path(__file__).parent / "static")
+    app = Starlette(
+        routes=[Route("/", index), Mount("/todomvc-static", static), *sync.routes],
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.sync = sync
+    return app
+
+
+def app_for(db: str | Path) -> Starlette:
+    return create_app(store_from_url(str(db)))
