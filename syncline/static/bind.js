@@ -9,8 +9,10 @@
 /** @typedef {import("./json.js").Dict} Dict */
 
 /**
- * A custom rendering of a field's value as text; undefined: the default (formatValue).
- * @typedef {(context: {collection: string, id: string, field: string, value: unknown, row: Dict, element: Element}) => string | undefined} Renderer
+ * A custom rendering of a field's value: a string is the element's text; undefined: the
+ * default (formatValue); null: "I drew this element myself", so it is left untouched
+ * (for fields that are more than text, such as a set drawn as chips).
+ * @typedef {(context: {collection: string, id: string, field: string, value: unknown, row: Dict, element: Element}) => string | null | undefined} Renderer
  */
 
 /** Marks an element this module hid because its record left the view. */
@@ -98,6 +100,8 @@ export function patchElement(el, collection, id, row, render) {
     const custom = render
       ? render({ collection, id, field, value, row, element: fieldEl })
       : undefined;
+    // Drawn by the renderer itself: nothing left to do here.
+    if (custom === null) continue;
     // A field the record does not hold (the server rendered something else there) is
     // left as it is.
     if (custom === undefined && !known) continue;

@@ -214,8 +214,16 @@ export class SyncClient {
     /** @type {{release: () => void} | null} */
     this._lock = null;
     this._adopting = false;
+    /** A queue could not be adopted: try again once this page is live again. */
+    this._adoptRetry = false;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this._adoptTimer = null;
+    /** Dead pages' queues this page is sending: shown and counted until confirmed. */
+    this._adopted = new PeerEdits();
+    /** The browser says it is offline: no connection until it says online. */
+    this._browserOffline = false;
+    /** Back online while the last socket was still closing: connect when it has. */
+    this._connectOnClose = false;
     this._bindRoot = options.bind === false ? null : (options.bind ?? doc ?? null);
     /** @type {(() => void)[]} */
     this._cleanup = [];
@@ -242,8 +250,11 @@ export class SyncClient {
       this._tabs = new TabChannel(this.clientId, (message) => this._onTabMessage(message));
       this._tabs.post({ t: "hello", client: this.clientId });
     }
-    this._listen(globalThis, "online", () => this._reconnectNow());
+    this._listen(globalThis, "online", () => this._online());
+    this._listen(globalThis, "offline", () => this._offline());
     this._listen(globalThis, "pagehide", () => this._pageHide());
+    const nav = /** @type {{onLine?: boolean} | undefined} */ (globalThis.navigator);
+    if (nav && nav.onLine === false) this._browserOffline = true;
     this._connect();
     if (tabs && this._lock !== null) void this._adopt();
   }
@@ -394,6 +405,8 @@ export class SyncClient {
     this._after(
       keys.length ? [clientEvent("changed", { mutationId: mutation?.id ?? null, keys })] : [],
     );
+    // Send it now (once saved), not when the next server frame happens to arrive.
+    if (mutation !== null) void this._link?.flush();
     return mutation;
   }
 
@@ -474,8 +487,13 @@ export class SyncClient {
     const keys = new Set();
     for (const e of all) if (e.kind === "changed") for (const k of e.keys) keys.add(k);
     if (keys.size) this._render(keys);
-    this._pending.set(this.replica.pending.length);
-    this._setStatus(this._statusNow());
+    this._pending.set(this.replica.pending.length + this._adopted.count());
+    const status = this._statusNow();
+    if (status === "live" && this._status.value !== "live" && this._adoptRetry) {
+      this._adoptRetry = false;
+      queueMicrotask(() => void this._adopt());
+    }
+    this._setStatus(status);
     for (const e of events) this._dispatch(e);
     const overlayKeys = new Set(all.slice(events.length).flatMap((e) => e.keys));
     if (overlayKeys.size) this._emit("change", { keys: [...overlayKeys] });
@@ -507,6 +525,7 @@ export class SyncClient {
 
   /** @returns {Status} */
   _statusNow() {
+    if (this._browserOffline) return "offline";
     if (this.protocol.state === "live") return "live";
     if (this._link !== null && this.protocol.state !== "failed") return "connecting";
     return "offline";
@@ -542,6 +561,7 @@ export class SyncClient {
   _connect() {
     this._retryTimer = null;
     if (this._closed || this.protocol.state === "failed" || this._link !== null) return;
+    if (this._browserOffline) return; // the "online" event connects
     let socket;
     try {
       socket = this._openSocket();
@@ -558,6 +578,13 @@ export class SyncClient {
         this._after([]);
         if (this._closed || this.protocol.state === "failed") return;
         if (wentLive) this._delay = this._backoff[0];
+        if (this._browserOffline) return; // the "online" event reconnects
+        if (this._connectOnClose) {
+          // Back online while this socket was still closing: go on at once.
+          this._connectOnClose = false;
+          this._connect();
+          return;
+        }
         this._scheduleReconnect();
       },
     });
@@ -579,6 +606,39 @@ export class SyncClient {
     this._connect();
   }
 
+  /** The browser is back online: connect at once (no backoff wait). */
+  _online() {
+    if (this._closed) return;
+    this._browserOffline = false;
+    this._delay = this._backoff[0];
+    if (this._retryTimer !== null) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    if (this._link === null) this._connect();
+    else this._connectOnClose = true; // the old socket is still closing
+    this._setStatus(this._statusNow());
+    if (this._adoptRetry) {
+      this._adoptRetry = false;
+      void this._adopt();
+    }
+  }
+
+  /**
+   * The browser went offline. A socket may outlive that (Chromium keeps an open one
+   * while offline), holding frames that cannot leave: close it, stop retrying, and keep
+   * the writes queued (they are saved in IndexedDB) until the "online" event.
+   */
+  _offline() {
+    if (this._closed) return;
+    this._browserOffline = true;
+    this._connectOnClose = false;
+    if (this._retryTimer !== null) clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    // The link stays until its close event (no second connection meanwhile); the
+    // status says offline at once.
+    this._link?.close(1000, "client: offline");
+    this._after([]);
+  }
+
   /** Stop: close the connection, release this page's lock, stop listening to tabs. */
   close() {
     if (this._closed) return;
@@ -588,6 +648,7 @@ export class SyncClient {
     if (this._adoptTimer !== null) clearTimeout(this._adoptTimer);
     this._adoptTimer = null;
     this._link?.close(1000, "client closed");
+    this._adoptRetry = false;
     for (const undo of this._cleanup.splice(0)) undo();
     this._tabs?.post({ t: "bye", client: this.clientId });
     this._tabs?.close();
@@ -643,7 +704,9 @@ export class SyncClient {
 
   /** @returns {ClientEvent[]} */
   _refreshOverlay() {
-    const overlay = this._peers.overlay(this.replica.cursor);
+    const cursor = this.replica.cursor;
+    // Adopted queues were made before anything this page does: under it, like peers'.
+    const overlay = [...this._adopted.overlay(cursor), ...this._peers.overlay(cursor)];
     const same =
       overlay.length === this._overlay.length &&
       overlay.every((ops, i) => ops === this._overlay[i]);
@@ -664,6 +727,11 @@ export class SyncClient {
         credentials: this.protocol.credentials,
         openSocket: () => this._openSocket(),
         locks: this.options.locks,
+        onShow: (client, epoch, muts) => {
+          if (this._closed) return;
+          this._adopted.update(client, epoch, muts);
+          this._after([]);
+        },
         onEvents: (events, client) => {
           for (const e of events) {
             if (e.kind === "conflict" && e.draft) this.replica.drafts.push(e.draft);
@@ -677,6 +745,16 @@ export class SyncClient {
           for (const draft of drafts) this._emit("conflict", draft);
         },
       });
+      // A queue shown here but no longer stored was sent (by this page: everything in
+      // it is answered; or by another): stop showing what has no answer. One still
+      // stored could not be sent: keep showing it, and try again once live.
+      const stored = new Set((await this.store.list()).map((q) => q.client));
+      this._adoptRetry = false;
+      for (const client of this._adopted.clients()) {
+        if (stored.has(client)) this._adoptRetry = true;
+        else this._adopted.forget(client);
+      }
+      this._after([]);
     } catch (exc) {
       report(exc);
     } finally {

@@ -12,7 +12,10 @@
 //   queue's unanswered mutations under the dead page's client id and numbers, over a
 //   separate short-lived WebSocket, then deletes the queue: a mutation the server had
 //   already applied is answered as a replay, so each takes effect exactly once
-//   (invariant 3). Drafts and refusals are handed to the adopting page.
+//   (invariant 3). Drafts and refusals are handed to the adopting page. While it sends
+//   them, the adopting page shows them (onShow: the same PeerMutation list a tab
+//   announces, with each ack's seq), so they show at once and until its cursor reaches
+//   their commit, and counts them as pending.
 
 import { cloneJson, getOwn, isObject } from "./json.js";
 import { Link } from "./connection.js";
@@ -104,6 +107,18 @@ export class PeerEdits {
    */
   forget(client) {
     this.update(client, this.peers.get(client)?.epoch ?? null, []);
+  }
+
+  /** The clients whose mutations are held. @returns {string[]} */
+  clients() {
+    return [...this.peers.keys()];
+  }
+
+  /** How many mutations are held (after the last overlay()). @returns {number} */
+  count() {
+    let n = 0;
+    for (const peer of this.peers.values()) n += peer.muts.size;
+    return n;
   }
 
   /**
@@ -220,6 +235,9 @@ export class TabChannel {
  * @property {Dict | null} [credentials]
  * @property {() => SocketLike} openSocket  a new WebSocket to the sync endpoint
  * @property {(events: ClientEvent[], client: string) => void} [onEvents]  answers to adopted mutations
+ * @property {(client: string, epoch: string | null, muts: PeerMutation[]) => void} [onShow]
+ *   the queue's mutations to show, as they stand: at once, then after every answer (one
+ *   acked with a seq stays listed; one that ended without effect leaves the list)
  * @property {(drafts: Draft[], client: string) => void} [onDrafts]  the dead page's open drafts
  * @property {LockManager | null} [locks]
  * @property {number} [attempts]  connections to try per queue before leaving it for later
@@ -276,6 +294,33 @@ export async function adoptQueue(queue, options) {
     saving = saving.then(() => options.store.save(snapshot)).catch(() => {});
   };
   save(); // the drafts now belong to the adopting page
+  // What the adopting page shows: the unanswered mutations, and those acked with a seq
+  // (its cursor has yet to reach them). The replica forgets a mutation on its ack (it
+  // holds no subscription), so the seqs are kept here.
+  /** @type {Map<number, Op[]>} */
+  const opsOf = new Map();
+  /** @type {Map<number, PeerMutation>} */
+  const committed = new Map();
+  const remember = () => {
+    for (const p of replica.pending) opsOf.set(p.mutation.id, p.mutation.ops);
+  };
+  const show = () => {
+    if (!options.onShow) return;
+    /** @type {Map<number, PeerMutation>} */
+    const muts = new Map(committed);
+    for (const p of replica.pending) {
+      if (!muts.has(p.mutation.id))
+        muts.set(p.mutation.id, {
+          id: p.mutation.id,
+          ops: p.mutation.ops,
+          acked: p.acked,
+          seq: p.seq,
+        });
+    }
+    options.onShow(queue.client, protocol.epoch ?? null, [...muts.values()]);
+  };
+  remember();
+  show();
   const attempts = options.attempts ?? 5;
   let delay = options.retryDelay ?? 250;
   for (let attempt = 0; attempt < attempts && replica.unacked().length; attempt++) {
@@ -286,7 +331,15 @@ export async function adoptQueue(queue, options) {
     await new Promise((resolve) => {
       const link = new Link(protocol, options.openSocket(), {
         settled: () => saving,
+        onSent: remember, // ids may have been renumbered on welcome
         onEvents(events) {
+          for (const e of events) {
+            const seq = e.kind === "ack" ? getOwn(e.frame, "seq") : null;
+            const ops = e.mutationId === null ? undefined : opsOf.get(e.mutationId);
+            if (e.mutationId !== null && typeof seq === "number" && ops !== undefined)
+              committed.set(e.mutationId, { id: e.mutationId, ops, acked: true, seq });
+          }
+          show();
           const answered = events.filter((e) => e.kind !== "changed" && e.kind !== "ack");
           if (answered.length && options.onEvents) options.onEvents(answered, queue.client);
           replica.drafts = []; // handed over with the conflict events

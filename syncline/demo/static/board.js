@@ -227,10 +227,10 @@ function toast(message) {
 
 /**
  * The client patches every bound field itself; this renderer handles the two fields
- * that are more than text. Labels become chips (reconciled, kept when unchanged); the
- * element's own text is then returned, so the client finds nothing left to change.
+ * that are more than text. Labels become chips (reconciled, kept when unchanged), and
+ * null tells the client this element was drawn here: it leaves it alone.
  * @param {{field: string, value: unknown, element: Element}} context
- * @returns {string | undefined}
+ * @returns {string | null | undefined}
  */
 function render({ field, value, element }) {
   if (!(element instanceof HTMLElement) || !element.closest("[data-sl-id^='cards:']")) {
@@ -238,7 +238,7 @@ function render({ field, value, element }) {
   }
   if (field === "labels") {
     renderLabels(element, sortedLabels(/** @type {Iterable<string>} */ (value)));
-    return element.textContent ?? "";
+    return null;
   }
   if (field === "status") setData(element, "value", String(value));
   return undefined;

@@ -66,6 +66,26 @@ test("a custom renderer decides the text; undefined falls back", () => {
   assert.equal(p.title.textContent, "T");
 });
 
+test("a renderer that returns null drew the element itself: it is left untouched", () => {
+  const p = page();
+  const chip = new FakeElement({ class: "chip" }, ["a"]);
+  patchKeys(
+    /** @type {any} */ (p.root),
+    ["cards:c1"],
+    () => row({ id: "c1", title: "T", labels: ["a"] }),
+    ({ field, element }) => {
+      if (field !== "labels") return undefined;
+      const el = /** @type {any} */ (element);
+      el.children = [chip];
+      el._text = "";
+      return null;
+    },
+  );
+  assert.equal(p.labels.textWrites, 0, "the client wrote nothing over the drawing");
+  assert.deepEqual(p.labels.children, [chip]);
+  assert.equal(p.title.textContent, "T");
+});
+
 test("default formatting", () => {
   assert.equal(formatValue(null), "");
   assert.equal(formatValue(3.5), "3.5");

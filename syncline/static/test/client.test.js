@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 import { afterEach, test } from "node:test";
 
 import { InvalidMutation, connect, newClientId, newId } from "../client.js";
-import { memoryStore } from "../storage.js";
+import { Replica } from "../replica.js";
+import { makeSchema } from "../schema.js";
+import { memoryStore, queueOf } from "../storage.js";
 import { BOARD } from "./board.js";
 import { FakeElement, FakeLocks, FakeSocket, fakeDocument, settle } from "./fakes.js";
 
@@ -390,4 +392,193 @@ test("nothing reaches Object.prototype", async () => {
   assert.deepEqual(Object.keys(Object.prototype), []);
   const row = /** @type {any} */ (sync.get("cards", "c1"));
   assert.deepEqual(Object.keys(row["__proto__"]), ["polluted"]);
+});
+
+test("a local edit is sent at once, without waiting for a server frame", async () => {
+  const { sync } = await start();
+  const ws = await live(sync);
+  ws.receive({ t: "changes", from: "e1.5", to: "e1.5", q: {} });
+  await settle();
+  ws.take();
+  sync.update("cards", "c1", { title: "Now" });
+  await settle();
+  assert.deepEqual(
+    ws.take().map((f) => [f.t, f.id]),
+    [["mut", 1]],
+  );
+  ws.receive({
+    t: "ack",
+    mid: 1,
+    status: "conflict",
+    seq: null,
+    results: [
+      {
+        status: "conflict",
+        conflicts: [
+          { c: "cards", id: "c1", field: "title", base: "Shop", mine: "Now", theirs: "X", theirs_v: 6 },
+        ],
+      },
+    ],
+  });
+  await settle();
+  ws.take();
+  sync.resolve(sync.drafts[0], { title: "Now" });
+  await settle();
+  assert.deepEqual(
+    ws.take().map((f) => [f.t, f.id]),
+    [["mut", 2]],
+    "an answer to a conflict is sent at once too",
+  );
+});
+
+/** Window events for the client in node (globalThis is no EventTarget there). */
+function windowEvents() {
+  const target = new EventTarget();
+  const g = /** @type {any} */ (globalThis);
+  g.addEventListener = target.addEventListener.bind(target);
+  g.removeEventListener = target.removeEventListener.bind(target);
+  return {
+    /** @param {string} type */
+    fire: (type) => target.dispatchEvent(new Event(type)),
+    restore() {
+      delete g.addEventListener;
+      delete g.removeEventListener;
+    },
+  };
+}
+
+test("the browser going offline closes the socket and queues; online reconnects at once", async () => {
+  const win = windowEvents();
+  try {
+    const { sync, store } = await start({ backoff: [0.001, 0.002] });
+    const ws = await live(sync);
+    ws.take();
+    assert.equal(sync.status.value, "live");
+    win.fire("offline");
+    await settle();
+    assert.equal(sync.status.value, "offline");
+    assert.ok(ws.closedWith, "a socket the browser keeps open while offline is closed");
+    sync.update("cards", "c1", { title: "On a train" });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await settle();
+    assert.equal(FakeSocket.instances.length, 1, "no reconnecting while offline");
+    assert.equal(sync.status.value, "offline");
+    assert.equal(sync.pending.value, 1);
+    assert.equal((await store.load(sync.clientId))?.pending.length, 1, "queued in the store");
+    win.fire("online");
+    assert.equal(FakeSocket.instances.length, 2, "back online: connects at once");
+    assert.equal(sync.status.value, "connecting");
+    const again = FakeSocket.instances[1];
+    again.open();
+    await settle();
+    again.take();
+    again.receive({ t: "welcome", v: 1, client: sync.clientId, epoch: "e1", head: "e1.5", last: 0 });
+    await settle();
+    assert.equal(sync.status.value, "live");
+    assert.deepEqual(
+      again.take().map((f) => [f.t, f.id ?? f.since]),
+      [
+        ["mut", 1],
+        ["sub", "e1.5"],
+      ],
+    );
+  } finally {
+    for (const c of clients.splice(0)) c.close(); // while the window events are there
+    win.restore();
+  }
+});
+
+test("an adopted queue shows at once and counts as pending until the cursor reaches it", async () => {
+  const store = memoryStore();
+  const schema = makeSchema(BOARD, "85199e93656c85d2");
+  const dead = new Replica(schema, "tab-dead-0003");
+  dead.loadSnapshot(HYDRATE);
+  dead.update("cards", "c1", { title: "Written on a train" });
+  dead.increment("cards", "c1", "votes", 1);
+  await store.save(queueOf(dead));
+  const { sync, title, votes } = await start({ tabs: true, storage: store });
+  await settle();
+  assert.equal(FakeSocket.instances.length, 2, "the page's socket and the adoption's");
+  assert.equal(title.textContent, "Written on a train", "shown before any socket opens");
+  assert.equal(votes.textContent, "1");
+  assert.equal(sync.get("cards", "c1")?.title, "Written on a train");
+  assert.equal(sync.pending.value, 2);
+
+  const adoption = FakeSocket.instances[1];
+  adoption.open();
+  await settle();
+  assert.deepEqual(adoption.take(), [
+    { t: "hello", v: 1, client: "tab-dead-0003", schema: "85199e93656c85d2", acked: 0 },
+  ]);
+  adoption.receive({ t: "welcome", v: 1, client: "tab-dead-0003", epoch: "e1", head: "e1.5", last: 0 });
+  await settle();
+  assert.deepEqual(
+    adoption.take().map((f) => [f.t, f.id]),
+    [
+      ["mut", 1],
+      ["mut", 2],
+    ],
+    "under the dead page's own id and numbers",
+  );
+  adoption.receive({ t: "ack", mid: 1, status: "applied", seq: 6, results: [{ status: "applied" }] });
+  adoption.receive({ t: "ack", mid: 2, status: "applied", seq: 7, results: [{ status: "applied" }] });
+  await settle();
+  assert.ok(adoption.closedWith, "all answered");
+  assert.deepEqual(await store.list(), [], "the queue is gone");
+  assert.equal(title.textContent, "Written on a train", "kept until this page's cursor gets there");
+  assert.equal(votes.textContent, "1");
+  assert.equal(sync.pending.value, 2);
+
+  const ws = FakeSocket.instances[0];
+  ws.open();
+  await settle();
+  ws.receive({ t: "welcome", v: 1, client: sync.clientId, epoch: "e1", head: "e1.7", last: 0 });
+  await settle();
+  assert.deepEqual(
+    ws.take().map((f) => f.t),
+    ["hello", "sub"],
+    "the page's own connection sends none of the adopted mutations",
+  );
+  ws.receive({
+    t: "changes",
+    from: "e1.5",
+    to: "e1.7",
+    q: {
+      cards: [
+        {
+          k: "patch",
+          c: "cards",
+          id: "c1",
+          inc: 1,
+          v: 7,
+          fv: { title: 6, votes: 7 },
+          data: { title: "Written on a train", votes: 1 },
+        },
+      ],
+    },
+  });
+  await settle();
+  assert.equal(sync.pending.value, 0);
+  assert.equal(sync.replica.overlay.length, 0);
+  assert.equal(title.textContent, "Written on a train");
+  assert.equal(votes.textContent, "1", "counted once");
+});
+
+test("back online before the old socket finished closing: one new connection, after it", async () => {
+  const win = windowEvents();
+  try {
+    const { sync } = await start({ backoff: [5, 10] });
+    const ws = await live(sync);
+    win.fire("offline");
+    assert.equal(sync.status.value, "offline", "at once, before the close event");
+    win.fire("online");
+    assert.equal(FakeSocket.instances.length, 1, "not while the old one is closing");
+    await settle();
+    assert.ok(ws.closedWith);
+    assert.equal(FakeSocket.instances.length, 2, "at once after it closed, no backoff wait");
+    assert.equal(sync.status.value, "connecting");
+  } finally {
+    for (const c of clients.splice(0)) c.close();
+    win.restore();
+  }
 });
