@@ -1,0 +1,565 @@
+"""The scenarios: each starts its servers and load generators, measures, and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import queue as queue_mod
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .clients import run_mutators, run_resume, run_subscribers, run_writers
+from .common import CTX, Result, free_port, peak_rss_mb, percentile, spawned, stop, wait_port
+from .servers import FANOUT_PEERS, run_server
+
+PG_DSN = "postgresql://postgres@127.0.0.1/test"
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """Sizes and durations of a run (``--quick`` or full)."""
+
+    subscribers: tuple[int, ...]
+    latency_seconds: float
+    flood_seconds: float
+    writers: tuple[int, ...]
+    mutation_seconds: float
+    ssr_sizes: tuple[int, ...]
+    ssr_repeats: int
+    subscriber_processes: int = 2
+    flood_connections: int = 8
+    flood_window: int = 16
+    rate: float = 100.0
+    resume_changes: int = 10_000
+    connections: tuple[int, ...] = (1_000, 10_000)
+    idle_seconds: float = 3.0
+    hydrate_timeout: float = 120.0
+    hydrate_max: int = 10_000
+
+
+QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5, hydrate_max=1_000)
+FULL = Plan((100, 1_000), 10.0, 10.0, (1, 10, 50), 8.0, (100, 1_000, 10_000), 20)
+
+
+def _get(q: Any, timeout: float) -> Any:
+    try:
+        return q.get(timeout=timeout)
+    except queue_mod.Empty:
+        raise TimeoutError(f"a load generator did not answer within {timeout:g} s") from None
+
+
+def _run_generator(target: Any, args: tuple[Any, ...], timeout: float) -> Any:
+    """Run a load generator in its own process and return what it reports; give up when
+    it dies without reporting or ``timeout`` seconds pass."""
+    q = CTX.Queue()
+    deadline = time.monotonic() + timeout
+    with spawned(target, *args, q) as proc:
+        while time.monotonic() < deadline:
+            try:
+                return q.get(timeout=0.25)
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    with contextlib.suppress(queue_mod.Empty):
+                        return q.get(timeout=0.5)
+                    raise RuntimeError(
+                        f"{target.__name__} exited with code {proc.exitcode} without a result"
+                    ) from None
+        raise TimeoutError(f"{target.__name__} did not finish within {timeout:g} s")
+
+
+# --- fanout ---------------------------------------------------------------------------------
+
+
+def fanout(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    results = []
+    for n in plan.subscribers:
+        for system in ("syncline", *FANOUT_PEERS):
+            report(f"fanout: {system}, {n} subscribers")
+            results.append(_fanout_one(plan, workdir, system, n))
+    return results
+
+
+def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
+    port = free_port()
+    db = str(workdir / f"fanout-{n}-{secrets.token_hex(3)}.sqlite3")
+    params: dict[str, Any] = {
+        "subscribers": n,
+        "rate_per_s": plan.rate,
+        "latency_seconds": plan.latency_seconds,
+        "flood_seconds": plan.flood_seconds,
+        "writer_connections": plan.flood_connections,
+        "in_flight_per_connection": plan.flood_window,
+        "generator_processes": plan.subscriber_processes + 1,
+        "store": "sqlite (synchronous=FULL)" if system == "syncline" else "none",
+    }
+    with spawned(run_server, system, port, db) as server:
+        wait_port(port, server)
+        flood_start = CTX.Value("d", math.inf)
+        stop_event = CTX.Event()
+        q = CTX.Queue()
+        shares = [
+            n // plan.subscriber_processes + (i < n % plan.subscriber_processes)
+            for i in range(plan.subscriber_processes)
+        ]
+        subs = [
+            CTX.Process(
+                target=run_subscribers,
+                args=(system, port, share, flood_start, stop_event, q, i),
+                daemon=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        for proc in subs:
+            proc.start()
+        try:
+            connected = failed = 0
+            for _ in subs:
+                _, _, ok, bad = _get(q, 120)
+                connected += ok
+                failed += bad
+            time.sleep(0.5)
+            cpu_start, wall_start = _cpu_s(server.pid or 0), time.monotonic()
+            rate = _run_generator(
+                run_writers,
+                (system, port, "rate", plan.rate, plan.latency_seconds, 1, 1),
+                plan.latency_seconds + 30,
+            )
+            time.sleep(1.0)
+            flood_start.value = time.time()
+            flood = _run_generator(
+                run_writers,
+                (
+                    system,
+                    port,
+                    "flood",
+                    0.0,
+                    plan.flood_seconds,
+                    plan.flood_connections,
+                    plan.flood_window,
+                ),
+                plan.flood_seconds + 30,
+            )
+            stop_event.set()
+            reports = [_get(q, 60)[2] for _ in subs]
+            wall = time.monotonic() - wall_start
+            server_cpu = _cpu_s(server.pid or 0) - cpu_start
+            rss = peak_rss_mb(server.pid or 0)
+        finally:
+            for proc in subs:
+                stop(proc)
+    latencies = [x for r in reports for x in r["latencies"]]
+    delivered = sum(r["flood"] for r in reports)
+    last = max((r["last_ns"] for r in reports), default=0) / 1e9
+    span = max(last - flood["start"], flood["end"] - flood["start"], 1e-9)
+    metrics = {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies, default=float("nan")),
+        "latency_delivered_ratio": len(latencies)
+        / max(1, int(plan.rate * plan.latency_seconds) * connected),
+        "delivered_per_s": delivered / span,
+        "published_per_s": flood["acked"] / max(flood["end"] - flood["start"], 1e-9),
+        "flood_delivered_ratio": delivered / max(1, flood["acked"] * connected),
+        "rss_mb": rss,
+        "server_cpu_pct": 100 * server_cpu / wall,
+        "subscribers_cpu_pct": 100 * sum(r["cpu_s"] for r in reports) / wall,
+        "connected": connected,
+        "connect_failures": failed,
+        "dropped_connections": sum(r["dropped"] for r in reports),
+        "refused": flood["refused"] + rate["refused"],
+    }
+    refusals = rate["refusals"] + flood["refusals"]
+    if refusals:
+        params["first_refusal"] = refusals[0]
+    return Result("fanout", system, params, metrics)
+
+
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+# --- mutations ------------------------------------------------------------------------------
+
+
+def _postgres_reachable() -> bool:
+    async def probe() -> bool:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(PG_DSN, timeout=3)
+        except Exception:
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def _drop_pg_schema(schema: str) -> None:
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(drop())
+
+
+def mutations(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    systems: list[tuple[str, str]] = [("syncline", "sqlite"), ("starlette-sqlite-naive", "sqlite")]
+    if _postgres_reachable():
+        systems.insert(1, ("syncline", "postgresql"))
+    results = []
+    for writers in plan.writers:
+        for system, store in systems:
+            report(f"mutations: {system} on {store}, {writers} writers")
+            results.append(_mutations_one(plan, workdir, system, store, writers))
+    return results
+
+
+def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: int) -> Result:
+    port = free_port()
+    schema = ""
+    if store == "postgresql":
+        schema = f"syncline_bench_{secrets.token_hex(4)}"
+        db = f"{PG_DSN}?schema={schema}"
+    else:
+        db = str(workdir / f"mut-{system}-{writers}-{secrets.token_hex(3)}.sqlite3")
+    try:
+        with spawned(run_server, system, port, db) as server:
+            wait_port(port, server)
+            out = _run_generator(
+                run_mutators,
+                (system, port, writers, plan.mutation_seconds),
+                plan.mutation_seconds + 60,
+            )
+            rss = peak_rss_mb(server.pid or 0)
+    finally:
+        if schema:
+            _drop_pg_schema(schema)
+    params = {
+        "writers": writers,
+        "store": f"{store} (synchronous=FULL)"
+        if store == "sqlite"
+        else "postgresql (synchronous_commit=on)",
+        "seconds": plan.mutation_seconds,
+        "transport": "websocket" if system == "syncline" else "http/1.1 keep-alive",
+        "generator_processes": 1,
+    }
+    if out["refusals"]:
+        params["first_refusal"] = out["refusals"][0]
+    metrics = {
+        "mutations_per_s": out["acked"] / max(out["elapsed"], 1e-9),
+        "errors": out["errors"],
+        "rss_mb": rss,
+    }
+    name = system if store == "sqlite" else f"{system}-postgres"
+    return Result("mutations", name, params, metrics)
+
+
+# --- ssr ------------------------------------------------------------------------------------
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CHROMIUM_ENV = "SYNCLINE_BENCH_CHROMIUM"
+
+
+def chromium() -> str | None:
+    """The Chromium to drive with Playwright: $SYNCLINE_BENCH_CHROMIUM, the system's, or
+    None (hydration is then skipped)."""
+    import os
+    import shutil
+
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return None
+    for candidate in (os.environ.get(CHROMIUM_ENV), "chromium", "chromium-browser"):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    return None
+
+
+def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    results = []
+    browser = chromium()
+    for size in plan.ssr_sizes:
+        report(f"ssr: render {size} records")
+        db = str(workdir / f"ssr-{size}-{secrets.token_hex(3)}.sqlite3")
+        metrics = _run_generator(_ssr_worker, (db, size, plan.ssr_repeats), 300)
+        params: dict[str, Any] = {"records": size, "repeats": plan.ssr_repeats, "store": "sqlite"}
+        if browser is not None and size > plan.hydrate_max:
+            params["hydration"] = f"skipped: more than {plan.hydrate_max} records in this plan"
+        elif browser is not None:
+            report(f"ssr: hydrate {size} records in Chromium")
+            port = free_port()
+            repeats = 1 if size >= 10_000 else max(2, plan.ssr_repeats // 2)
+            with spawned(run_server, "syncline-demo", port, db) as server:
+                wait_port(port, server)
+                hydration = _run_generator(
+                    _hydrate_worker,
+                    (browser, port, repeats, plan.hydrate_timeout, size < 10_000),
+                    (repeats + 1) * (plan.hydrate_timeout + 30),
+                )
+            if "error" in hydration:
+                params["hydration"] = hydration["error"]
+            else:
+                metrics.update(hydration)
+            params["browser"] = browser
+            params["hydrate_repeats"] = repeats
+        else:
+            params["hydration"] = "skipped: no Playwright or no Chromium"
+        results.append(Result("ssr", "syncline", params, metrics))
+    return results
+
+
+# Runs in the page before its scripts: note DOMContentLoaded and the moment the sync
+# status says "live" (the client connected, subscribed and caught up).
+_HYDRATE_PROBE = """
+document.addEventListener("DOMContentLoaded", () => {
+  window.__slDcl = performance.now();
+  const el = document.getElementById("sync-status");
+  const check = () => {
+    if (el && el.dataset.state === "live" && window.__slLive === undefined) {
+      window.__slLive = performance.now();
+    }
+  };
+  check();
+  if (el) new MutationObserver(check).observe(el, { attributes: true });
+});
+"""
+
+
+def _hydrate_worker(
+    browser: str, port: int, repeats: int, timeout: float, warm_up: bool, q: Any
+) -> None:
+    """Process target: load the page ``repeats`` times (after one warm-up load, if asked)
+    in Chromium; report DOMContentLoaded-to-live and response-end-to-live times, or an
+    error when the page did not go live within ``timeout`` seconds."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    try:
+        q.put(_hydrate(browser, port, repeats, timeout, warm_up, sync_playwright))
+    except PlaywrightError as exc:
+        q.put({"error": f"not live within {timeout:g} s ({str(exc).splitlines()[0][:120]})"})
+
+
+def _hydrate(
+    browser: str, port: int, repeats: int, timeout: float, warm_up: bool, sync_playwright: Any
+) -> dict[str, float]:
+    hydrate: list[float] = []
+    from_response: list[float] = []
+    with sync_playwright() as pw:
+        chrome = pw.chromium.launch(executable_path=browser, args=CHROMIUM_ARGS)
+        try:
+            for i in range(repeats + 1):
+                page = chrome.new_page()
+                page.add_init_script(_HYDRATE_PROBE)
+                page.goto(
+                    f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=120_000
+                )
+                page.wait_for_function("window.__slLive !== undefined", timeout=120_000)
+                live, dcl, response_end = page.evaluate(
+                    "[window.__slLive, window.__slDcl,"
+                    " performance.getEntriesByType('navigation')[0].responseEnd]"
+                )
+                page.close()
+                if i >= int(warm_up):
+                    hydrate.append(live - dcl)
+                    from_response.append(live - response_end)
+        finally:
+            chrome.close()
+    return {
+        "hydrate_ms": percentile(hydrate, 0.5),
+        "response_to_live_ms": percentile(from_response, 0.5),
+    }
+
+
+def _ssr_worker(db: str, size: int, repeats: int, q: Any) -> None:
+    """Process target: seed ``size`` cards, then time GET / through the ASGI app."""
+    q.put(asyncio.run(_ssr(db, size, repeats)))
+
+
+async def _ssr(db: str, size: int, repeats: int) -> dict[str, float]:
+    from ..demo.app import create_app
+    from ..ops import Insert
+    from ..store import store_from_url
+
+    app = create_app(store_from_url(db))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        for start in range(0, size, 2_000):
+            async with engine.transaction("bench") as tx:
+                tx.apply(
+                    *(
+                        Insert(
+                            c="cards",
+                            id=f"ssr-{i:06d}",
+                            fields={
+                                "board_id": "demo",
+                                "list_id": ("product", "engineering", "launch")[i % 3],
+                                "position": 10 + i,
+                                "title": f"Card number {i}",
+                                "description": "A short description of the work.",
+                                "labels": ["perf"] if i % 2 else [],
+                            },
+                        )
+                        for i in range(start, min(size, start + 2_000))
+                    )
+                )
+        times: list[float] = []
+        size_bytes = 0
+        for _ in range(repeats + 1):
+            began = time.perf_counter()
+            body = await _get_page(app)
+            times.append((time.perf_counter() - began) * 1000)
+            size_bytes = len(body)
+    times = times[1:]  # the first also compiles the templates
+    return {
+        "render_ms": percentile(times, 0.5),
+        "render_min_ms": min(times),
+        "bytes": size_bytes,
+    }
+
+
+async def _get_page(app: Any) -> bytes:
+    """GET / through the ASGI app in this process (no network): the server's own time."""
+    chunks: list[bytes] = []
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    if status != 200:
+        raise RuntimeError(f"GET / answered {status}")
+    return b"".join(chunks)
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def resume(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    report(f"resume: {plan.resume_changes} changes while a client is offline")
+    port = free_port()
+    db = str(workdir / f"resume-{secrets.token_hex(3)}.sqlite3")
+    with spawned(run_server, "syncline", port, db) as server:
+        wait_port(port, server)
+        metrics = _run_generator(run_resume, (port, plan.resume_changes), 600)
+    params = {
+        "changes": plan.resume_changes,
+        "relevant_share": 0.01,
+        "store": "sqlite (synchronous=FULL)",
+    }
+    return [Result("resume", "syncline", params, metrics)]
+
+
+# --- connections ----------------------------------------------------------------------------
+
+
+def connections(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    results = []
+    for n in plan.connections:
+        report(f"connections: {n} idle subscribers")
+        results.append(_connections_one(plan, workdir, n))
+    return results
+
+
+def _connections_one(plan: Plan, workdir: Path, n: int) -> Result:
+    from .common import rss_mb
+
+    port = free_port()
+    db = str(workdir / f"conns-{n}-{secrets.token_hex(3)}.sqlite3")
+    with spawned(run_server, "syncline", port, db) as server:
+        wait_port(port, server)
+        time.sleep(0.5)
+        before = rss_mb(server.pid or 0)
+        flood_start = CTX.Value("d", math.inf)
+        stop_event = CTX.Event()
+        q = CTX.Queue()
+        procs = plan.subscriber_processes
+        shares = [n // procs + (i < n % procs) for i in range(procs)]
+        subs = [
+            CTX.Process(
+                target=run_subscribers,
+                args=("syncline", port, share, flood_start, stop_event, q, i),
+                daemon=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        for proc in subs:
+            proc.start()
+        try:
+            connected = failed = 0
+            for _ in subs:
+                _, _, ok, bad = _get(q, 300)
+                connected += ok
+                failed += bad
+            time.sleep(plan.idle_seconds)
+            after = rss_mb(server.pid or 0)
+            stop_event.set()
+            reports = [_get(q, 60)[2] for _ in subs]
+        finally:
+            for proc in subs:
+                stop(proc)
+    metrics = {
+        "held": connected - sum(r["dropped"] for r in reports),
+        "connect_failures": failed,
+        "rss_mb": after,
+        "rss_idle_server_mb": before,
+        "kb_per_conn": (after - before) * 1024 / max(1, connected),
+    }
+    params = {"connections": n, "idle_seconds": plan.idle_seconds, "subscribed": True}
+    return Result("connections", "syncline", params, metrics)
+
+
+SCENARIOS: dict[str, Callable[[Plan, Path, Report], list[Result]]] = {
+    "fanout": fanout,
+    "mutations": mutations,
+    "ssr": ssr,
+    "resume": resume,
+    "connections": connections,
+}
