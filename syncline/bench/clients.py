@@ -148,6 +148,9 @@ async def _subscribers(
                 tally.last_ns = now
         except Exception:
             tally.dropped += 1
+        else:  # the server closed the connection (a slow consumer is cut off)
+            if not stop.is_set():
+                tally.dropped += 1
 
     readers = [asyncio.create_task(read(ws)) for ws in conns]
     cpu_start = time.process_time()

@@ -114,7 +114,9 @@ def tables(results: list[Result], pairs: list[dict[str, Any]], cores: int | None
         rows = [r for r in results if r.scenario == scenario]
         key = PAIR_BY.get(scenario, "")
         metrics = [m for m, _ in HEADLINES.get(scenario, [])]
-        compared = [m for m in metrics if any(p["metric"] == m for p in pairs)]
+        compared = [
+            m for m in metrics if any(p["metric"] == m and p["scenario"] == scenario for p in pairs)
+        ]
         t = Table(title=f"{scenario} (loopback; load generators shared the server's {cores} cores)")
         t.add_column(key)
         t.add_column("system")

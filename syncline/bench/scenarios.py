@@ -78,9 +78,15 @@ def _run_generator(target: Any, args: tuple[Any, ...], timeout: float) -> Any:
 
 
 def fanout(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    import importlib.util
+
     results = []
+    systems = ["syncline", *FANOUT_PEERS]
+    if importlib.util.find_spec("socketio") is None:
+        report("fanout: python-socketio is not installed; its rows are skipped")
+        systems.remove("python-socketio")
     for n in plan.subscribers:
-        for system in ("syncline", *FANOUT_PEERS):
+        for system in systems:
             report(f"fanout: {system}, {n} subscribers")
             results.append(_fanout_one(plan, workdir, system, n))
     return results
@@ -162,6 +168,7 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
         "p50_ms": percentile(latencies, 0.50),
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies, default=float("nan")),
+        "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
         "latency_delivered_ratio": len(latencies)
         / max(1, int(plan.rate * plan.latency_seconds) * connected),
         "delivered_per_s": delivered / span,
