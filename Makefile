@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck jstest browser pytest clean
+.PHONY: demo test lint typecheck jstest browser pytest screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ browser:
 # pytest exits with status 5 when it collects no tests, so an empty run fails.
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# Refresh docs/screenshots/ from the real board in Chromium.
+screenshots: $(STAMP) browser
+	SYNCLINE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e/test_screenshots.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
