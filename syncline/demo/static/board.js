@@ -95,6 +95,25 @@ function cardElement(id) {
   return null;
 }
 
+/**
+ * The elements under `root` whose `data-sl-id` is `${collection}:…`, by that id, in
+ * document order. One pass over the DOM: looking each record up with its own scan would
+ * make a render quadratic in the number of records.
+ * @param {ParentNode} root @param {string} collection @returns {Map<string, HTMLElement[]>}
+ */
+function elementsBySlId(root, collection) {
+  /** @type {Map<string, HTMLElement[]>} */
+  const index = new Map();
+  for (const el of root.querySelectorAll(`[data-sl-id^="${CSS.escape(collection)}:"]`)) {
+    if (!(el instanceof HTMLElement)) continue;
+    const key = el.dataset.slId ?? "";
+    const found = index.get(key);
+    if (found) found.push(el);
+    else index.set(key, [el]);
+  }
+  return index;
+}
+
 /** @param {Element} el */
 function cardIdOf(el) {
   const card = el.closest("[data-sl-id^='cards:']");
@@ -173,12 +192,15 @@ function renderCards(rows) {
     list.push(row);
     byList.set(row.list_id, list);
   }
+  // The card elements now on the board (the first in document order for each id), looked
+  // up once: each card's element is then found without scanning the board again.
+  const elements = elementsBySlId(boardEl, "cards");
   for (const ol of boardEl.querySelectorAll("ol.cards")) {
     if (!(ol instanceof HTMLElement)) continue;
     const listRows = (byList.get(ol.dataset.listId ?? "") ?? []).sort(byPosition);
     let before = ol.firstElementChild;
     for (const row of listRows) {
-      const li = cardElement(row.id) ?? newCardElement(row.id);
+      const li = elements.get(`cards:${row.id}`)?.[0] ?? newCardElement(row.id);
       renderCard(li, row);
       if (li !== before) ol.insertBefore(li, before);
       before = li.nextElementSibling;
@@ -200,12 +222,11 @@ function renderCards(rows) {
 /** A board's or a list's name (the client patches them too; this covers new ones).
  * @param {ListRow[]} rows @param {string} collection */
 function renderNames(rows, collection) {
+  const elements = elementsBySlId(document, collection);
   for (const row of rows) {
-    for (const el of document.querySelectorAll("[data-sl-id]")) {
-      if (el instanceof HTMLElement && el.dataset.slId === `${collection}:${row.id}`) {
-        const name = el.querySelector("[data-sl-field='name']");
-        if (name) setText(name, row.name);
-      }
+    for (const el of elements.get(`${collection}:${row.id}`) ?? []) {
+      const name = el.querySelector("[data-sl-field='name']");
+      if (name) setText(name, row.name);
     }
   }
 }
