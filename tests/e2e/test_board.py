@@ -415,3 +415,38 @@ async def test_hostile_text_stays_text_through_render_embed_hydrate_and_live(
         await expect(chips.nth(i)).to_have_attribute("data-tone", str(label_tone(label)))
     await assert_no_script_ran(live.page)
     assert dialogs == [], "a script opened a dialog"
+
+
+async def test_hydration_work_grows_linearly_with_the_cards(
+    open_board: OpenBoard, server: Server
+) -> None:
+    """Hydrating must not scan the page once per card (it once did: n cards x n nodes).
+    Counted in DOM queries, not time: the count stays flat as the board grows."""
+    counter = """(() => { window.__sl_queries = 0;
+        for (const proto of [Element.prototype, Document.prototype]) {
+          const original = proto.querySelectorAll;
+          proto.querySelectorAll = function (...args) {
+            window.__sl_queries++; return original.apply(this, args); }; } })();"""
+
+    async def dom_queries() -> int:
+        board = await open_board(live=False)
+        await board.context.add_init_script(counter)
+        await board.page.reload()
+        await board.live()
+        return int(await board.page.evaluate("window.__sl_queries"))
+
+    before = await dom_queries()
+    lists = ["product", "engineering", "launch"]
+    async with server.engine.transaction("demo") as tx:
+        tx.apply(
+            *(
+                Insert(
+                    c="cards",
+                    id=f"bulk-{n}",
+                    fields={"board_id": "demo", "list_id": lists[n % 3], "title": f"bulk {n}"},
+                )
+                for n in range(300)
+            )
+        )
+    after = await dom_queries()
+    assert after - before < 60, (before, after)
