@@ -572,6 +572,7 @@ export class SyncClient {
     }
     const link = new Link(this.protocol, socket, {
       settled: () => this._saving,
+      persist: () => this._saveQueue(),
       onEvents: (events) => this._after(events),
       onClose: ({ wentLive }) => {
         if (this._link === link) this._link = null;

@@ -28,6 +28,10 @@
  * @property {(info: {wentLive: boolean, code: number, reason: string}) => void} onClose
  * @property {() => Promise<unknown>} [settled]  resolves when every queued save is
  *   durable; returns the same promise as long as no new save was queued
+ * @property {() => void} [persist]  queue a save of the pending queue if it changed
+ *   (dataToSend may renumber unacknowledged mutations: they must be durable under their
+ *   new numbers before any of them goes out, or a page that adopts this queue later
+ *   would send the old numbers and apply one twice)
  * @property {() => void} [onSent]  after frames went out
  * @property {() => number} [now]  seconds on a steady clock
  */
@@ -98,6 +102,12 @@ export class Link {
         await this._settled();
         if (this._closing || this.closed || this.socket.readyState !== OPEN) return;
         const frames = this.protocol.dataToSend(this.now());
+        if (frames.length && this.hooks.persist) {
+          this.hooks.persist();
+          await this._settled();
+          // Closed meanwhile: nothing went out; the next connection resends from the start.
+          if (this._closing || this.closed || this.socket.readyState !== OPEN) return;
+        }
         for (const frame of frames) this.socket.send(JSON.stringify(frame));
         if (frames.length && this.hooks.onSent) this.hooks.onSent();
       } while (this._again);

@@ -86,10 +86,10 @@ def create_app(store: Store) -> Starlette:
             remaining=sum(1 for t in todos if not t["completed"]),
         )
         response = HTMLResponse(html, headers=SSR_HEADERS)
-        if _session(request) is None:
-            response.set_cookie(
-                COOKIE, session, httponly=True, samesite="strict", max_age=30 * 86400
-            )
+        # Lax, so a visitor following a link from elsewhere keeps their list (the
+        # WebSocket's Origin check guards writes); re-issued on every visit, so the
+        # list lives as long as the visitor keeps coming back.
+        response.set_cookie(COOKIE, session, httponly=True, samesite="lax", max_age=30 * 86400)
         return response
 
     @contextlib.asynccontextmanager
