@@ -278,6 +278,10 @@ class Engine:
                 working[key] = new
             results.append(result)
         has_conflict = any(r.status == "conflict" for r in results)
+        if has_conflict:
+            # A conflict shows "theirs": only to a principal who may read the record and
+            # would be allowed to change it (invariant 10), whatever the mode.
+            self._check_conflicts_visible(principal, results, before)
         if has_conflict and mode == "whole":
             for r in results:  # nothing was applied, so nothing was overwritten or merged
                 r.overwritten, r.merged = [], []
@@ -308,6 +312,27 @@ class Engine:
             )
         await tx.append_log(entries)
         return Ack(mutation_id or 0, "applied", seq=seq, results=results)
+
+    def _check_conflicts_visible(
+        self,
+        principal: Principal,
+        results: list[OpResult],
+        before: Mapping[tuple[str, str], Record | None],
+    ) -> None:
+        for result in results:
+            for c in result.conflicts:
+                coll = self.schema.collections[c.collection]
+                old = before.get((c.collection, c.id))
+                view = None if old is None or old.deleted else {**old.data, "id": c.id}
+                readable = view is None or self.schema.may_read(
+                    principal, coll, coll.visible(c.id, view)
+                )
+                if not readable or not self.schema.may_write(principal, coll, view, view):
+                    raise Forbidden(
+                        "the write rule refused this change",
+                        collection=c.collection,
+                        record_id=c.id,
+                    )
 
     async def _check_refs(
         self,

@@ -532,3 +532,33 @@ class TestApplicationCode:
             tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
         snap = await engine.snapshot("alice", {"b": Query.parse({"c": "boards"}, schema)})
         assert snap.results["b"] == []
+
+
+async def test_a_conflict_never_shows_theirs_to_a_principal_who_may_not_write(
+    store: Store,
+) -> None:
+    schema = Schema(
+        [
+            Collection("boards", Board, read=lambda *_: True, write=lambda *_: True),
+            Collection("lists", List, read=lambda *_: True, write=lambda *_: True),
+            Collection(
+                "cards",
+                Card,
+                read=lambda who, rec: who in ("alice", "admin"),
+                write=lambda who, before, after: who in ("alice", "admin"),
+            ),
+        ]
+    )
+    engine = await seeded(store, schema)
+    status = {
+        "op": "update",
+        "c": "cards",
+        "id": "c1",
+        "set": {"status": "secret"},
+        "base": {"status": 1},
+    }
+    assert (await engine.apply("alice", "tab-a", mut(1, status))).status == "applied"
+    probe = {**status, "set": {"status": "guess"}}
+    ack = await engine.apply("mallory", "tab-m", mut(1, probe))
+    assert ack.status == "rejected" and ack.error is not None and ack.error["code"] == "forbidden"
+    assert "secret" not in str(ack.to_wire())
