@@ -233,18 +233,28 @@ export class SyncClient {
 
   async _start() {
     const tabs = this.options.tabs !== false;
-    if (tabs) {
-      try {
-        this._lock = await holdLock(
-          this.clientId,
-          this.options.locks === undefined ? undefined : this.options.locks,
-        );
-      } catch (exc) {
-        report(exc);
-      }
-    }
-    if (this.options.storage !== false) {
-      this.store = this.options.storage ?? (await withTimeout(openStore(), 3000, memoryStore));
+    // The page's lock and the IndexedDB store open together: both are waits.
+    const locking = tabs
+      ? holdLock(this.clientId, this.options.locks === undefined ? undefined : this.options.locks)
+          .catch((exc) => {
+            report(exc);
+            return null;
+          })
+      : Promise.resolve(null);
+    const opening =
+      this.options.storage === false || this.options.storage
+        ? Promise.resolve(null)
+        : withTimeout(openStore(), 3000, memoryStore);
+    const [lock, opened] = await Promise.all([locking, opening]);
+    this._lock = lock;
+    if (this.options.storage) {
+      this.store = this.options.storage;
+    } else if (opened !== null) {
+      // Only a page that holds its lock may keep its queue where other pages look for
+      // queues to adopt: an unlocked queue could be adopted while this page still sends
+      // it, and one mutation would go out twice.
+      if (lock !== null) this.store = opened;
+      else opened.close();
     }
     if (tabs) {
       this._tabs = new TabChannel(this.clientId, (message) => this._onTabMessage(message));
