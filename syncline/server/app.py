@@ -329,7 +329,8 @@ class SynclineServer:
         while conn.close_reason is None:
             timeout = self.hello_timeout if conn.protocol.client_id is None else self.heartbeat
             try:
-                message = await asyncio.wait_for(ws.receive(), timeout)
+                async with asyncio.timeout(timeout):  # no extra task per frame, unlike wait_for
+                    message = await ws.receive()
             except TimeoutError:
                 if conn.protocol.client_id is None:
                     conn.close_later(CLOSE_PROTOCOL, "no hello received")
