@@ -26,6 +26,14 @@ app = typer.Typer(
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+Compress = Annotated[
+    bool,
+    typer.Option(
+        "--compress/--no-compress",
+        help="permessage-deflate on WebSockets: smaller frames, but every connection "
+        "compresses each fanned-out frame again and keeps about 100 KB of zlib state.",
+    ),
+]
 
 
 @app.callback()
@@ -58,6 +66,7 @@ def demo(
     ] = "board",
     host: Host = "127.0.0.1",
     port: Port = 8000,
+    compress: Compress = False,
     db: Annotated[
         str,
         typer.Option(
@@ -98,7 +107,13 @@ def demo(
         from .demo.app import app_for
 
     typer.echo(f"syncline demo {which} on http://{host}:{port}/  (database: {db})")
-    uvicorn.run(app_for(db), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        app_for(db),
+        host=host,
+        port=port,
+        log_level="warning",
+        ws_per_message_deflate=compress,
+    )
 
 
 @app.command()
@@ -121,6 +136,7 @@ def serve(
     ] = "memory",
     host: Host = "127.0.0.1",
     port: Port = 8000,
+    compress: Compress = False,
 ) -> None:
     """Run your application with uvicorn. It finds --db in $SYNCLINE_DB
     (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
@@ -149,7 +165,15 @@ def serve(
     import uvicorn
 
     typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
-    uvicorn.run(target, host=host, port=port, log_level="info", loop="uvloop", http="httptools")
+    uvicorn.run(
+        target,
+        host=host,
+        port=port,
+        log_level="info",
+        loop="uvloop",
+        http="httptools",
+        ws_per_message_deflate=compress,
+    )
 
 
 @app.command()

@@ -37,6 +37,9 @@ def _uvicorn(app: Any, port: int) -> None:
         loop="uvloop",
         http="httptools",
         ws="auto",
+        # As the floor (websockets, compression=None): no permessage-deflate anywhere,
+        # so every system sends the same bytes and none pays zlib state per connection.
+        ws_per_message_deflate=False,
         backlog=4096,
         lifespan="on",
     )
