@@ -13,6 +13,7 @@ thread: ``await asyncio.to_thread(server.start)``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,11 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
+
+from websockets.asyncio.client import ClientConnection
+
+from syncline.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +148,38 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.kill()
+
+
+class Recorder(Client):
+    """A client that keeps every frame it sends and receives, and can stop reading or
+    drop its connection: faults injected on a real socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backoff", (0.05, 0.5))
+        super().__init__(*args, **kwargs)
+        self.received: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.socket: ClientConnection | None = None
+
+    def _receive(self, message: str | bytes) -> None:
+        self.received.append(json.loads(message))
+        super()._receive(message)
+
+    async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        self.socket = ws
+        self.sent.append(frame)
+        await super()._send(ws, frame)
+
+    def pause(self) -> None:
+        """Stop reading: whatever the server sends now stays unread in the socket."""
+        assert self.socket is not None
+        self.socket.transport.pause_reading()
+
+    def resume(self) -> None:
+        assert self.socket is not None
+        self.socket.transport.resume_reading()
+
+    def drop(self) -> None:
+        """Lose the connection at once, unread frames and all."""
+        assert self.socket is not None
+        self.socket.transport.abort()

@@ -11,14 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection
 
 from syncline import Schema
 from syncline.client import Client, ClientEvent, ClientFailed
 from syncline.ssr import embed_json
 
 from .schemas import BOARD, board_schema
-from .servers import ServerProcess
+from .servers import Recorder, ServerProcess
 
 T = 15.0  # a guard against hangs, not a speed requirement
 CARDS_L1 = {"l1": {"c": "cards", "where": {"list_id": "l1"}}}
@@ -30,41 +29,6 @@ ALL_CARDS = {"all": {"c": "cards"}}
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     with ServerProcess(tmp_path / "server.sqlite3") as s:
         yield s
-
-
-class Recorder(Client):
-    """A client that keeps every frame it sends and receives, and can stop reading or
-    drop its connection: faults injected on a real socket."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("backoff", (0.05, 0.5))
-        super().__init__(*args, **kwargs)
-        self.received: list[dict[str, Any]] = []
-        self.sent: list[dict[str, Any]] = []
-        self.socket: ClientConnection | None = None
-
-    def _receive(self, message: str | bytes) -> None:
-        self.received.append(json.loads(message))
-        super()._receive(message)
-
-    async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        self.socket = ws
-        self.sent.append(frame)
-        await super()._send(ws, frame)
-
-    def pause(self) -> None:
-        """Stop reading: whatever the server sends now stays unread in the socket."""
-        assert self.socket is not None
-        self.socket.transport.pause_reading()
-
-    def resume(self) -> None:
-        assert self.socket is not None
-        self.socket.transport.resume_reading()
-
-    def drop(self) -> None:
-        """Lose the connection at once, unread frames and all."""
-        assert self.socket is not None
-        self.socket.transport.abort()
 
 
 def make(server: ServerProcess, **kwargs: Any) -> Recorder:

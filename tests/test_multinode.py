@@ -33,14 +33,13 @@ import asyncpg
 import httpx
 import pytest
 import redis
-from websockets.asyncio.client import ClientConnection
 
 from syncline.client import Client, ClientEvent
 from syncline.ssr import embed_json
 
 from .conftest import PG_DSN, drop_pg_schema, new_pg_schema, pg_unavailable
 from .schemas import BOARD
-from .servers import ServerProcess
+from .servers import Recorder, ServerProcess
 from .test_backplane import REDIS_URL, redis_unavailable
 
 T = 15.0  # a guard against hangs, not a speed requirement
@@ -184,40 +183,8 @@ class Balancer:
         self._links -= {writer, up_writer}
 
 
-class Recorder(Client):
-    """A client that keeps the frames it sends and receives and can stop reading or
-    drop its connection (faults on a real socket)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("backoff", (0.05, 0.3))
-        super().__init__(*args, **kwargs)
-        self.received: list[dict[str, Any]] = []
-        self.sent: list[dict[str, Any]] = []
-        self.socket: ClientConnection | None = None
-
-    def _receive(self, message: str | bytes) -> None:
-        self.received.append(json.loads(message))
-        super()._receive(message)
-
-    async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        self.socket = ws
-        self.sent.append(frame)
-        await super()._send(ws, frame)
-
-    def pause(self) -> None:
-        assert self.socket is not None
-        self.socket.transport.pause_reading()
-
-    def resume(self) -> None:
-        assert self.socket is not None
-        self.socket.transport.resume_reading()
-
-    def drop(self) -> None:
-        assert self.socket is not None
-        self.socket.transport.abort()
-
-
 def client(url: str, **kwargs: Any) -> Recorder:
+    kwargs.setdefault("backoff", (0.05, 0.3))
     return Recorder(url, BOARD, **kwargs)
 
 
