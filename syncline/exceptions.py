@@ -160,6 +160,9 @@ class MutationGap(MutationRefused):
             f"resend pending mutations starting at {expected}"
         )
 
+    def to_wire(self) -> dict[str, object]:
+        return {**super().to_wire(), "expected": self.expected}
+
 
 class ClientIdTaken(MutationRefused):
     code = "client_id_taken"
@@ -177,6 +180,9 @@ class RetryLater(MutationRefused):
     def __init__(self, message: str, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(f"{message}; retry after {retry_after:g}s")
+
+    def to_wire(self) -> dict[str, object]:
+        return {**super().to_wire(), "retry_after": self.retry_after}
 
 
 class CursorError(SynclineError):

@@ -37,10 +37,8 @@ from ..exceptions import (
     ClientIdTaken,
     CursorError,
     InvalidMutation,
-    MutationGap,
     MutationRefused,
     QueryError,
-    RetryLater,
     StoreError,
 )
 from ..fanout.backplane import Backplane, MemoryBackplane
@@ -441,24 +439,6 @@ class SynclineServer:
         mid = mutation.get("id")
         try:
             ack = await self.engine.apply(principal, client_id, mutation, refusal=refusal)
-        except MutationGap as exc:
-            return {
-                "t": "reject",
-                "mid": mid,
-                "permanent": False,
-                "code": exc.code,
-                "message": str(exc),
-                "expected": exc.expected,
-            }
-        except RetryLater as exc:
-            return {
-                "t": "reject",
-                "mid": mid,
-                "permanent": False,
-                "code": exc.code,
-                "message": str(exc),
-                "retry_after": exc.retry_after,
-            }
         except ClientIdTaken as exc:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
         except MutationRefused as exc:
