@@ -172,6 +172,8 @@ class Collection:
     read: ReadRule | None = None
     write: WriteRule | None = None
     fields: dict[str, FieldSpec] = field(init=False, repr=False)
+    queryable: frozenset[str] = field(init=False, repr=False)
+    """Fields a query may filter or order on, and the only ones a read rule sees."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -190,10 +192,7 @@ class Collection:
             name: _field_spec(self.name, name, info)
             for name, info in self.model.model_fields.items()
         }
-
-    @property
-    def queryable(self) -> frozenset[str]:
-        return frozenset(n for n, f in self.fields.items() if f.queryable)
+        self.queryable = frozenset(n for n, f in self.fields.items() if f.queryable)
 
     def field(self, name: str, record_id: str | None = None) -> FieldSpec:
         try:
@@ -235,7 +234,8 @@ class Collection:
 
     def visible(self, record_id: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """What a read rule sees: the id and the queryable fields."""
-        view = {n: data.get(n) for n in self.queryable}
+        get = data.get
+        view = {n: get(n) for n in self.queryable}
         view["id"] = record_id
         return view
 

@@ -530,11 +530,12 @@ async def test_clients_converge_under_random_edits_and_dropped_connections(seed:
                 for draft in list(p.replica.drafts):
                     p.replica.resolve(draft, {})  # keep theirs
             now += 0.05
-            if all(p.synced and not p.replica.drafts for p in clients):
+            head = await engine.head()  # synced alone does not mean every change arrived
+            if all(p.synced and not p.replica.drafts and p.replica.cursor == head for p in clients):
                 break
             await asyncio.sleep(0.001)
-        assert all(p.synced for p in clients), [
-            (p.state, len(p.replica.pending), p.replica.cursor) for p in clients
+        assert all(p.synced and p.replica.cursor == head for p in clients), [
+            (p.state, len(p.replica.pending), p.replica.cursor, head) for p in clients
         ]
         snap = await engine.snapshot("anonymous", {"cards": Query.parse({"c": "cards"}, BOARD)})
         truth = {("cards", r["id"]): r["data"] for r in snap.results["cards"]}

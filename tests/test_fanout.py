@@ -182,3 +182,17 @@ async def test_a_snapshot_larger_than_the_queue_limit_still_goes_to_a_reader() -
     outbox.put("y" * 5000)
     outbox.put("z")  # something waits behind a big frame: now it counts
     assert outbox.overflowed
+
+
+async def test_stopping_the_reader_just_as_a_commit_wakes_it_still_stops() -> None:
+    # On Python 3.11, asyncio.wait_for swallows a cancellation that arrives in the same
+    # loop turn as the awaited event: the reader then looped on, and a server's shutdown
+    # hung right after a commit.
+    engine, _ = await setup()
+    reader = LogReader(engine, poll_interval=3600)
+    await reader.start()
+    await asyncio.sleep(0)
+    reader.notify()
+    async with asyncio.timeout(5):
+        await reader.stop()
+    assert reader._task is None

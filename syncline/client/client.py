@@ -39,6 +39,7 @@ from ..ops import Mutation
 from ..protocol import Limits, ProtocolError, decode_client_frame
 from ..query import Query
 from ..replica import Draft, MutationBuilder, Replica
+from ..waiting import wait_event
 from .pending import PendingStore, Saved
 from .protocol import (
     ClientEvent,
@@ -474,8 +475,7 @@ class Client:
             # Equal jitter: half the delay, plus a random part of the other half.
             wait = delay / 2 + random.uniform(0, delay / 2)
             delay = min(longest, delay * 2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            await wait_event(self._stop, wait)
         self._set_status("offline")
 
     def _fail(self, frame: Mapping[str, Any]) -> None:
@@ -531,8 +531,7 @@ class Client:
                 await self._send(ws, frame)
             deadline = self._protocol.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
 
     async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         """Send one frame (a subclass may watch them here)."""

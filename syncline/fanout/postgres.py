@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
+from ..waiting import wait_event
 from .backplane import RemoteBackplane
 
 if TYPE_CHECKING:
@@ -52,16 +53,12 @@ class PostgresBackplane(RemoteBackplane):
         self._heard(str(payload))
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._lost.wait(), self.ping_every)
-                return  # the connection closed
-            except TimeoutError:
-                conn = self._conn
-                if conn is None:
-                    return
-                async with self._busy:
-                    await conn.execute("SELECT 1", timeout=self.ping_every)
+        while not await wait_event(self._lost, self.ping_every):  # set: the connection closed
+            conn = self._conn
+            if conn is None:
+                return
+            async with self._busy:
+                await conn.execute("SELECT 1", timeout=self.ping_every)
 
     async def _send(self, head: int) -> None:
         conn = self._conn

@@ -27,7 +27,6 @@ was and the next step retries the same range.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from ..model import Principal
 from ..query import Query
 from ..record import Record
 from ..store.base import LogEntry, ReadTx
+from ..waiting import wait_event
 
 __all__ = ["ChangesPart", "LogReader", "Subscriber"]
 
@@ -157,10 +157,9 @@ class LogReader:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        task, self._task = self._task, None
+        task.cancel()
+        await asyncio.wait([task])  # unlike awaiting it, never swallows our own cancellation
         for j in self._joins:
             if not j.done.done():
                 j.done.cancel()
@@ -190,8 +189,7 @@ class LogReader:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await wait_event(self._wake, self.poll_interval)
             self._wake.clear()
             try:
                 await self.step()

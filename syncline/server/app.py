@@ -586,7 +586,8 @@ class SynclineServer:
                 self._head = max(self._head, changes.cursor.seq)
             async with self._head_changed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._head_changed.wait(), deadline - time.monotonic())
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await self._head_changed.wait()
 
     async def _client_module(self, request: Request) -> Response:
         """``GET /sync/client.js`` and its sibling modules: the browser client."""
