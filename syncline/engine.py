@@ -444,16 +444,13 @@ class Engine:
     ) -> list[dict[str, Any]]:
         coll = self.schema[query.collection]
         ruled = coll.read is not None or self.schema.rules_declared
-        records = await tx.query(query, apply_limit=not ruled)
+        records = await tx.query_wire(query, apply_limit=not ruled)
         if ruled:
-            records = [
-                r
-                for r in records
-                if self.schema.may_read(principal, coll, coll.visible(r.id, r.data))
-            ]
+            may_read, visible = self.schema.may_read, coll.visible
+            records = [r for r in records if may_read(principal, coll, visible(r["id"], r["data"]))]
             if query.limit is not None:
                 records = records[: query.limit]
-        return [r.to_wire() for r in records]
+        return records
 
     async def head(self) -> Cursor:
         async with self.store.read() as tx:

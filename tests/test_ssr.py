@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jinja2 import Environment
@@ -21,7 +22,7 @@ from starlette.applications import Starlette
 
 from syncline import Engine, Query, Replica
 from syncline.demo.app import SCHEMA, create_app
-from syncline.ssr import embed_json, install_jinja, read_page
+from syncline.ssr import Row, embed_json, install_jinja, read_page
 from syncline.store.sqlite import SQLiteStore
 
 from .live import RawClient, serve
@@ -64,6 +65,30 @@ async def test_the_jinja_filter_embeds_the_same_snapshot_the_page_renders(tmp_pa
         assert html.count("<li>") == len(titles) == 6  # the seeded board
         for title in titles:
             assert f"<li>{title}</li>" in html
+
+
+def test_a_row_reads_its_fields_as_attributes_even_one_named_like_a_dict_method() -> None:
+    env = Environment(autoescape=True)
+    install_jinja(env)
+    row = Row({"title": "<b>", "items": 3}, id="c1")
+    html = env.from_string("{{ r.id }} {{ r.title }} {{ r.items }} {{ r['items'] }}").render(r=row)
+    assert html == "c1 &lt;b&gt; 3 3"
+    assert row.title == "<b>"  # in Python code too; there row.items stays the dict method
+    assert env.from_string("{{ r.missing is undefined }}").render(r=row) == "True"
+    with pytest.raises(AttributeError, match="no field 'missing'"):
+        _ = row.missing
+
+
+async def test_the_server_indexes_queryable_fields_when_it_starts(tmp_path: Path) -> None:
+    async with demo_app(tmp_path) as (_, engine):
+        async with engine.store.read() as tx:
+            plan = await tx._run(  # type: ignore[attr-defined]
+                lambda db: db.execute(
+                    "EXPLAIN QUERY PLAN SELECT id FROM records WHERE collection = 'cards' "
+                    "AND json_extract(data, '$.board_id') = 'demo'"
+                ).fetchall()
+            )
+    assert "records_cards_board_id" in str(plan)
 
 
 @contextlib.asynccontextmanager

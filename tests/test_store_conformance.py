@@ -224,5 +224,6 @@ async def test_queries_match_the_reference_semantics(store: Store) -> None:
             q = Query.parse(wire, BOARD)
             views = [{**r.data, "id": r.id} for r in everything]
             expected = [v["id"] for v in q.sort([v for v in views if q.matches(v)])]
-            got = [r.id for r in await tx.query(q)]
-            assert got == expected, wire
+            records = await tx.query(q)
+            assert [r.id for r in records] == expected, wire
+            assert await tx.query_wire(q) == [r.to_wire() for r in records], wire

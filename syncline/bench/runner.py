@@ -25,6 +25,8 @@ HEADLINES: dict[str, list[tuple[str, bool]]] = {
     "mutations": [("mutations_per_s", True)],
     "ssr": [
         ("render_ms", False),
+        ("read_ms", False),
+        ("embed_ms", False),
         ("bytes", False),
         ("hydrate_ms", False),
         ("response_to_live_ms", False),

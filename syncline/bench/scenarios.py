@@ -311,12 +311,19 @@ def chromium() -> str | None:
 def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
     results = []
     browser = chromium()
-    for size in plan.ssr_sizes:
-        report(f"ssr: render {size} records")
-        db = str(workdir / f"ssr-{size}-{secrets.token_hex(3)}.sqlite3")
-        metrics = _run_generator(_ssr_worker, (db, size, plan.ssr_repeats), 300)
-        params: dict[str, Any] = {"records": size, "repeats": plan.ssr_repeats, "store": "sqlite"}
-        if browser is not None and size > plan.hydrate_max:
+    for page, size in ((page, size) for page in SSR_PAGES for size in plan.ssr_sizes):
+        report(f"ssr: render {page} with {size} records")
+        db = str(workdir / f"ssr-{page}-{size}-{secrets.token_hex(3)}.sqlite3")
+        metrics = _run_generator(_ssr_worker, (db, page, size, plan.ssr_repeats), 300)
+        params: dict[str, Any] = {
+            "page": page,
+            "records": size,
+            "repeats": plan.ssr_repeats,
+            "store": "sqlite",
+        }
+        if page != "board":
+            params["hydration"] = "not measured for this page"
+        elif browser is not None and size > plan.hydrate_max:
             params["hydration"] = f"skipped: more than {plan.hydrate_max} records in this plan"
         elif browser is not None:
             report(f"ssr: hydrate {size} records in Chromium")
@@ -337,7 +344,7 @@ def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
             params["hydrate_repeats"] = repeats
         else:
             params["hydration"] = "skipped: no Playwright or no Chromium"
-        results.append(Result("ssr", "syncline", params, metrics))
+        results.append(Result("ssr", f"syncline ({page})", params, metrics))
     return results
 
 
@@ -404,54 +411,93 @@ def _hydrate(
     }
 
 
-def _ssr_worker(db: str, size: int, repeats: int, q: Any) -> None:
-    """Process target: seed ``size`` cards, then time GET / through the ASGI app."""
-    q.put(asyncio.run(_ssr(db, size, repeats)))
+SSR_PAGES = ("todomvc", "board")
+"""``todomvc``: a lean real app (one ``<li>`` per todo), close to syncline's own cost;
+``board``: the demo board, whose rich cards (about 2 KB of markup each) cost more."""
+
+TODOMVC_SESSION = "b" * 32
 
 
-async def _ssr(db: str, size: int, repeats: int) -> dict[str, float]:
-    from ..demo.app import create_app
-    from ..ops import Insert
+def _ssr_worker(db: str, page: str, size: int, repeats: int, q: Any) -> None:
+    """Process target: seed ``size`` records for ``page``, then time GET / through the
+    ASGI app, and the snapshot read and the embedding on their own."""
+    q.put(asyncio.run(_ssr(db, page, size, repeats)))
+
+
+async def _ssr(db: str, page: str, size: int, repeats: int) -> dict[str, float]:
+    from ..ssr import read_page
     from ..store import store_from_url
 
+    if page == "todomvc":
+        from ..demo.todomvc.app import COOKIE, create_app, todos_query
+
+        principal: str = TODOMVC_SESSION
+        queries = {"todos": todos_query(principal)}
+        headers = [(b"cookie", f"{COOKIE}={principal}".encode())]
+    else:
+        from ..demo.app import DEFAULT_BOARD, PRINCIPAL, board_queries, create_app
+
+        principal, queries, headers = PRINCIPAL, board_queries(DEFAULT_BOARD), []
     app = create_app(store_from_url(db))
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         for start in range(0, size, 2_000):
-            async with engine.transaction("bench") as tx:
-                tx.apply(
-                    *(
-                        Insert(
-                            c="cards",
-                            id=f"ssr-{i:06d}",
-                            fields={
-                                "board_id": "demo",
-                                "list_id": ("product", "engineering", "launch")[i % 3],
-                                "position": 10 + i,
-                                "title": f"Card number {i}",
-                                "description": "A short description of the work.",
-                                "labels": ["perf"] if i % 2 else [],
-                            },
-                        )
-                        for i in range(start, min(size, start + 2_000))
-                    )
-                )
-        times: list[float] = []
+            chunk = range(start, min(size, start + 2_000))
+            async with engine.transaction(principal) as tx:
+                tx.apply(*(_todo(i) if page == "todomvc" else _card(i) for i in chunk))
+        render: list[float] = []
+        read: list[float] = []
+        embed: list[float] = []
         size_bytes = 0
         for _ in range(repeats + 1):
             began = time.perf_counter()
-            body = await _get_page(app)
-            times.append((time.perf_counter() - began) * 1000)
+            body = await _get_page(app, headers)
+            render.append((time.perf_counter() - began) * 1000)
             size_bytes = len(body)
-    times = times[1:]  # the first also compiles the templates
+            began = time.perf_counter()
+            state = await read_page(engine, principal, queries)
+            read.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            state.script_tag()
+            embed.append((time.perf_counter() - began) * 1000)
+    # The first of each also compiles templates and warms caches.
+    render, read, embed = render[1:], read[1:], embed[1:]
     return {
-        "render_ms": percentile(times, 0.5),
-        "render_min_ms": min(times),
+        "render_ms": percentile(render, 0.5),
+        "render_min_ms": min(render),
+        "read_ms": percentile(read, 0.5),
+        "embed_ms": percentile(embed, 0.5),
         "bytes": size_bytes,
     }
 
 
-async def _get_page(app: Any) -> bytes:
+def _todo(i: int) -> Any:
+    from ..ops import Insert
+
+    fields = {
+        "session": TODOMVC_SESSION,
+        "title": f"Todo number {i}",
+        "completed": i % 3 == 0,
+        "order": float(i),
+    }
+    return Insert(c="todos", id=f"ssr-{i:06d}", fields=fields)
+
+
+def _card(i: int) -> Any:
+    from ..ops import Insert
+
+    fields = {
+        "board_id": "demo",
+        "list_id": ("product", "engineering", "launch")[i % 3],
+        "position": 10 + i,
+        "title": f"Card number {i}",
+        "description": "A short description of the work.",
+        "labels": ["perf"] if i % 2 else [],
+    }
+    return Insert(c="cards", id=f"ssr-{i:06d}", fields=fields)
+
+
+async def _get_page(app: Any, headers: list[tuple[bytes, bytes]]) -> bytes:
     """GET / through the ASGI app in this process (no network): the server's own time."""
     chunks: list[bytes] = []
     status = 0
@@ -476,7 +522,7 @@ async def _get_page(app: Any) -> bytes:
         "raw_path": b"/",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }

@@ -35,7 +35,7 @@ from ..fanout.backplane import backplane_from_env
 from ..model import Collection, Counter, Manual, Queryable, Ref, Schema, Set, Text
 from ..ops import Insert
 from ..server.app import SynclineServer
-from ..ssr import SSR_HEADERS, PageState, install_jinja, read_page
+from ..ssr import SSR_HEADERS, PageState, Row, install_jinja, read_page
 from ..store import Store, store_from_url
 
 __all__ = ["SCHEMA", "STATUSES", "app_for", "create_app", "seed"]
@@ -199,10 +199,10 @@ def board_queries(board_id: str) -> dict[str, dict[str, Any]]:
 def page_context(state: PageState) -> dict[str, Any]:
     """The template's view of a page state: lists, each with its cards."""
     lists = state.rows("lists")
-    cards: dict[str, list[dict[str, Any]]] = {lst["id"]: [] for lst in lists}
+    cards: dict[str, list[Row]] = {lst["id"]: [] for lst in lists}
     for card in state.rows("cards"):
         if card["list_id"] in cards:
-            cards[card["list_id"]].append({**card, "labels": sorted_labels(card["labels"])})
+            cards[card["list_id"]].append(Row(card, labels=sorted_labels(card["labels"])))
     return {
         "state": state,
         "board": state.rows("board")[0],

@@ -186,6 +186,8 @@ class SynclineServer:
     async def start(self) -> None:
         async with self._start_lock:
             if not self._started:
+                # Queries filter on queryable fields: index them before serving any.
+                await self.engine.store.ensure_indexes(self.engine.schema)
                 await self.reader.start()
                 await self.backplane.start(self.reader.notify)
                 self._head = max(self._head, (await self.engine.head()).seq)

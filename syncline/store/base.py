@@ -21,10 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..query import Query
 from ..record import Record
+
+if TYPE_CHECKING:
+    from ..model import Schema
 
 __all__ = ["ClientState", "LogEntry", "ReadTx", "Store", "WriteTx"]
 
@@ -81,6 +84,11 @@ class ReadTx(ABC):
     async def query(self, query: Query, *, apply_limit: bool = True) -> list[Record]:
         """Live records matching ``query``'s filter, in its order (ties by id)."""
 
+    async def query_wire(self, query: Query, *, apply_limit: bool = True) -> list[dict[str, Any]]:
+        """:meth:`query`'s records as a client receives them (:meth:`Record.to_wire`),
+        for snapshots: a store may skip reading and decoding the server-only columns."""
+        return [r.to_wire() for r in await self.query(query, apply_limit=apply_limit)]
+
     @abstractmethod
     async def log(self, after: int, upto: int) -> list[LogEntry]:
         """Entries with ``after < seq <= upto``, in ``seq`` order."""
@@ -135,6 +143,11 @@ class Store(ABC):
 
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[WriteTx]: ...
+
+    async def ensure_indexes(self, schema: Schema) -> list[str]:
+        """Create what makes ``schema``'s queries fast (an index per queryable field),
+        if missing; return the statements run. A store with nothing to create returns []."""
+        return []
 
     async def __aenter__(self) -> Store:
         await self.open()

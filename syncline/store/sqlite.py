@@ -86,7 +86,7 @@ import concurrent.futures
 import dataclasses
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -307,6 +307,7 @@ def _migrate(db: sqlite3.Connection, migrations: Sequence[Sequence[str]], path: 
 # --- statements (run on a connection's thread) ----------------------------------------
 
 _RECORD_COLUMNS = "id, data, inc, v, fv, fw, adds, deleted"
+_WIRE_COLUMNS = "id, data, inc, v, fv"
 _LOG_COLUMNS = (
     'seq, collection, id, kind, inc, patch, "before", "after", client_id, mutation_id, time'
 )
@@ -328,6 +329,12 @@ def _record(row: tuple[Any, ...]) -> Record:
         adds=orjson.loads(adds),
         deleted=bool(deleted),
     )
+
+
+def _wire(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A row of :data:`_WIRE_COLUMNS` as :meth:`Record.to_wire` would give it."""
+    rid, data, inc, v, fv = row
+    return {"id": rid, "inc": inc, "v": v, "fv": orjson.loads(fv), "data": orjson.loads(data)}
 
 
 def _log_entry(row: tuple[Any, ...]) -> LogEntry:
@@ -433,8 +440,24 @@ def _query(
         return records
     by_id = {r.id: r for r in records}
     views = [{**r.data, "id": r.id} for r in records]
+    return [by_id[str(v["id"])] for v in _finished(finish, views)]
+
+
+def _query_wire(
+    db: sqlite3.Connection, sql: str, params: list[Any], finish: Query | None
+) -> list[dict[str, Any]]:
+    wires = [_wire(r) for r in db.execute(sql, params).fetchall()]
+    if finish is None:
+        return wires
+    by_id = {w["id"]: w for w in wires}
+    views = [{**w["data"], "id": w["id"]} for w in wires]
+    return [by_id[str(v["id"])] for v in _finished(finish, views)]
+
+
+def _finished(finish: Query, views: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+    """What SQL could not do exactly: filter ``views`` by ``finish``, sort and limit."""
     ordered = Query(finish.collection, (), finish.order, finish.limit)
-    return [by_id[str(v["id"])] for v in ordered.sort([v for v in views if finish.matches(v)])]
+    return ordered.sort([v for v in views if finish.matches(v)])
 
 
 def _advance_client(
@@ -770,7 +793,9 @@ class _Compiler:
         return ", ".join(terms)
 
 
-def _compile(query: Query, apply_limit: bool) -> tuple[str, list[Any], Query | None]:
+def _compile(
+    query: Query, apply_limit: bool, columns: str = _RECORD_COLUMNS
+) -> tuple[str, list[Any], Query | None]:
     """SQL and parameters for ``query``, plus the query Python must finish it with (None
     when the SQL is exact)."""
     c = _Compiler()
@@ -787,7 +812,7 @@ def _compile(query: Query, apply_limit: bool) -> tuple[str, list[Any], Query | N
     limit = query.limit if apply_limit else None
     by_filter = any(field != "id" for field, _, _ in query.conditions)
     order = c.order(query.order, by_filter) if c.exact else None
-    text = f"SELECT {_RECORD_COLUMNS} FROM records WHERE {' AND '.join(where)}"
+    text = f"SELECT {columns} FROM records WHERE {' AND '.join(where)}"
     if order is None:
         return text, c.params, Query(query.collection, query.conditions, query.order, limit)
     text += f" ORDER BY {order}"
@@ -858,6 +883,10 @@ class _Read(ReadTx):
     async def query(self, query: Query, *, apply_limit: bool = True) -> list[Record]:
         sql, params, finish = _compile(query, apply_limit)
         return await self._run(_query, sql, params, finish)
+
+    async def query_wire(self, query: Query, *, apply_limit: bool = True) -> list[dict[str, Any]]:
+        sql, params, finish = _compile(query, apply_limit, _WIRE_COLUMNS)
+        return await self._run(_query_wire, sql, params, finish)
 
     async def log(self, after: int, upto: int) -> list[LogEntry]:
         return await self._run(_log, after, upto)
