@@ -647,3 +647,98 @@ async def test_each_mutation_takes_effect_exactly_once(tmp_path: Path) -> None:
         assert sum(deliveries) > clients * per_client
     finally:
         await store.close()
+
+
+# --- the write cache --------------------------------------------------------------------
+
+
+async def test_a_write_sees_what_another_connection_committed_since_the_last_write(
+    tmp_path: Path,
+) -> None:
+    # The store remembers what its writer read and wrote between transactions; a commit
+    # by anyone else (another process on the same file) must make it read again.
+    path = tmp_path / "w.sqlite3"
+    store = await opened(path)
+    try:
+        await put_next(store, "a")
+        async with store.write() as tx:
+            assert (await tx.get("cards", "a")).data["title"] == "a"  # type: ignore[union-attr]
+            assert await tx.advance_client("c1", "alice", 0, 1)
+        with raw(path) as db:
+            db.execute(
+                "UPDATE records SET data = json_set(data, '$.title', 'theirs') WHERE id = 'a'"
+            )
+            db.execute("UPDATE clients SET last = 5 WHERE client_id = 'c1'")
+            db.execute(
+                "INSERT INTO log (seq, pos, collection, id, kind, inc, patch, client_id, "
+                "mutation_id, time) VALUES (2, 0, 'cards', 'a', 'update', 1, '{}', NULL, "
+                "NULL, 0)"
+            )
+        async with store.write() as tx:
+            assert await tx.get("cards", "other") is None  # the group's first trip checks
+            assert (await tx.get("cards", "a")).data["title"] == "theirs"  # type: ignore[union-attr]
+            assert (await tx.client("c1")).last == 5  # type: ignore[union-attr]
+            assert not await tx.advance_client("c1", "alice", 1, 2)
+            assert await tx.head() == 2
+    finally:
+        await store.close()
+
+
+async def test_a_writer_that_raises_leaves_nothing_in_the_write_cache(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "x.sqlite3")
+
+    class Boom(Exception):
+        pass
+
+    try:
+        await put_next(store, "a")
+        with pytest.raises(Boom):
+            async with store.write() as tx:
+                await tx.put("cards", card("ghost", 9))
+                assert await tx.advance_client("c1", "alice", 0, 1)
+                assert await tx.get("cards", "ghost") is not None  # its own write
+                raise Boom
+        async with store.write() as tx:
+            assert await tx.get("cards", "ghost") is None
+            assert await tx.client("c1") is None
+            assert await tx.advance_client("c1", "alice", 0, 1)
+        async with store.read() as rtx:
+            assert (await rtx.client("c1")).last == 1  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_writers_of_one_group_read_each_others_writes_without_asking_sqlite(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "y.sqlite3")
+    try:
+        await put_next(store, "a")
+        submitted = 0
+        submit = store._writer.submit  # type: ignore[union-attr]
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal submitted
+            submitted += 1
+            return submit(*args, **kwargs)
+
+        store._writer.submit = counting  # type: ignore[union-attr,method-assign]
+
+        async def bump(i: int) -> None:
+            async with store.write() as tx:
+                record = await tx.get("cards", "a")
+                assert record is not None
+                record.data["n"] = record.data.get("n", 0) + 1
+                seq = await tx.head() + 1
+                record.v = seq
+                await tx.put("cards", record)
+                await tx.append_log([entry(seq, "a")])
+
+        await asyncio.gather(*(bump(i) for i in range(20)))
+        async with store.read() as rtx:
+            assert (await rtx.get("cards", "a")).data["n"] == 20  # type: ignore[union-attr]
+            assert await rtx.head() == 21
+        # One trip for the group's first read, one exit per writer, no read of its own.
+        assert submitted <= 1 + 20 + 1
+    finally:
+        await store.close()

@@ -32,11 +32,18 @@ cannot be rolled back. Writers of one group see each other's writes (same
 connection), so ``seq`` stays dense. Group bookkeeping never waits on the cancelled:
 a writer cancelled while its group commits may still be committed.
 
-**Round trips.** Each thread hand-off costs tens of microseconds, more than most
-statements, so a write transaction makes few: its first call also fetches the head,
-and writes that return nothing (``put``, ``append_log``, ``put_ack``,
-``confirm_acks``) travel with the next call or with the block's exit. An
-``Engine.apply`` takes four trips: client, advance, get, exit-and-commit.
+**Round trips.** Each thread hand-off costs tens of microseconds (more on a busy
+machine), more than most statements, and writers make them one after another inside
+the write lock, so they bound the mutations per second. A write transaction makes
+few: its first call also fetches the head, and writes that return nothing (``put``,
+``append_log``, ``put_ack``, ``confirm_acks``) travel with the next call or with the
+block's exit. Reads of records and clients, and ``advance_client``, are answered from
+the write cache (:mod:`syncline.store.writecache`) once the group's first trip has
+checked ``PRAGMA data_version``: the writer connection is the only one that writes,
+so what it read or wrote stays true until another connection commits. A write that
+fails on the thread therefore fails its whole group (later writers may have read it
+from the cache). An ``Engine.apply`` takes one trip (its exit) when its client and
+record are cached, and one more to begin a group.
 
 Tables (schema version :data:`SCHEMA_VERSION`)
 ----------------------------------------------
@@ -99,6 +106,7 @@ from ..model import Schema
 from ..query import Query
 from ..record import Record
 from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
+from .writecache import ClientRow, Overlay, RecordRow, WriteCache
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -386,20 +394,29 @@ def _head(db: sqlite3.Connection) -> int:
 
 
 def _get(db: sqlite3.Connection, collection: str, record_id: str) -> Record | None:
-    row = db.execute(
-        f"SELECT {_RECORD_COLUMNS} FROM records WHERE collection = ? AND id = ?",
-        (collection, record_id),
-    ).fetchone()
+    row = _get_row(db, collection, record_id)
     return None if row is None else _record(row)
 
 
-def _get_many(db: sqlite3.Connection, collection: str, ids: list[str]) -> dict[str, Record]:
-    rows = db.execute(
+def _get_row(db: sqlite3.Connection, collection: str, record_id: str) -> RecordRow | None:
+    row: RecordRow | None = db.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM records WHERE collection = ? AND id = ?",
+        (collection, record_id),
+    ).fetchone()
+    return row
+
+
+def _get_rows(db: sqlite3.Connection, collection: str, ids: list[str]) -> list[RecordRow]:
+    rows: list[RecordRow] = db.execute(
         f"SELECT {_RECORD_COLUMNS} FROM records "
         "WHERE collection = ? AND id IN (SELECT value FROM json_each(?))",
         (collection, _dumps(ids)),
     ).fetchall()
-    return {r.id: r for r in map(_record, rows)}
+    return rows
+
+
+def _get_many(db: sqlite3.Connection, collection: str, ids: list[str]) -> dict[str, Record]:
+    return {r.id: r for r in map(_record, _get_rows(db, collection, ids))}
 
 
 def _log(db: sqlite3.Connection, after: int, upto: int) -> list[LogEntry]:
@@ -416,10 +433,15 @@ def _seq_at(db: sqlite3.Connection, when: float) -> int:
 
 
 def _client(db: sqlite3.Connection, client_id: str) -> ClientState | None:
+    row = _client_row(db, client_id)
+    return None if row is None else ClientState(client_id, *row)
+
+
+def _client_row(db: sqlite3.Connection, client_id: str) -> ClientRow | None:
     row = db.execute(
         "SELECT principal, last FROM clients WHERE client_id = ?", (client_id,)
     ).fetchone()
-    return None if row is None else ClientState(client_id, row[0], row[1])
+    return None if row is None else (row[0], row[1])
 
 
 def _ack(db: sqlite3.Connection, client_id: str, mutation_id: int) -> dict[str, Any] | None:
@@ -477,6 +499,14 @@ def _advance_client(
         (client_id, principal, new),
     )
     return cur.rowcount == 1
+
+
+def _advance_known(
+    db: sqlite3.Connection, client_id: str, principal: str, expected: int, new: int
+) -> None:
+    """:func:`_advance_client` whose outcome the write cache already knew to be True."""
+    if not _advance_client(db, client_id, principal, expected, new):
+        raise StoreError(f"client {client_id!r} was not at {expected} as the write cache held")
 
 
 _PUT = (
@@ -539,6 +569,9 @@ class _Group:
     joined: int = 0
     begun: bool = False
     broken: Exception | None = None
+    verified: bool = False
+    """(Event loop only.) The write cache was checked when this group began: its
+    writers may trust it."""
 
 
 @dataclass(eq=False)
@@ -561,9 +594,12 @@ class _Exit:
     error: Exception | None = None  # ... or with this failure: nothing of the group stays
 
 
-def _enter(db: sqlite3.Connection, member: _Member) -> None:
-    """Open the group's transaction and the writer's savepoint, where not yet open."""
+def _enter(db: sqlite3.Connection, member: _Member) -> tuple[int, int] | None:
+    """Open the group's transaction and the writer's savepoint, where not yet open.
+    When this call began the group: its ``(data_version, head)`` right after BEGIN,
+    for the write cache."""
     group = member.group
+    began = None
     if group.broken is not None:
         raise StoreError(f"an earlier write of this group could not be undone: {group.broken}")
     if not group.begun:
@@ -571,9 +607,11 @@ def _enter(db: sqlite3.Connection, member: _Member) -> None:
             db.execute("ROLLBACK")
         db.execute("BEGIN IMMEDIATE")
         group.begun = True
+        began = (int(db.execute("PRAGMA data_version").fetchone()[0]), _head(db))
     if not member.savepoint:
         db.execute("SAVEPOINT w")
         member.savepoint = True
+    return began
 
 
 def _in_savepoint(
@@ -582,13 +620,14 @@ def _in_savepoint(
     deferred: list[_Deferred],
     with_head: bool,
     fn: Callable[[sqlite3.Connection], T],
-) -> tuple[int | None, T]:
+) -> tuple[tuple[int, int] | None, int | None, T]:
     """Run ``fn`` in the writer's savepoint after its pending writes; with the head
-    too when asked (the first call of a transaction: it saves a trip for ``head()``)."""
-    _enter(db, member)
+    too when asked (the first call of a transaction: it saves a trip for ``head()``),
+    and what :func:`_enter` reports when this call began the group."""
+    began = _enter(db, member)
     for write in deferred:
         write(db)
-    return (_head(db) if with_head else None), fn(db)
+    return began, (_head(db) if with_head else None), fn(db)
 
 
 def _end_group(db: sqlite3.Connection, group: _Group) -> bool:
@@ -600,8 +639,8 @@ def _end_group(db: sqlite3.Connection, group: _Group) -> bool:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise StoreError(
-            f"a write of this group could not be undone, so the group was rolled back: "
-            f"{group.broken}"
+            f"a write of this group failed or could not be undone, so the group was "
+            f"rolled back: {group.broken}"
         )
     if not begun:
         return False
@@ -642,6 +681,9 @@ def _leave_group(
                 member.savepoint = False
         except Exception as exc:
             out.own = exc
+            # Writers after this one may have read its writes from the write cache:
+            # none of the group may commit.
+            group.broken = group.broken or exc
     if member.savepoint:
         try:
             db.execute("ROLLBACK TO w")
@@ -912,10 +954,12 @@ class _Write(_Read, WriteTx):
     (the writer's savepoint is then rolled back).
     """
 
-    def __init__(self, conn: _Conn, epoch: str, member: _Member) -> None:
+    def __init__(self, conn: _Conn, epoch: str, member: _Member, cache: WriteCache) -> None:
         super().__init__(conn, epoch)
         self._member = member
         self._head: int | None = None  # only this transaction moves the head meanwhile
+        self._cache = cache
+        self.overlay = Overlay()
 
     async def _run(
         self,
@@ -930,24 +974,85 @@ class _Write(_Read, WriteTx):
         def call(db: sqlite3.Connection) -> T:
             return fn(db, *args, **kwargs)
 
-        head, result = await self._conn.run(
+        began, head, result = await self._conn.run(
             _in_savepoint, member, deferred, self._head is None, call
         )
+        if began is not None:
+            self._cache.verify(*began)
+            member.group.verified = True
         if head is not None:
             self._head = head
         return result
+
+    def _known_record(self, key: tuple[str, str]) -> tuple[bool, RecordRow | None]:
+        if self._member.group.verified:
+            return self._cache.record(self.overlay, key)
+        return (True, self.overlay.records[key]) if key in self.overlay.records else (False, None)
+
+    def _known_client(self, client_id: str) -> tuple[bool, ClientRow | None]:
+        if self._member.group.verified:
+            return self._cache.client(self.overlay, client_id)
+        clients = self.overlay.clients
+        return (True, clients[client_id]) if client_id in clients else (False, None)
 
     def _defer(self, write: _Deferred) -> None:
         self._check()
         self._member.deferred.append(write)
 
     async def head(self) -> int:
+        if self._head is None and self._member.group.verified:
+            self._head = self._cache.head
         if self._head is None:
             self._head = await self._run(_head)
         return self._head
 
+    async def get(self, collection: str, record_id: str) -> Record | None:
+        key = (collection, record_id)
+        known, row = self._known_record(key)
+        if not known:
+            row = self.overlay.records[key] = await self._run(_get_row, collection, record_id)
+        return None if row is None else _record(row)
+
+    async def get_many(self, collection: str, ids: Iterable[str]) -> dict[str, Record]:
+        rows: dict[str, RecordRow | None] = {}
+        missing: list[str] = []
+        for rid in ids:
+            known, row = self._known_record((collection, rid))
+            if known:
+                rows[rid] = row
+            else:
+                missing.append(rid)
+        if missing:
+            fetched = {r[0]: r for r in await self._run(_get_rows, collection, missing)}
+            for rid in missing:
+                rows[rid] = self.overlay.records[(collection, rid)] = fetched.get(rid)
+        return {rid: _record(row) for rid, row in rows.items() if row is not None}
+
+    async def client(self, client_id: str) -> ClientState | None:
+        known, row = self._known_client(client_id)
+        if not known:
+            row = self.overlay.clients[client_id] = await self._run(_client_row, client_id)
+        return None if row is None else ClientState(client_id, *row)
+
     async def advance_client(self, client_id: str, principal: str, expected: int, new: int) -> bool:
-        return await self._run(_advance_client, client_id, principal, expected, new)
+        known, row = self._known_client(client_id)
+        if not known:
+            ok = await self._run(_advance_client, client_id, principal, expected, new)
+        else:  # the outcome of _advance_client, without asking
+            ok = row[1] == expected if row is not None else expected == 0
+            if ok:
+                self._defer(
+                    partial(
+                        _advance_known,
+                        client_id=client_id,
+                        principal=principal,
+                        expected=expected,
+                        new=new,
+                    )
+                )
+        if ok:
+            self.overlay.clients[client_id] = (principal, new)
+        return ok
 
     async def put(self, collection: str, record: Record) -> None:
         row = (
@@ -962,6 +1067,7 @@ class _Write(_Read, WriteTx):
             int(record.deleted),
         )
         self._defer(partial(_execute, sql=_PUT, params=row))
+        self.overlay.records[(collection, record.id)] = row[1:]
 
     async def append_log(self, entries: list[LogEntry]) -> None:
         head = await self.head()
@@ -995,6 +1101,7 @@ class _Write(_Read, WriteTx):
         self._defer(partial(_execute, sql=_CONFIRM_ACKS, params=(client_id, upto)))
 
     async def trim(self, upto: int) -> int:
+        self._cache.reset()  # trimmed tombstones are gone
         return await self._run(_trim, upto)
 
 
@@ -1024,6 +1131,7 @@ class SQLiteStore(Store):
         self._lock = asyncio.Lock()
         self._waiting = 0
         self._group: _Group | None = None
+        self._cache = WriteCache()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -1132,7 +1240,7 @@ class SQLiteStore(Store):
             group = self._group = _Group(asyncio.get_running_loop().create_future())
         group.joined += 1
         member = _Member(group)
-        tx = _Write(conn, self._epoch, member)
+        tx = _Write(conn, self._epoch, member, self._cache)
         try:
             yield tx
         except BaseException:
@@ -1140,9 +1248,12 @@ class SQLiteStore(Store):
             self._leave(conn, member, ok=False)
             raise
         tx._ended = True
+        # Before the lock goes: the next writer of the group sees this one's state.
+        self._cache.merge(tx.overlay, tx._head)
         # Shielded: cancelling this writer must not cancel its exit or its group's COMMIT.
         out = await asyncio.shield(self._leave(conn, member, ok=True))
         if out.own is not None:
+            self._cache.reset()
             raise StoreError(f"{self.path}: {out.own}") from out.own
         await asyncio.shield(group.done)
 
@@ -1207,6 +1318,8 @@ class SQLiteStore(Store):
             error = out.error
             if out.committed:
                 self.commits += 1
+        if error is not None:
+            self._cache.reset()  # it may hold what the group wrote
         if group.done.done():
             return
         if error is None:
