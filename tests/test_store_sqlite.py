@@ -742,3 +742,40 @@ async def test_writers_of_one_group_read_each_others_writes_without_asking_sqlit
         assert submitted <= 1 + 20 + 1
     finally:
         await store.close()
+
+
+async def test_a_writer_that_never_called_the_thread_and_raises_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "z.sqlite3")
+
+    class Boom(Exception):
+        pass
+
+    async def bump() -> int:
+        async with store.write() as tx:
+            record = await tx.get("cards", "a")  # cached after the group's first trip
+            assert record is not None
+            seq = await tx.head() + 1
+            record.v = seq
+            await tx.put("cards", record)
+            await tx.append_log([entry(seq, "a")])
+        return seq
+
+    async def failing() -> None:
+        async with store.write() as tx:
+            assert await tx.get("cards", "a") is not None
+            await tx.put("cards", card("ghost", 99))
+            raise Boom
+
+    try:
+        await put_next(store, "a")
+        results = await asyncio.gather(bump(), failing(), bump(), bump(), return_exceptions=True)
+        assert isinstance(results[1], Boom)
+        assert [results[0], results[2], results[3]] == [2, 3, 4]
+        async with store.read() as tx:
+            assert await tx.get("cards", "ghost") is None
+            assert [e.seq for e in await tx.log(0, 10)] == [1, 2, 3, 4]
+            assert (await tx.get("cards", "a")).v == 4  # type: ignore[union-attr]
+    finally:
+        await store.close()

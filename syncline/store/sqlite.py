@@ -25,6 +25,9 @@ group's other writers keep theirs, and its exception goes to it alone); if nobod
 waiting for the lock (or :attr:`SQLiteStore.max_group` writers have joined), the same
 trip ends with ``COMMIT`` -- one transaction, one fsync for the whole group. The lock
 is released as soon as that trip is queued: the next writer's statements run after it.
+A writer that never called the thread (the write cache answered all its reads) makes
+no trip of its own: its writes are *carried* with the group's next trip, ahead of the
+next writer's savepoint (a block that raised had sent nothing: it just drops them).
 Every successful writer leaves ``write()`` only after its group's COMMIT, so each ack
 follows its commit. If COMMIT fails, every writer of the group gets a
 :class:`StoreError` and none is acknowledged; so does the whole group if a savepoint
@@ -572,6 +575,9 @@ class _Group:
     verified: bool = False
     """(Event loop only.) The write cache was checked when this group began: its
     writers may trust it."""
+    carried: list[_Deferred] = dataclasses.field(default_factory=list)
+    """(Event loop only.) Writes of writers that left without ever calling the thread:
+    they travel with the group's next trip, ahead of its next writer's savepoint."""
 
 
 @dataclass(eq=False)
@@ -582,6 +588,7 @@ class _Member:
     group: _Group
     savepoint: bool = False
     deferred: list[_Deferred] = dataclasses.field(default_factory=list)
+    called: bool = False  # (event loop) it made a trip to the thread: it has a savepoint
 
 
 @dataclass
@@ -594,29 +601,47 @@ class _Exit:
     error: Exception | None = None  # ... or with this failure: nothing of the group stays
 
 
-def _enter(db: sqlite3.Connection, member: _Member) -> tuple[int, int] | None:
-    """Open the group's transaction and the writer's savepoint, where not yet open.
-    When this call began the group: its ``(data_version, head)`` right after BEGIN,
-    for the write cache."""
-    group = member.group
-    began = None
-    if group.broken is not None:
-        raise StoreError(f"an earlier write of this group could not be undone: {group.broken}")
-    if not group.begun:
-        if db.in_transaction:  # left over by a failed ROLLBACK: start clean
-            db.execute("ROLLBACK")
-        db.execute("BEGIN IMMEDIATE")
-        group.begun = True
-        began = (int(db.execute("PRAGMA data_version").fetchone()[0]), _head(db))
+def _enter(
+    db: sqlite3.Connection, member: _Member, carried: list[_Deferred]
+) -> tuple[int, int] | None:
+    """Open the group's transaction, run the writes ``carried`` from writers who left
+    before (outside any savepoint: they are done), and open this writer's savepoint,
+    where not yet open. When this call began the group: its ``(data_version, head)``
+    right after BEGIN, for the write cache."""
+    began = _begin(db, member.group)
+    _run_carried(db, member.group, carried)
     if not member.savepoint:
         db.execute("SAVEPOINT w")
         member.savepoint = True
     return began
 
 
+def _begin(db: sqlite3.Connection, group: _Group) -> tuple[int, int] | None:
+    """BEGIN the group's transaction if not yet begun (see :func:`_enter`)."""
+    if group.broken is not None:
+        raise StoreError(f"an earlier write of this group failed: {group.broken}")
+    if group.begun:
+        return None
+    if db.in_transaction:  # left over by a failed ROLLBACK: start clean
+        db.execute("ROLLBACK")
+    db.execute("BEGIN IMMEDIATE")
+    group.begun = True
+    return int(db.execute("PRAGMA data_version").fetchone()[0]), _head(db)
+
+
+def _run_carried(db: sqlite3.Connection, group: _Group, carried: list[_Deferred]) -> None:
+    try:
+        for write in carried:
+            write(db)
+    except Exception as exc:  # a finished writer's write: nobody can undo just that
+        group.broken = group.broken or exc
+        raise
+
+
 def _in_savepoint(
     db: sqlite3.Connection,
     member: _Member,
+    carried: list[_Deferred],
     deferred: list[_Deferred],
     with_head: bool,
     fn: Callable[[sqlite3.Connection], T],
@@ -624,7 +649,7 @@ def _in_savepoint(
     """Run ``fn`` in the writer's savepoint after its pending writes; with the head
     too when asked (the first call of a transaction: it saves a trip for ``head()``),
     and what :func:`_enter` reports when this call began the group."""
-    began = _enter(db, member)
+    began = _enter(db, member, carried)
     for write in deferred:
         write(db)
     return began, (_head(db) if with_head else None), fn(db)
@@ -653,8 +678,14 @@ def _end_group(db: sqlite3.Connection, group: _Group) -> bool:
     return True
 
 
-def _end_group_exit(db: sqlite3.Connection, group: _Group) -> _Exit:
+def _end_group_exit(db: sqlite3.Connection, group: _Group, carried: list[_Deferred]) -> _Exit:
     out = _Exit(ended=True)
+    try:
+        if carried:
+            _begin(db, group)
+            _run_carried(db, group, carried)
+    except Exception:
+        pass  # the group is broken: _end_group rolls it back and says why
     try:
         out.committed = _end_group(db, group)
     except Exception as exc:
@@ -663,17 +694,28 @@ def _end_group_exit(db: sqlite3.Connection, group: _Group) -> _Exit:
 
 
 def _leave_group(
-    db: sqlite3.Connection, member: _Member, deferred: list[_Deferred], ok: bool, end: bool
+    db: sqlite3.Connection,
+    member: _Member,
+    carried: list[_Deferred],
+    deferred: list[_Deferred],
+    ok: bool,
+    end: bool,
 ) -> _Exit:
     """A writer's block has exited (``ok``: normally). Send its pending writes and
     RELEASE its savepoint, or roll the savepoint back; then, if ``end`` (nobody else
     was waiting to join), COMMIT the group -- all in one trip to the thread."""
     out = _Exit()
     group = member.group
-    if ok:
+    if carried:
+        try:
+            _begin(db, group)
+            _run_carried(db, group, carried)
+        except Exception as exc:
+            out.own = exc
+    if ok and out.own is None:
         try:
             if deferred:
-                _enter(db, member)
+                _enter(db, member, [])
                 for write in deferred:
                     write(db)
             if member.savepoint:
@@ -970,12 +1012,14 @@ class _Write(_Read, WriteTx):
         self._check()
         member = self._member
         deferred, member.deferred = member.deferred, []
+        carried, member.group.carried = member.group.carried, []
+        member.called = True
 
         def call(db: sqlite3.Connection) -> T:
             return fn(db, *args, **kwargs)
 
         began, head, result = await self._conn.run(
-            _in_savepoint, member, deferred, self._head is None, call
+            _in_savepoint, member, carried, deferred, self._head is None, call
         )
         if began is not None:
             self._cache.verify(*began)
@@ -1265,7 +1309,17 @@ class SQLiteStore(Store):
         group = member.group
         end = self._last_of(group)
         deferred, member.deferred = member.deferred, []
-        exit_ = asyncio.wrap_future(conn.submit(_leave_group, member, deferred, ok, end))
+        if not member.called and not end:
+            # No savepoint to release or roll back: its writes (if it succeeded) go with
+            # the group's next trip. A failure there fails the whole group.
+            if ok:
+                group.carried.extend(deferred)
+            self._lock.release()
+            done: asyncio.Future[_Exit] = asyncio.get_running_loop().create_future()
+            done.set_result(_Exit())
+            return done
+        carried, group.carried = group.carried, []
+        exit_ = asyncio.wrap_future(conn.submit(_leave_group, member, carried, deferred, ok, end))
         if end:
             if self._group is group:
                 self._group = None
@@ -1303,7 +1357,8 @@ class SQLiteStore(Store):
         """End the open group's transaction and settle its writers (lock held)."""
         group, self._group = self._group, None
         if group is not None and self._writer is not None:
-            ended = asyncio.wrap_future(self._writer.submit(_end_group_exit, group))
+            carried, group.carried = group.carried, []
+            ended = asyncio.wrap_future(self._writer.submit(_end_group_exit, group, carried))
             ended.add_done_callback(lambda f: self._settle(group, f))
             await asyncio.wait([ended])
 
