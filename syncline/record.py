@@ -14,10 +14,22 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = ["Record", "SetAdds"]
 
 SetAdds = dict[str, dict[str, list[Any]]]
 """set field -> element key -> [seq, client id or None]"""
+
+
+def _copy_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON data: an orjson round trip is about 3x faster than deepcopy
+    (record data holds only what validation let through, and that is JSON)."""
+    try:
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(data))
+    except orjson.JSONEncodeError:  # not JSON after all (an integer beyond 64 bits)
+        return copy.deepcopy(data)
+    return copied
 
 
 @dataclass(slots=True)
@@ -34,7 +46,7 @@ class Record:
     def copy(self) -> Record:
         return Record(
             id=self.id,
-            data=copy.deepcopy(self.data),
+            data=_copy_json(self.data),
             inc=self.inc,
             v=self.v,
             fv=dict(self.fv),
