@@ -211,7 +211,10 @@ class Collection:
         for name in data:
             self.field(name, record_id)
         try:
-            obj = self.model.model_validate_json(orjson.dumps(dict(data)), strict=True)
+            text = orjson.dumps(dict(data))
+            if b"\\u0000" in text:  # cheap test first; the exact one names the field
+                _refuse_nul(self.name, record_id, data)
+            obj = self.model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = err.get("loc") or ()
@@ -284,6 +287,28 @@ def _is_scalar(annotation: Any) -> bool:
     if args is not None and getattr(annotation, "__origin__", None) is None:
         return all(a in _SCALARS for a in args)  # a union such as str | None
     return annotation in _SCALARS
+
+
+def _refuse_nul(collection: str, record_id: str, data: Mapping[str, Any]) -> None:
+    """No stored text may hold U+0000: PostgreSQL cannot store it, so no store takes it."""
+
+    def has_nul(value: Any) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return any(has_nul(v) for v in value)
+        return False
+
+    for name, value in data.items():
+        if has_nul(value):
+            raise InvalidMutation(
+                "text may not contain the NUL character (U+0000)",
+                collection=collection,
+                record_id=record_id,
+                field=name,
+            )
 
 
 def set_key(element: Any) -> str:

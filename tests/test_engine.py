@@ -562,3 +562,17 @@ async def test_a_conflict_never_shows_theirs_to_a_principal_who_may_not_write(
     ack = await engine.apply("mallory", "tab-m", mut(1, probe))
     assert ack.status == "rejected" and ack.error is not None and ack.error["code"] == "forbidden"
     assert "secret" not in str(ack.to_wire())
+
+
+async def test_text_with_a_nul_character_is_refused_on_every_store(store: Store) -> None:
+    # PostgreSQL cannot store U+0000; refusing it everywhere keeps the stores alike and
+    # names the field instead of failing in the database.
+    engine = await seeded(store)
+    ack = await engine.apply("alice", "tab-1", mut(1, set_title("a\x00b")))
+    assert ack.status == "rejected"
+    assert ack.error is not None and ack.error["field"] == "title"
+    assert "NUL" in ack.error["message"]
+    literal = set_title("ok \\u0000 text")  # a backslash and "u0000", not NUL
+    second = await engine.apply("alice", "tab-1", mut(2, literal))
+    assert second.status == "applied", second.error
+    assert (await card(engine))["title"] == "ok \\u0000 text"  # type: ignore[index]
