@@ -196,3 +196,30 @@ async def test_stopping_the_reader_just_as_a_commit_wakes_it_still_stops() -> No
     async with asyncio.timeout(5):
         await reader.stop()
     assert reader._task is None
+
+
+async def test_connections_at_one_cursor_share_one_encoded_part_and_coalesce_apart() -> None:
+    engine, reader = await setup()
+    query = q({"c": "cards"})
+    busy, idle, other_query = Conn(), Conn(), Conn()
+    for conn in (busy, idle):
+        await join(reader, conn, {"all": query})
+    await join(reader, other_query, {"mine": q({"c": "cards", "where": {"list_id": "l1"}})})
+    for conn in (busy, idle, other_query):
+        await conn.frames()
+    await edit(engine, title="two")
+    await reader.step()
+    parts = [conn.outbox._items[0] for conn in (busy, idle, other_query)]  # type: ignore[index]
+    assert parts[0] is parts[1] and parts[2] is not parts[0]  # one part, encoded once
+    assert parts[0].encode() is parts[1].encode()
+    (frame,) = await idle.frames()
+    # The busy connection's socket waits: its next part merges into a copy, never into
+    # the part the other connection was handed.
+    await edit(engine, title="three")
+    await reader.step()
+    assert parts[0].to == 2 and orjson.loads(parts[0].encode()) == frame
+    (merged,) = await busy.frames()
+    assert merged["from"].endswith(".1") and merged["to"].endswith(".3")
+    assert [i["data"]["title"] for i in merged["q"]["all"]] == ["two", "three"]
+    (later,) = await idle.frames()
+    assert later["from"].endswith(".2") and later["to"].endswith(".3")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import websockets
 from starlette.applications import Starlette
@@ -398,6 +399,21 @@ class TestHeartbeat:
                 await alive.send({"t": "ping", "n": 1})
                 assert (await alive.expect("pong"))["n"] == 1
 
+    async def test_a_client_that_never_says_hello_is_closed_after_the_hello_timeout(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path, hello_timeout=0.4) as (host, _, sync):
+            loop = asyncio.get_running_loop()
+            async with websockets.connect(f"ws://{host}/sync") as ws:
+                opened = loop.time()
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    await asyncio.wait_for(ws.recv(), 5)
+                waited = loop.time() - opened
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4003
+            assert info.value.rcvd.reason == "no hello received"
+            assert 0.35 <= waited < 2.0
+            assert not sync.connections
+
 
 class TestSlowConsumer:
     async def test_a_client_that_stops_reading_is_disconnected_and_others_keep_up(
@@ -436,6 +452,49 @@ class TestSlowConsumer:
                 code, reason = await slow.close_code()
                 assert code == 4008 and "too slow" in reason
             slow.close()
+
+
+class TestWriting:
+    async def test_an_idle_connection_holds_one_task_and_a_paused_reader_misses_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        limits = Limits(mutations_per_second=10_000, mutation_burst=10_000)
+        async with running(tmp_path, max_queue_bytes=64 << 20, limits=limits) as (
+            host,
+            _,
+            sync,
+        ):
+            hello = {"t": "hello", "v": 1, "client": "paused-0001", "schema": BOARD.hash}
+            paused = await StalledClient.connect(host, [hello, {"t": "sub", "queries": CARDS}])
+            assert (await paused.next_frame())[1].startswith(b'{"t":"welcome"')
+            _, snapshot = await paused.next_frame()
+            cursor = int(orjson.loads(snapshot)["cursor"].split(".")[1])
+            (conn,) = [c for c in sync.connections if c.client_id == "paused-0001"]
+            assert conn._writer is None  # idle: only the task that reads
+            paused.stop_reading()
+            async with RawClient.connect(host, BOARD) as writer:
+                big, sent = "x" * 90_000, 0
+                while conn._writer is None and sent < 300:
+                    sent += 1
+                    ack = await writer.mutate([card_insert(f"p{sent}", description=big)], sent)
+                    assert ack["t"] == "ack", ack
+                # The socket pushed back: a writer task finishes the writes, in order.
+                assert conn._writer is not None, "the socket never pushed back"
+                head = ack["seq"]
+            paused.resume_reading()
+            seen: list[str] = []
+            async with asyncio.timeout(20):
+                while cursor < head:
+                    frame = orjson.loads((await paused.next_frame())[1])
+                    if frame["t"] != "changes":
+                        continue
+                    assert frame["from"].endswith(f".{cursor}")  # no gap, no overlap
+                    cursor = int(frame["to"].split(".")[1])
+                    seen += [item["id"] for item in frame["q"].get("cards", [])]
+            assert seen == [f"p{n}" for n in range(1, sent + 1)]
+            await asyncio.sleep(0.1)
+            assert conn._writer is None  # it ended with the outbox empty
+            paused.close()
 
 
 class TestHttpPull:

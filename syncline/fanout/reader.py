@@ -8,8 +8,9 @@ one read transaction and:
    touches, once;
 2. for every joined connection, matches the range to each of its queries
    (:func:`syncline.changes.query_items`), computing and encoding each distinct
-   (query, read key) answer once and handing the same strings to every connection that
-   shares it (the read key says what a principal may read, see ``Engine.read_key``);
+   (query, read key) answer once, and handing one :class:`ChangesPart` (so one encoded
+   frame) to every connection at the same cursor with the same answered queries and
+   read key (the read key says what a principal may read, see ``Engine.read_key``);
    connections that receive nothing get an empty advance only when they wait for an
    ack's ``seq`` (so their cursor reaches it, invariant 8) or on the heartbeat;
 3. serves joins queued since the last step, in the same transaction, at the same head:
@@ -52,12 +53,18 @@ log = logging.getLogger("syncline.fanout")
 
 @dataclass
 class ChangesPart:
-    """A ``changes`` frame in pieces: items are JSON strings encoded once, shared."""
+    """A ``changes`` frame in pieces: items are JSON strings encoded once, shared.
+
+    One part may be handed to many connections (all those at the same cursor with the
+    same queries and read key), so it is encoded once for all of them; whoever wants
+    to :meth:`extend` a part it was handed extends a :meth:`copy`."""
 
     epoch: str
     since: int
     to: int
     items: dict[str, list[str]] = field(default_factory=dict)
+    _encoded: str | None = field(default=None, init=False, repr=False, compare=False)
+    _size: int = field(default=-1, init=False, repr=False, compare=False)
 
     def can_extend(self, later: ChangesPart) -> bool:
         """Whether ``later`` may be coalesced into this part without reordering.
@@ -73,22 +80,37 @@ class ChangesPart:
 
     def extend(self, later: ChangesPart) -> None:
         """Coalesce a following part into this one (see :meth:`can_extend`)."""
+        size = self._size + later.size - 64 if self._size >= 0 else -1  # one header
         self.to = later.to
         for qid, items in later.items.items():
             self.items.setdefault(qid, []).extend(items)
+        self._encoded = None
+        self._size = size
+
+    def copy(self) -> ChangesPart:
+        """A part equal to this one whose item lists are its own (safe to extend)."""
+        part = ChangesPart(self.epoch, self.since, self.to)
+        part.items = {qid: list(items) for qid, items in self.items.items()}
+        part._size = self._size
+        return part
 
     def encode(self) -> str:
-        body = ",".join(
-            f"{orjson.dumps(qid).decode()}:[{','.join(items)}]" for qid, items in self.items.items()
-        )
-        return (
-            f'{{"t":"changes","from":"{self.epoch}.{self.since}",'
-            f'"to":"{self.epoch}.{self.to}","q":{{{body}}}}}'
-        )
+        if self._encoded is None:
+            body = ",".join(
+                f"{orjson.dumps(qid).decode()}:[{','.join(items)}]"
+                for qid, items in self.items.items()
+            )
+            self._encoded = (
+                f'{{"t":"changes","from":"{self.epoch}.{self.since}",'
+                f'"to":"{self.epoch}.{self.to}","q":{{{body}}}}}'
+            )
+        return self._encoded
 
     @property
     def size(self) -> int:
-        return sum(len(i) for items in self.items.values() for i in items) + 64
+        if self._size < 0:
+            self._size = sum(len(i) for items in self.items.values() for i in items) + 64
+        return self._size
 
 
 class Subscriber(Protocol):
@@ -252,27 +274,43 @@ class LogReader:
         waiting = any(c.cursor is not None and c.awaiting_seq > c.cursor for c in self.connections)
         if head == self.position and not heartbeat and not waiting:
             return []
-        cache: dict[tuple[str, object], list[str]] = {}
+        # Each distinct answer is computed and encoded once per (query, read key), and
+        # each distinct part once per (cursor, read key, answered queries): connections
+        # at the same cursor share one part, and so one encoded frame.
+        answers: dict[tuple[str, object], list[str]] = {}
+        query_keys: dict[int, tuple[Query, str]] = {}  # the server shares parsed queries
+        parts: dict[tuple[object, ...], ChangesPart] = {}
         schema = self.engine.schema
         out: list[tuple[Subscriber, ChangesPart]] = []
         for conn in list(self.connections):
             if conn.left or conn.resync or conn.cursor is None or conn.cursor >= head:
                 continue
-            part = ChangesPart(self.epoch, conn.cursor, head)
+            cursor, read_key = conn.cursor, conn.read_key
+            found: dict[str, list[str]] = {}
+            signature: list[object] = [cursor, read_key]
             for qid, query in list(conn.queries.items()):
-                key = (query.key, conn.read_key)
-                items = cache.get(key)
+                known = query_keys.get(id(query))
+                if known is None or known[0] is not query:
+                    known = query_keys[id(query)] = (query, query.key)
+                key = (known[1], read_key)
+                items = answers.get(key)
                 if items is None:
                     raw = query_items(schema, conn.principal, query, entries, current)
                     if raw is None:  # a limited window moved: send it whole
                         window = await self.engine.run_query(tx, conn.principal, query)
                         raw = [{"k": "reset", "records": window}]
                     items = [orjson.dumps(i).decode() for i in raw]
-                    cache[key] = items
+                    answers[key] = items
                 if items:
-                    part.items[qid] = list(items)
-            if part.items or conn.awaiting_seq > conn.cursor or heartbeat:
-                out.append((conn, part))
+                    found[qid] = items
+                    signature += (qid, known[1])
+            if not found and conn.awaiting_seq <= cursor and not heartbeat:
+                continue
+            shared = tuple(signature)
+            part = parts.get(shared)
+            if part is None:
+                part = parts[shared] = ChangesPart(self.epoch, cursor, head, found)
+            out.append((conn, part))
         return out
 
     async def _serve(self, tx: ReadTx, j: _Join, head: int) -> _Served | None:

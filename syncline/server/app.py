@@ -19,7 +19,9 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import types
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,14 +90,46 @@ def _principal_key(engine: Engine, principal: Principal) -> str:
 
 
 class Connection:
-    """One WebSocket client: its principal, subscriptions, cursor and send queue."""
+    """One WebSocket client: its principal, subscriptions, cursor and send queue.
+
+    A connection runs in one task, the ASGI handler's, which reads frames. Nothing
+    waits to write: frames handed to the outbox are written at the end of the current
+    loop turn (:meth:`SynclineServer._flush_soon`), all of a reader step's frames in
+    one pass, straight to the socket while it takes them; only when the socket pushes
+    back does a writer task exist, and it ends when the outbox is empty. Silence is
+    watched for all connections by one task (:meth:`SynclineServer._watch_forever`).
+    An idle connection therefore holds one task, and no event, queue or timer."""
+
+    __slots__ = (
+        "_flush_due",
+        "_interrupted",
+        "_writer",
+        "awaiting_seq",
+        "client_id",
+        "close_reason",
+        "cursor",
+        "heard",
+        "left",
+        "outbox",
+        "pinged",
+        "principal",
+        "principal_key",
+        "protocol",
+        "queries",
+        "read_key",
+        "resync",
+        "server",
+        "task",
+        "ws",
+    )
 
     def __init__(self, server: SynclineServer, ws: WebSocket) -> None:
         self.server = server
         self.ws = ws
         self.protocol = ServerProtocol(server.limits)
-        self.outbox = Outbox(server.max_queue_bytes, on_overflow=self._overflowed)
-        self.closing = asyncio.Event()
+        self.outbox = Outbox(
+            server.max_queue_bytes, on_overflow=self._overflowed, on_ready=self._outbox_ready
+        )
         self.principal: Principal = None
         self.principal_key = ""
         self.read_key: object = None
@@ -106,6 +140,12 @@ class Connection:
         self.cursor: int | None = None
         self.awaiting_seq = 0
         self.close_reason: tuple[int, str] | None = None
+        self.heard = asyncio.get_running_loop().time()  # when the last frame was handled
+        self.pinged = False  # a ping went out since then
+        self.task: asyncio.Task[Any] | None = None  # the reading task, while it reads
+        self._interrupted = False  # close_later cancelled the reading task
+        self._flush_due = False
+        self._writer: asyncio.Task[None] | None = None
 
     # Subscriber protocol, called by the log reader.
     def send_changes(self, part: ChangesPart) -> None:
@@ -118,13 +158,76 @@ class Connection:
         """Ask the connection to close, from any task; the first reason given wins."""
         if self.close_reason is None:
             self.close_reason = (code, reason)
-        self.closing.set()
+        task = self.task
+        # The reading task checks close_reason between frames; from elsewhere, interrupt
+        # whatever it waits for (the handler takes this cancellation back).
+        if task is not None and not self._interrupted and task is not asyncio.current_task():
+            self._interrupted = True
+            task.cancel()
 
     def _overflowed(self) -> None:
         self.close_later(
             CLOSE_SLOW,
             f"too slow: more than {self.outbox.max_bytes} bytes waited; resume from your cursor",
         )
+
+    # Writing.
+    def _outbox_ready(self) -> None:
+        if not self._flush_due and self._writer is None:
+            self._flush_due = True
+            self.server._flush_soon(self)
+
+    def flush(self) -> None:
+        """Write what waits while the socket takes it without waiting; hand the rest to
+        a writer task the first time a write has to wait (the transport pushes back)."""
+        self._flush_due = False
+        if self._writer is not None or self.left:
+            return
+        while (frame := self.outbox.pop()) is not None:
+            write = self.ws.send_text(frame)
+            try:
+                pending = write.send(None)  # one step: a write that need not wait ends here
+            except StopIteration:
+                continue
+            except Exception:  # the socket is gone: the connection ends
+                self.close_later(CLOSE_NORMAL, "")
+                return
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_rest(_resumed(write, pending))
+            )
+            return
+
+    async def _write_rest(self, first: Awaitable[None]) -> None:
+        try:
+            await first
+            while (frame := self.outbox.pop()) is not None:
+                await self.ws.send_text(frame)
+        except Exception:
+            self.close_later(CLOSE_NORMAL, "")
+        finally:
+            self._writer = None
+
+
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Finish, in whichever task awaits this, a coroutine that was stepped by hand and
+    is suspended on ``pending`` (what it yielded): ``yield from`` for that case."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 class SynclineServer:
@@ -158,6 +261,7 @@ class SynclineServer:
         self.retention = retention
         self.trim_every = trim_every
         self._trimmer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.max_polls_per_principal = max_polls_per_principal
         self._polls: dict[str, int] = {}
         self._head = 0  # the newest commit this process heard of (long polls wait for it)
@@ -168,6 +272,10 @@ class SynclineServer:
         self.backplane = backplane or MemoryBackplane()
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
+        self._to_flush: list[Connection] = []  # written at the end of this loop turn
+        # Parsed queries by key, shared by every connection that subscribes to the same
+        # query (less memory per connection; the reader keys its answers by the object).
+        self._queries: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
         self._started = False
         self._start_lock = asyncio.Lock()
         self._head_changed = asyncio.Condition()
@@ -194,6 +302,9 @@ class SynclineServer:
                 self.reader.on_advance.append(self._on_commit)
                 if self.retention is not None:
                     self._trimmer = asyncio.create_task(self._trim_forever(self.retention))
+                tick = min(self.heartbeat, self.hello_timeout) / 8
+                if math.isfinite(tick) and tick > 0:
+                    self._watcher = asyncio.create_task(self._watch_forever(tick))
                 self._started = True
 
     async def stop(self) -> None:
@@ -201,11 +312,11 @@ class SynclineServer:
             conn.close_later(CLOSE_NORMAL, "server shutting down")
         if self._started:
             await self.backplane.stop()
-        if self._trimmer is not None:
-            self._trimmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._trimmer
-            self._trimmer = None
+        for task in (self._trimmer, self._watcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])  # unlike awaiting it, never swallows our own cancel
+        self._trimmer = self._watcher = None
         await self.reader.stop()
         self._started = False
 
@@ -221,6 +332,25 @@ class SynclineServer:
                 log.exception("trimming the log failed; will retry")
             await asyncio.sleep(self.trim_every)
 
+    async def _watch_forever(self, tick: float) -> None:
+        """Hello timeouts and heartbeats for every connection, in one task: a timer per
+        connection would cost more memory than the rest of an idle connection's state.
+        Each limit is acted on within ``tick`` (an eighth of the shorter one) of passing."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for conn in list(self.connections):
+                silent = now - conn.heard  # negative while a frame is being handled
+                if conn.protocol.client_id is None:
+                    if silent >= self.hello_timeout:
+                        conn.close_later(CLOSE_PROTOCOL, "no hello received")
+                elif silent >= 2 * self.heartbeat:
+                    conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
+                elif silent >= self.heartbeat and not conn.pinged:
+                    conn.pinged = True
+                    conn.send_frame({"t": "ping"})
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         await self.start()
@@ -231,6 +361,8 @@ class SynclineServer:
 
     def _on_commit(self, head: int) -> None:
         self._head = max(self._head, head)
+        if not self._polls:  # no long poll waits (each one counts in _polls while it does)
+            return
         task = asyncio.get_running_loop().create_task(self._notify_pullers())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -283,8 +415,8 @@ class SynclineServer:
         return result
 
     async def _websocket(self, ws: WebSocket) -> None:
-        """Run one connection: a reading task and a writing task, until either ends or
-        someone asks it to close (overflow, revoke, shutdown, a fatal protocol error)."""
+        """Run one connection: read frames until the client leaves or someone asks it to
+        close (overflow, revoke, shutdown, a fatal protocol error, a failed write)."""
         if not self._origin_allowed(ws):
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
@@ -292,20 +424,24 @@ class SynclineServer:
         await ws.accept()
         conn = Connection(self, ws)
         self.connections.add(conn)
-        reading = asyncio.create_task(self._read_loop(conn))
-        writing = asyncio.create_task(self._writer(conn))
-        reading.add_done_callback(lambda _: conn.closing.set())
-        writing.add_done_callback(lambda _: conn.closing.set())
+        task = conn.task = asyncio.current_task()
         try:
-            await conn.closing.wait()
+            await self._read_loop(conn)
+        except asyncio.CancelledError:
+            # close_later's interruption is taken back; any other cancellation goes on.
+            if not conn._interrupted or task is None or task.uncancel() > 0:
+                raise
         finally:
+            conn.task = None
+            conn.flush()  # what the connection said last (an error, say) goes before the close
             self.connections.discard(conn)
             self.reader.leave(conn)
             conn.protocol.close()
             conn.outbox.close()
-            for task in (reading, writing):
-                task.cancel()
-            await asyncio.gather(reading, writing, return_exceptions=True)
+            writer = conn._writer
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
             if (
                 ws.application_state != WebSocketState.DISCONNECTED
                 and ws.client_state != WebSocketState.DISCONNECTED
@@ -318,51 +454,54 @@ class SynclineServer:
                         ws.close(code=code, reason=reason[:120]), self.close_timeout
                     )
 
-    async def _writer(self, conn: Connection) -> None:
-        while True:
-            frame = await conn.outbox.get()
-            await conn.ws.send_text(frame)
+    def _flush_soon(self, conn: Connection) -> None:
+        """Write ``conn``'s outbox at the end of this loop turn, with every other
+        connection's: a reader step's frames go out in one pass, one write each."""
+        if not self._to_flush:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._to_flush.append(conn)
+
+    def _flush(self) -> None:
+        conns, self._to_flush = self._to_flush, []
+        for conn in conns:
+            conn.flush()
 
     async def _read_loop(self, conn: Connection) -> None:
+        """Read and handle frames in turn; silence is watched by :meth:`_watch_forever`."""
         ws = conn.ws
-        idle = 0
+        clock = asyncio.get_running_loop().time
         while conn.close_reason is None:
-            timeout = self.hello_timeout if conn.protocol.client_id is None else self.heartbeat
-            try:
-                async with asyncio.timeout(timeout):  # no extra task per frame, unlike wait_for
-                    message = await ws.receive()
-            except TimeoutError:
-                if conn.protocol.client_id is None:
-                    conn.close_later(CLOSE_PROTOCOL, "no hello received")
-                    return
-                idle += 1
-                if idle >= 2:
-                    conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
-                    return
-                conn.send_frame({"t": "ping"})
-                continue
+            message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 conn.close_reason = conn.close_reason or (CLOSE_NORMAL, "client left")
                 return
-            idle = 0
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            try:
-                event = conn.protocol.receive(data, time.monotonic())
-                await self._handle(conn, event)
-            except ProtocolError as exc:
-                conn.send_frame(exc.frame())
-                if exc.fatal:
-                    conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
-                    return
-            except Exception:
-                # A bug of ours or of the application's hooks: say so without details,
-                # log them, and close; the client reconnects and resumes.
-                log.exception("unexpected error on a connection")
-                conn.send_frame({"t": "error", "code": "internal", "message": "internal error"})
-                conn.close_later(CLOSE_INTERNAL, "internal error")
+            conn.heard, conn.pinged = math.inf, False  # not silent while handling it
+            if not await self._receive(conn, message):
                 return
+            conn.heard = clock()
+            del message  # an idle connection keeps no frame it was sent
+
+    async def _receive(self, conn: Connection, message: Mapping[str, Any]) -> bool:
+        """Handle one client frame; False when the connection must close."""
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        try:
+            event = conn.protocol.receive(data, time.monotonic())
+            await self._handle(conn, event)
+        except ProtocolError as exc:
+            conn.send_frame(exc.frame())
+            if exc.fatal:
+                conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
+                return False
+        except Exception:
+            # A bug of ours or of the application's hooks: say so without details,
+            # log them, and close; the client reconnects and resumes.
+            log.exception("unexpected error on a connection")
+            conn.send_frame({"t": "error", "code": "internal", "message": "internal error"})
+            conn.close_later(CLOSE_INTERNAL, "internal error")
+            return False
+        return True
 
     async def _handle(self, conn: Connection, event: Any) -> None:
         if isinstance(event, Hello):
@@ -406,7 +545,10 @@ class SynclineServer:
 
     async def _subscribe(self, conn: Connection, sub: Subscribe) -> None:
         try:
-            queries = {qid: Query.parse(q, self.engine.schema) for qid, q in sub.queries.items()}
+            queries = {
+                qid: self._shared(Query.parse(q, self.engine.schema))
+                for qid, q in sub.queries.items()
+            }
             since = Cursor.parse(sub.since) if sub.since is not None else None
         except (QueryError, CursorError) as exc:
             raise ProtocolError(exc.code, str(exc)) from None
@@ -418,6 +560,10 @@ class SynclineServer:
             await self.reader.join(conn, queries, since)
         except CursorError as exc:
             raise ProtocolError(exc.code, str(exc)) from None
+
+    def _shared(self, query: Query) -> Query:
+        """The parsed query every connection subscribed to the same query holds."""
+        return self._queries.setdefault(query.key, query)
 
     async def _mutate_ws(self, conn: Connection, event: Mutate) -> None:
         refusal = None

@@ -4,6 +4,14 @@ Frames wait here while the socket is busy. Adjacent ``changes`` parts merge into
 frame (one write per batch, not per change). When what waits passes ``max_bytes`` the
 outbox overflows: the connection is closed with a reason and its client resumes from
 its cursor later, so a slow consumer costs bounded memory and delays no one else.
+
+The outbox does not write. Whoever owns it is told by ``on_ready`` that something
+waits, and takes frames with :meth:`Outbox.pop` (or awaits them with
+:meth:`Outbox.get`). An idle outbox holds no queue, event or task: with thousands of
+idle connections, each one's send side costs a few hundred bytes.
+
+A ``changes`` part may be shared by every connection at the same cursor (the log
+reader encodes each answer once); the outbox never changes a part it did not copy.
 """
 
 from __future__ import annotations
@@ -22,19 +30,37 @@ class OutboxOverflow(Exception):
 
 
 class Outbox:
+    __slots__ = (
+        "_bytes",
+        "_items",
+        "_own_tail",
+        "_waiter",
+        "closed",
+        "max_bytes",
+        "on_overflow",
+        "on_ready",
+        "overflowed",
+    )
+
     def __init__(
-        self, max_bytes: int = 4 << 20, on_overflow: Callable[[], None] | None = None
+        self,
+        max_bytes: int = 4 << 20,
+        on_overflow: Callable[[], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.on_overflow = on_overflow
-        self._items: deque[str | ChangesPart] = deque()
+        self.on_ready = on_ready
+        """Called (synchronously) whenever a frame was added or merged."""
+        self._items: deque[str | ChangesPart] | None = None  # None while empty
+        self._own_tail = False  # the last item is a part this outbox copied (may extend)
         self._bytes = 0
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # only while get() waits
         self.overflowed = False
         self.closed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     @property
     def queued_bytes(self) -> int:
@@ -44,54 +70,85 @@ class Outbox:
         self._add(frame, len(frame))
 
     def put_changes(self, part: ChangesPart) -> None:
-        last = self._items[-1] if self._items else None
+        items = self._items
+        last = items[-1] if items else None
         if isinstance(last, ChangesPart) and last.can_extend(part):
+            assert items is not None
+            if not self._own_tail:  # shared with other connections: extend a copy
+                last = items[-1] = last.copy()
+                self._own_tail = True
             self._bytes -= last.size
             last.extend(part)
             self._bytes += last.size
             self._check()
-            self._ready.set()
+            self._ready()
             return
         self._add(part, part.size)
 
     def _add(self, item: str | ChangesPart, size: int) -> None:
         if self.closed:
             return
+        if self._items is None:
+            self._items = deque()
         alone = not self._items
         self._items.append(item)
+        self._own_tail = False
         self._bytes += size
         # One frame larger than the limit (a big snapshot) put into an empty queue still
         # goes out to a client that reads; anything that waits behind it counts.
         if not alone:
             self._check()
-        self._ready.set()
+        self._ready()
 
     def _check(self) -> None:
         if self._bytes > self.max_bytes and not self.overflowed:
             self.overflowed = True
-            self._items.clear()  # what the client missed it gets by resuming from its cursor
+            self._items = None  # what the client missed it gets by resuming from its cursor
             self._bytes = 0
             self.closed = True
-            self._ready.set()
+            self._wake()
             if self.on_overflow is not None:
                 self.on_overflow()
 
-    async def get(self) -> str:
-        """The next frame to write; raises :class:`OutboxOverflow` once overflowed."""
-        while not self._items or self.overflowed:
-            if self.overflowed:
-                raise OutboxOverflow(f"more than {self.max_bytes} bytes waiting to be sent")
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
+    def _ready(self) -> None:
+        self._wake()
+        if self.on_ready is not None and not self.closed:
+            self.on_ready()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pop(self) -> str | None:
+        """The next frame to write, or None when nothing waits (or the outbox closed)."""
+        items = self._items
+        if not items:
+            return None
+        item = items.popleft()
+        if not items:
+            self._items = None
+            self._own_tail = False
         if isinstance(item, ChangesPart):
             self._bytes -= item.size
             return item.encode()
         self._bytes -= len(item)
         return item
 
+    async def get(self) -> str:
+        """The next frame to write; raises :class:`OutboxOverflow` once overflowed."""
+        while True:
+            if self.overflowed:
+                raise OutboxOverflow(f"more than {self.max_bytes} bytes waiting to be sent")
+            frame = self.pop()
+            if frame is not None:
+                return frame
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
     def close(self) -> None:
         self.closed = True
-        self._items.clear()
+        self._items = None
+        self._own_tail = False
         self._bytes = 0
-        self._ready.set()
+        self._wake()
