@@ -3,9 +3,11 @@
 //   import { connect } from "/sync/client.js";
 //   const sync = await connect();   // hydrates from #syncline-state, then goes live
 //
-// connect() reads the page's embedded state with JSON.parse(element.textContent), builds
-// the replica from it without any request, takes this page's Web Lock, opens the
-// pending-queue store (IndexedDB), and starts the connection loop:
+// connect() reads the page's embedded state with JSON.parse(element.textContent), opens
+// the socket, builds the replica from the state without any request while the handshake
+// goes on, and resolves; this page's Web Lock and the pending-queue store (IndexedDB)
+// open in the background (a write made before they are ready is saved, then sent, once
+// they are). The connection loop:
 //
 //   offline --> connecting --welcome--> live
 //      ^            |                    |
@@ -191,10 +193,14 @@ export class SyncClient {
     this._listeners = new Map();
     /** @type {Set<{collection: string, refresh: () => void}>} */
     this._queries = new Set();
+    /** How many times changed records were shown: a query's rows are current if none since. */
+    this._renders = 0;
     /** @type {QueueStore} */
     this.store = memoryStore();
     /** @type {Promise<unknown>} every queued save, in order */
     this._saving = Promise.resolve();
+    /** @type {Promise<void>} settles once the page's lock and store are in place */
+    this._storeReady = Promise.resolve();
     /** @type {string | null} */
     this._queueSig = JSON.stringify(queueSig(this));
     /** @type {string | null} */
@@ -227,13 +233,17 @@ export class SyncClient {
     this._bindRoot = options.bind === false ? null : (options.bind ?? doc ?? null);
     /** @type {(() => void)[]} */
     this._cleanup = [];
-    if (state !== null && state !== undefined) this.protocol.hydrate(state);
-    this._pending.set(this.replica.pending.length);
+    /** The embedded state, loaded by _start once the connection is on its way. */
+    this._state = state;
   }
 
   async _start() {
     const tabs = this.options.tabs !== false;
-    // The page's lock and the IndexedDB store open together: both are waits.
+    if (this.options.storage) this.store = this.options.storage;
+    // The page's lock and the IndexedDB store open together, in the background: on a
+    // large page the browser answers them late (it is busy laying the page out), and
+    // neither the connection nor reading needs them. A write made meanwhile is saved,
+    // and so sent, once the store is in place (invariant 3): see _saveQueue.
     const locking = tabs
       ? holdLock(this.clientId, this.options.locks === undefined ? undefined : this.options.locks)
           .catch((exc) => {
@@ -245,11 +255,42 @@ export class SyncClient {
       this.options.storage === false || this.options.storage
         ? Promise.resolve(null)
         : withTimeout(openStore(), 3000, memoryStore);
-    const [lock, opened] = await Promise.all([locking, opening]);
+    this._storeReady = Promise.all([locking, opening]).then(([lock, opened]) =>
+      this._held(tabs, lock, opened),
+    );
+    this._listen(globalThis, "online", () => this._online());
+    this._listen(globalThis, "offline", () => this._offline());
+    this._listen(globalThis, "pagehide", () => this._pageHide());
+    const nav = /** @type {{onLine?: boolean} | undefined} */ (globalThis.navigator);
+    if (nav && nav.onLine === false) this._browserOffline = true;
+    this._connect();
+    // Hydrate while the handshake goes on: the socket's events are tasks, so the
+    // protocol holds the page's state before the first of them runs.
+    try {
+      if (this._state !== null && this._state !== undefined) this.protocol.hydrate(this._state);
+    } catch (exc) {
+      this.close();
+      throw exc;
+    } finally {
+      this._state = null;
+    }
+    this._pending.set(this.replica.pending.length);
+  }
+
+  /**
+   * The lock and the store are ready: keep the store, listen to other tabs, adopt.
+   * @param {boolean} tabs
+   * @param {{release: () => void} | null} lock
+   * @param {QueueStore | null} opened
+   */
+  _held(tabs, lock, opened) {
+    if (this._closed) {
+      lock?.release();
+      opened?.close();
+      return;
+    }
     this._lock = lock;
-    if (this.options.storage) {
-      this.store = this.options.storage;
-    } else if (opened !== null) {
+    if (opened !== null) {
       // Only a page that holds its lock may keep its queue where other pages look for
       // queues to adopt: an unlocked queue could be adopted while this page still sends
       // it, and one mutation would go out twice.
@@ -260,12 +301,6 @@ export class SyncClient {
       this._tabs = new TabChannel(this.clientId, (message) => this._onTabMessage(message));
       this._tabs.post({ t: "hello", client: this.clientId });
     }
-    this._listen(globalThis, "online", () => this._online());
-    this._listen(globalThis, "offline", () => this._offline());
-    this._listen(globalThis, "pagehide", () => this._pageHide());
-    const nav = /** @type {{onLine?: boolean} | undefined} */ (globalThis.navigator);
-    if (nav && nav.onLine === false) this._browserOffline = true;
-    this._connect();
     if (tabs && this._lock !== null) void this._adopt();
   }
 
@@ -287,6 +322,16 @@ export class SyncClient {
   get cursor() {
     const c = this.replica.cursor;
     return c === null ? null : formatCursor(c);
+  }
+
+  /**
+   * Nothing has changed since the page's embedded state was loaded: the replica shows
+   * what the server rendered from it, so an application's first render may keep the
+   * server's HTML as it is. False from the first change on (a write, a server change,
+   * another tab's edit), for good.
+   */
+  get pristine() {
+    return this._renders === 0;
   }
 
   /** Live, every subscription answered, nothing pending. */
@@ -321,14 +366,19 @@ export class SyncClient {
     const value = new Value(/** @type {Dict[]} */ ([]), {
       equals: sameRows,
       start: () => {
-        handle.refresh();
+        // Unwatched, the rows may have gone stale; run the query again only if so.
+        if (seen !== this._renders) handle.refresh();
         this._queries.add(handle);
       },
       stop: () => this._queries.delete(handle),
     });
+    let seen = this._renders;
     const handle = {
       collection: parsed.collection,
-      refresh: () => value.set(this.replica.query(parsed)),
+      refresh: () => {
+        seen = this._renders;
+        value.set(this.replica.query(parsed));
+      },
     };
     handle.refresh();
     return readonly(value);
@@ -522,6 +572,7 @@ export class SyncClient {
 
   /** @param {Set<string>} keys */
   _render(keys) {
+    this._renders++;
     if (this._bindRoot) {
       try {
         patchKeys(this._bindRoot, keys, (c, id) => this.replica.get(c, id), this.options.render);
@@ -555,8 +606,11 @@ export class SyncClient {
     if (sig === this._queueSig) return;
     this._queueSig = sig;
     const queue = queueOf(this.replica);
-    const store = this.store;
-    this._saving = this._saving.then(() => store.save(queue)).catch(report);
+    // Saved in the store the page keeps, once it has one (_held).
+    this._saving = this._saving
+      .then(() => this._storeReady)
+      .then(() => this.store.save(queue))
+      .catch(report);
   }
 
   // --- the connection loop -----------------------------------------------------------
@@ -812,8 +866,14 @@ function sameRows(a, b) {
     const y = b[i];
     const kx = Object.keys(x);
     if (kx.length !== Object.keys(y).length) return false;
-    for (const k of kx)
-      if (!hasOwn(y, k) || JSON.stringify(x[k]) !== JSON.stringify(y[k])) return false;
+    for (const k of kx) {
+      if (!hasOwn(y, k)) return false;
+      const u = x[k];
+      const v = y[k];
+      if (u === v) continue; // the common case, a scalar: no JSON text needed
+      if (typeof u !== "object" || typeof v !== "object" || JSON.stringify(u) !== JSON.stringify(v))
+        return false;
+    }
   }
   return true;
 }

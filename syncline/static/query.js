@@ -171,20 +171,24 @@ export function matches(query, row) {
  * @returns {T[]}
  */
 export function sortRows(query, rows) {
-  const out = [...rows].sort((a, b) =>
-    compareCodePoints(String(getOwn(a, "id")), String(getOwn(b, "id"))),
-  );
-  for (let i = query.order.length - 1; i >= 0; i--) {
-    const [field, direction] = query.order[i];
-    const sign = direction === "desc" ? -1 : 1;
-    // Array.prototype.sort is stable, and so is a descending sort here (ties keep their
-    // order), as Python's sort(reverse=True) is.
-    out.sort(
-      (a, b) =>
-        sign *
-        compareSortKeys(sortKey(getOwn(a, field) ?? null), sortKey(getOwn(b, field) ?? null)),
-    );
-  }
+  // One sort on (order fields..., id), each row's keys computed once: the same order as
+  // sorting by id, then stably by each field from the last to the first (Query.sort),
+  // since a descending field only reverses that field's comparison and ties fall through.
+  const order = query.order;
+  const signs = order.map(([, direction]) => (direction === "desc" ? -1 : 1));
+  const keyed = rows.map((row) => ({
+    row,
+    id: String(getOwn(row, "id")),
+    keys: order.map(([field]) => sortKey(getOwn(row, field) ?? null)),
+  }));
+  keyed.sort((a, b) => {
+    for (let i = 0; i < signs.length; i++) {
+      const c = compareSortKeys(a.keys[i], b.keys[i]);
+      if (c !== 0) return signs[i] * c;
+    }
+    return compareCodePoints(a.id, b.id);
+  });
+  const out = keyed.map((k) => k.row);
   return query.limit !== null ? out.slice(0, query.limit) : out;
 }
 

@@ -21,7 +21,7 @@
 
 import { CursorError, parseCursor, sameCursor } from "./cursor.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject, toJson } from "./json.js";
-import { applyLocal, recordFromWire, recordKey, splitKey } from "./ops.js";
+import { applyLocal, recordFromWire, recordKey } from "./ops.js";
 import { parseQuery, matches, sortRows } from "./query.js";
 import { collectionOf, makeSchema } from "./schema.js";
 
@@ -541,8 +541,11 @@ export class Replica {
   query(query) {
     /** @type {Dict[]} */
     const rows = [];
+    const prefix = `${query.collection}:`;
     for (const [key, r] of this.view()) {
-      if (r === null || r.deleted || splitKey(key)[0] !== query.collection) continue;
+      // The key is "<collection>:<id>": its collection, without splitting every key.
+      if (r === null || r.deleted || !key.startsWith(prefix) || key.indexOf(":") !== prefix.length - 1)
+        continue;
       const one = row(r);
       if (matches(query, one)) rows.push(one);
     }

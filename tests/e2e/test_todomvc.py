@@ -143,6 +143,28 @@ async def test_the_list_persists_across_a_reload(context: BrowserContext, url: s
     await expect(page.locator(".todo-list li.completed label")).to_have_text(["persist me"])
 
 
+async def test_a_server_rendered_list_hydrates_goes_live_and_stays_editable(
+    context: BrowserContext, url: str
+) -> None:
+    page = await open_app(context, url)
+    await add(page, "one", "two", "three")
+    await page.locator(".todo-list li").nth(1).locator(".toggle").check()
+    await page.reload()  # the list is the server's now; hydration leaves it as it is
+    await expect(page.locator("html[data-sync-state='live']")).to_have_count(1)
+    await expect(page.locator(".todo-list li label")).to_have_text(["one", "two", "three"])
+    await page.goto(f"{url}#/active")
+    await expect(page.locator(".todo-list li label")).to_have_text(["one", "three"])
+    await page.goto(f"{url}#/")
+    await expect(page.locator(".todo-list li label")).to_have_text(["one", "two", "three"])
+    await expect(page.locator(".todo-list li.completed label")).to_have_text(["two"])
+    third = page.locator(".todo-list li").nth(2)
+    await third.locator("label").dblclick()
+    await third.locator(".edit").fill("three, edited")
+    await third.locator(".edit").press("Enter")
+    await expect(page.locator(".todo-list li label")).to_have_text(["one", "two", "three, edited"])
+    await expect(page.locator(".todo-count")).to_have_text("2 items left")
+
+
 async def test_two_tabs_of_one_visitor_stay_in_sync_live(context: BrowserContext, url: str) -> None:
     one = await open_app(context, url)
     two = await open_app(context, url)

@@ -6,8 +6,9 @@
  * Theory of operation
  * - The server rendered every card from the snapshot it embedded. `connect()` builds
  *   the replica from that snapshot without a request; this module then reconciles the
- *   existing DOM with the replica's rows, changing only what differs, so the first
- *   reconcile changes nothing and the server's nodes are kept (no flash).
+ *   existing DOM with the replica's rows, changing only what differs, so the server's
+ *   nodes are kept (no flash). While the client is `pristine` (nothing changed since
+ *   the snapshot) there is nothing to reconcile, and the first render is skipped.
  * - Every edit is a call on the client (`update`, `increment`, `add`, `remove`,
  *   `insert`): it shows at once (optimistic) and is sent, or queued while offline.
  * - Cards added later are cloned from `<template id="card-template">`, which the server
@@ -185,6 +186,9 @@ function renderCard(li, row) {
 function renderCards(rows) {
   cards.clear();
   for (const row of rows) cards.set(row.id, row);
+  // Nothing changed since the server rendered these rows: its cards are already right,
+  // and looking each one up would cost more than everything else hydration does.
+  if (sync.pristine) return;
   /** @type {Map<string, CardRow[]>} */
   const byList = new Map();
   for (const row of rows) {
@@ -222,6 +226,7 @@ function renderCards(rows) {
 /** A board's or a list's name (the client patches them too; this covers new ones).
  * @param {ListRow[]} rows @param {string} collection */
 function renderNames(rows, collection) {
+  if (sync.pristine) return; // as the server rendered them
   const elements = elementsBySlId(document, collection);
   for (const row of rows) {
     for (const el of elements.get(`${collection}:${row.id}`) ?? []) {

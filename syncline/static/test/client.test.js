@@ -582,3 +582,45 @@ test("back online before the old socket finished closing: one new connection, af
     win.restore();
   }
 });
+
+test("pristine until the first change: the page shows what the server rendered", async () => {
+  const { sync } = await start();
+  assert.equal(sync.pristine, true, "hydrated, nothing changed");
+  const ws = await live(sync);
+  ws.take();
+  ws.receive({ t: "changes", from: "e1.5", to: "e1.5", q: {} });
+  assert.equal(sync.pristine, true, "an empty catch-up changes nothing");
+  sync.update("cards", "c1", { title: "Ship" });
+  assert.equal(sync.pristine, false);
+});
+
+test("connect() resolves before the page's lock; a write made meanwhile waits for it", async () => {
+  /** @type {() => void} */
+  let grant = () => {};
+  const gate = new Promise((resolve) => {
+    grant = () => resolve(undefined);
+  });
+  const locks = {
+    /** @param {string} name @param {(lock: unknown) => Promise<unknown>} callback */
+    async request(name, callback) {
+      await gate;
+      return callback({ name, mode: "exclusive" });
+    },
+  };
+  const { sync, store } = await start({ tabs: true, locks: /** @type {any} */ (locks) });
+  assert.equal(sync.get("cards", "c1")?.title, "Shop", "hydrated at once");
+  const ws = await live(sync);
+  assert.equal(sync.status.value, "live", "live without the lock");
+  ws.take();
+  sync.update("cards", "c1", { title: "Ship" });
+  await settle();
+  assert.deepEqual(ws.take(), [], "not sent before the lock and the store are in place");
+  assert.equal(store.saves, 0);
+  grant();
+  await settle();
+  assert.equal(store.saves, 1);
+  assert.deepEqual(
+    ws.take().map((f) => [f.t, f.id]),
+    [["mut", 1]],
+  );
+});

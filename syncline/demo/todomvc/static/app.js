@@ -7,12 +7,13 @@ import { connect, newId } from "/sync/client.js";
 const ENTER = "Enter";
 const ESCAPE = "Escape";
 
-const sync = await connect({ bind: false }); // this page renders its list itself
-// This visitor's list is the page's query {where: {session: {eq: <id>}}}.
-const session = /** @type {{where: {session: {eq: string}}}} */ (
-  JSON.parse(/** @type {HTMLElement} */ (document.getElementById("syncline-state")).textContent ?? "{}")
-    .queries.todos
-).where.session.eq;
+// The page's embedded state, read once: connect() hydrates from it, and it names this
+// visitor's list, the page's query {where: {session: {eq: <id>}}}.
+const state = JSON.parse(
+  /** @type {HTMLElement} */ (document.getElementById("syncline-state")).textContent ?? "{}",
+);
+const session = /** @type {{where: {session: {eq: string}}}} */ (state.queries.todos).where.session.eq;
+const sync = await connect({ state, bind: false }); // this page renders its list itself
 
 const $ = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
 const newTodo = /** @type {HTMLInputElement} */ ($(".new-todo"));
@@ -35,48 +36,97 @@ function filter() {
   return route === "active" || route === "completed" ? route : "all";
 }
 
-/** @param {Todo} todo */
-function visible(todo) {
-  const f = filter();
+/** @param {Todo} todo @param {string} f  the filter */
+function visible(todo, f) {
   return f === "all" || (f === "active" ? !todo.completed : todo.completed);
 }
 
-/** Reconcile the server-rendered list with the replica's rows, keyed by id. */
+/**
+ * The title each item element shows, by todo id, as last written to it. Taken from the
+ * server-rendered list by the first render that has work to do, so that it writes only
+ * what differs; items a filter hides stay here, to be shown again.
+ * @type {Map<string, {li: HTMLLIElement, title: string}>}
+ */
+const items = new Map();
+let adopted = false;
+
+/**
+ * An item's parts, by position (createItem's and the server's markup): no selectors.
+ * The .edit field may be missing: an item gets one when it is first edited.
+ */
+function parts(/** @type {HTMLLIElement} */ li) {
+  const view = /** @type {HTMLElement} */ (li.firstElementChild);
+  const toggle = /** @type {HTMLInputElement} */ (view.firstElementChild);
+  return {
+    toggle,
+    label: /** @type {HTMLLabelElement} */ (toggle.nextElementSibling),
+    edit: /** @type {HTMLInputElement | null} */ (view.nextElementSibling),
+  };
+}
+
+let firstRender = true;
+
+/** Reconcile the list with the replica's rows, keyed by id: only what differs is written. */
 function render() {
-  const editing = list.querySelector("li.editing");
-  const existing = new Map(
-    [...list.querySelectorAll("li")].map((li) => [li.dataset.slId?.slice("todos:".length) ?? "", li]),
-  );
-  /** @type {HTMLLIElement[]} */
-  const wanted = [];
-  for (const todo of todos) {
-    if (!visible(todo)) continue;
-    let li = /** @type {HTMLLIElement | undefined} */ (existing.get(todo.id));
-    if (!li) li = createItem(todo.id);
-    existing.delete(todo.id);
-    li.classList.toggle("completed", todo.completed);
-    const toggle = /** @type {HTMLInputElement} */ (li.querySelector(".toggle"));
-    toggle.checked = todo.completed;
-    const label = /** @type {HTMLLabelElement} */ (li.querySelector("label"));
-    if (label.textContent !== todo.title) label.textContent = todo.title;
-    if (li !== editing) /** @type {HTMLInputElement} */ (li.querySelector(".edit")).value = todo.title;
-    wanted.push(li);
+  if (firstRender) {
+    firstRender = false;
+    // The server rendered every todo from the state the replica holds, unchanged since:
+    // with no filter to apply, the page already shows `todos`.
+    if (sync.pristine && filter() === "all") return;
   }
-  for (const li of existing.values()) li.remove();
-  wanted.forEach((li, i) => {
-    if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
-  });
+  if (!adopted) {
+    adopted = true;
+    for (const el of list.children) {
+      const li = /** @type {HTMLLIElement} */ (el);
+      const id = li.dataset.slId?.slice("todos:".length);
+      if (id !== undefined) items.set(id, { li, title: parts(li).label.textContent ?? "" });
+    }
+  }
+  const editing = list.querySelector("li.editing");
+  const f = filter();
+  let before = list.firstElementChild;
+  for (const todo of todos) {
+    if (!visible(todo, f)) continue;
+    let item = items.get(todo.id);
+    if (!item) {
+      item = { li: createItem(todo.id), title: "" };
+      items.set(todo.id, item);
+    }
+    const li = item.li;
+    const { toggle, label, edit } = parts(li);
+    if (li.classList.contains("completed") !== todo.completed) li.classList.toggle("completed", todo.completed);
+    if (toggle.checked !== todo.completed) toggle.checked = todo.completed;
+    if (item.title !== todo.title) {
+      item.title = todo.title;
+      label.textContent = todo.title;
+      if (li !== editing && edit) edit.value = todo.title;
+    }
+    if (li !== before) list.insertBefore(li, before);
+    before = li.nextElementSibling;
+  }
+  while (before) {
+    const gone = before;
+    before = before.nextElementSibling;
+    gone.remove();
+  }
+  if (items.size > todos.length) {
+    const ids = new Set(todos.map((t) => t.id));
+    for (const id of items.keys()) if (!ids.has(id)) items.delete(id);
+  }
 
   const remaining = todos.filter((t) => !t.completed).length;
   main.hidden = footer.hidden = todos.length === 0;
   toggleAll.checked = todos.length > 0 && remaining === 0;
-  count.replaceChildren(
-    Object.assign(document.createElement("strong"), { textContent: String(remaining) }),
-    ` ${remaining === 1 ? "item" : "items"} left`,
-  );
+  const left = ` ${remaining === 1 ? "item" : "items"} left`;
+  if (count.textContent !== `${remaining}${left}`) {
+    count.replaceChildren(
+      Object.assign(document.createElement("strong"), { textContent: String(remaining) }),
+      left,
+    );
+  }
   clearCompleted.hidden = remaining === todos.length;
   for (const a of document.querySelectorAll(".filters a")) {
-    a.classList.toggle("selected", a.getAttribute("href") === `#/${filter() === "all" ? "" : filter()}`);
+    a.classList.toggle("selected", a.getAttribute("href") === `#/${f === "all" ? "" : f}`);
   }
 }
 
@@ -88,7 +138,8 @@ function createItem(id) {
   const toggle = Object.assign(document.createElement("input"), { className: "toggle", type: "checkbox" });
   const destroy = Object.assign(document.createElement("button"), { className: "destroy" });
   view.append(toggle, document.createElement("label"), destroy);
-  li.append(view, Object.assign(document.createElement("input"), { className: "edit" }));
+  li.append(view); // its .edit field comes with the first edit: a page of thousands of
+  // items lays out and loads faster without thousands of hidden inputs
   return li;
 }
 
@@ -148,7 +199,8 @@ list.addEventListener("dblclick", (event) => {
   if (target.tagName !== "LABEL") return;
   const li = /** @type {HTMLLIElement} */ (target.closest("li"));
   li.classList.add("editing");
-  const input = /** @type {HTMLInputElement} */ (li.querySelector(".edit"));
+  let input = /** @type {HTMLInputElement | null} */ (li.querySelector(".edit"));
+  if (!input) input = li.appendChild(Object.assign(document.createElement("input"), { className: "edit" }));
   input.value = target.textContent ?? "";
   input.focus();
   input.setSelectionRange(input.value.length, input.value.length);
@@ -180,5 +232,10 @@ todosQuery.subscribe((rows) => {
     order: Number(r.order),
   }));
   render();
+});
+// The connection's state ("connecting", "live", "offline") for tests and the hydration
+// bench; TodoMVC's markup has no status element.
+sync.status.subscribe((status) => {
+  document.documentElement.dataset.syncState = status;
 });
 document.documentElement.dataset.synclineReady = "true";
