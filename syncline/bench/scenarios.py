@@ -321,19 +321,17 @@ def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
             "repeats": plan.ssr_repeats,
             "store": "sqlite",
         }
-        if page != "board":
-            params["hydration"] = "not measured for this page"
-        elif browser is not None and size > plan.hydrate_max:
+        if browser is not None and size > plan.hydrate_max:
             params["hydration"] = f"skipped: more than {plan.hydrate_max} records in this plan"
         elif browser is not None:
             report(f"ssr: hydrate {size} records in Chromium")
             port = free_port()
             repeats = 1 if size >= 10_000 else max(2, plan.ssr_repeats // 2)
-            with spawned(run_server, "syncline-demo", port, db) as server:
+            with spawned(run_server, f"syncline-{page}", port, db) as server:
                 wait_port(port, server)
                 hydration = _run_generator(
                     _hydrate_worker,
-                    (browser, port, repeats, plan.hydrate_timeout, size < 10_000),
+                    (browser, port, page, repeats, plan.hydrate_timeout, size < 10_000),
                     (repeats + 1) * (plan.hydrate_timeout + 30),
                 )
             if "error" in hydration:
@@ -353,20 +351,21 @@ def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
 _HYDRATE_PROBE = """
 document.addEventListener("DOMContentLoaded", () => {
   window.__slDcl = performance.now();
-  const el = document.getElementById("sync-status");
+  const root = document.documentElement;  // TodoMVC: <html data-sync-state="live">
+  const el = document.getElementById("sync-status");  // the board's status pill
   const check = () => {
-    if (el && el.dataset.state === "live" && window.__slLive === undefined) {
-      window.__slLive = performance.now();
-    }
+    const live = root.dataset.syncState === "live" || (el && el.dataset.state === "live");
+    if (live && window.__slLive === undefined) window.__slLive = performance.now();
   };
   check();
+  new MutationObserver(check).observe(root, { attributes: true });
   if (el) new MutationObserver(check).observe(el, { attributes: true });
 });
 """
 
 
 def _hydrate_worker(
-    browser: str, port: int, repeats: int, timeout: float, warm_up: bool, q: Any
+    browser: str, port: int, page: str, repeats: int, timeout: float, warm_up: bool, q: Any
 ) -> None:
     """Process target: load the page ``repeats`` times (after one warm-up load, if asked)
     in Chromium; report DOMContentLoaded-to-live and response-end-to-live times, or an
@@ -375,13 +374,26 @@ def _hydrate_worker(
     from playwright.sync_api import sync_playwright
 
     try:
-        q.put(_hydrate(browser, port, repeats, timeout, warm_up, sync_playwright))
+        cookies = []
+        if page == "todomvc":
+            from ..demo.todomvc.app import COOKIE
+
+            cookies = [
+                {"name": COOKIE, "value": TODOMVC_SESSION, "url": f"http://127.0.0.1:{port}"}
+            ]
+        q.put(_hydrate(browser, port, repeats, timeout, warm_up, sync_playwright, cookies))
     except PlaywrightError as exc:
         q.put({"error": f"not live within {timeout:g} s ({str(exc).splitlines()[0][:120]})"})
 
 
 def _hydrate(
-    browser: str, port: int, repeats: int, timeout: float, warm_up: bool, sync_playwright: Any
+    browser: str,
+    port: int,
+    repeats: int,
+    timeout: float,
+    warm_up: bool,
+    sync_playwright: Any,
+    cookies: list[dict[str, str]],
 ) -> dict[str, float]:
     hydrate: list[float] = []
     from_response: list[float] = []
@@ -389,7 +401,9 @@ def _hydrate(
         chrome = pw.chromium.launch(executable_path=browser, args=CHROMIUM_ARGS)
         try:
             for i in range(repeats + 1):
-                page = chrome.new_page()
+                context = chrome.new_context()
+                context.add_cookies(cookies)
+                page = context.new_page()
                 page.add_init_script(_HYDRATE_PROBE)
                 page.goto(
                     f"http://127.0.0.1:{port}/", wait_until="domcontentloaded", timeout=120_000
@@ -399,7 +413,7 @@ def _hydrate(
                     "[window.__slLive, window.__slDcl,"
                     " performance.getEntriesByType('navigation')[0].responseEnd]"
                 )
-                page.close()
+                context.close()
                 if i >= int(warm_up):
                     hydrate.append(live - dcl)
                     from_response.append(live - response_end)

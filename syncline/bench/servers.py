@@ -51,11 +51,16 @@ def run_server(system: str, port: int, db: str = "") -> None:
     logging.basicConfig(level=logging.ERROR)
     if system == "syncline":
         _uvicorn(_syncline_app(db), port)
-    elif system == "syncline-demo":
+    elif system == "syncline-board":
         from ..demo.app import create_app
         from ..store import store_from_url
 
         _uvicorn(create_app(store_from_url(db)), port)
+    elif system == "syncline-todomvc":
+        from ..demo.todomvc.app import create_app as create_todomvc
+        from ..store import store_from_url
+
+        _uvicorn(create_todomvc(store_from_url(db)), port)
     elif system == "websockets-floor":
         import uvloop
 
