@@ -77,14 +77,20 @@ def _run_generator(target: Any, args: tuple[Any, ...], timeout: float) -> Any:
 # --- fanout ---------------------------------------------------------------------------------
 
 
-def fanout(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+def _systems(scenario: str, report: Report) -> list[str]:
+    """syncline and the peers that can run here."""
     import importlib.util
 
-    results = []
     systems = ["syncline", *FANOUT_PEERS]
     if importlib.util.find_spec("socketio") is None:
-        report("fanout: python-socketio is not installed; its rows are skipped")
+        report(f"{scenario}: python-socketio is not installed; its rows are skipped")
         systems.remove("python-socketio")
+    return systems
+
+
+def fanout(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    results = []
+    systems = _systems("fanout", report)
     for n in plan.subscribers:
         for system in systems:
             report(f"fanout: {system}, {n} subscribers")
@@ -569,18 +575,20 @@ def resume(plan: Plan, workdir: Path, report: Report) -> list[Result]:
 
 def connections(plan: Plan, workdir: Path, report: Report) -> list[Result]:
     results = []
+    systems = _systems("connections", report)
     for n in plan.connections:
-        report(f"connections: {n} idle subscribers")
-        results.append(_connections_one(plan, workdir, n))
+        for system in systems:
+            report(f"connections: {system}, {n} idle subscribers")
+            results.append(_connections_one(plan, workdir, system, n))
     return results
 
 
-def _connections_one(plan: Plan, workdir: Path, n: int) -> Result:
+def _connections_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     from .common import rss_mb
 
     port = free_port()
     db = str(workdir / f"conns-{n}-{secrets.token_hex(3)}.sqlite3")
-    with spawned(run_server, "syncline", port, db) as server:
+    with spawned(run_server, system, port, db) as server:
         wait_port(port, server)
         time.sleep(0.5)
         before = rss_mb(server.pid or 0)
@@ -592,7 +600,7 @@ def _connections_one(plan: Plan, workdir: Path, n: int) -> Result:
         subs = [
             CTX.Process(
                 target=run_subscribers,
-                args=("syncline", port, share, flood_start, stop_event, q, i),
+                args=(system, port, share, flood_start, stop_event, q, i),
                 daemon=True,
             )
             for i, share in enumerate(shares)
@@ -620,7 +628,7 @@ def _connections_one(plan: Plan, workdir: Path, n: int) -> Result:
         "kb_per_conn": (after - before) * 1024 / max(1, connected),
     }
     params = {"connections": n, "idle_seconds": plan.idle_seconds, "subscribed": True}
-    return Result("connections", "syncline", params, metrics)
+    return Result("connections", system, params, metrics)
 
 
 SCENARIOS: dict[str, Callable[[Plan, Path, Report], list[Result]]] = {
