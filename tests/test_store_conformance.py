@@ -207,7 +207,11 @@ async def test_queries_match_the_reference_semantics(store: Store) -> None:
             if i % 13 == 0:
                 r.deleted = True
             await tx.put("cards", r)
+        # An array whose JSON text looks like a string someone might filter on.
+        await tx.put("cards", Record(id="arr", data={"list_id": "l1", "status": ["done"]}, v=1))
     queries = [
+        {"c": "cards", "where": {"status": '["done"]'}},
+        {"c": "cards", "where": {"status": "done", "list_id": "l1"}},
         {"c": "cards"},
         {"c": "cards", "where": {"list_id": "l1"}},
         {"c": "cards", "where": {"status": {"in": ["done", "🎉"]}}, "order": [["rank", "desc"]]},

@@ -809,6 +809,11 @@ class _Compiler:
             return f"({v} = {int(x)} AND {t} = '{'true' if x else 'false'}')"
         if isinstance(x, int | float):
             return f"({v} = {self.bind(x)} AND {t} IN {_NUMERIC})"
+        if not x.startswith(("[", "{")):
+            # Only a JSON string extracts to text that equals it (an array or object
+            # extracts to its JSON text, which starts with [ or {): no type check needed,
+            # and a type check costs a second parse of the record per row.
+            return f"{v} = {self.bind(x)}"
         return f"({v} = {self.bind(x)} AND {t} = 'text')"
 
     def one_of(self, v: str, t: str, values: Iterable[Any]) -> str:
