@@ -12,9 +12,6 @@ HTTP long polls when it moves).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 
@@ -36,14 +33,4 @@ backplane = backplane_from_url(
 sync = SynclineServer(engine, backplane=backplane)
 
 
-@asynccontextmanager
-async def lifespan(app: Any) -> AsyncIterator[None]:
-    await store.open()
-    try:
-        async with sync.lifespan(app):
-            yield
-    finally:
-        await store.close()
-
-
-app = Starlette(routes=sync.routes, lifespan=lifespan)
+app = Starlette(routes=sync.routes, lifespan=sync.lifespan)  # opens and closes the store

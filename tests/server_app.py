@@ -7,9 +7,6 @@ the log and closes after it stops.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 
@@ -26,14 +23,4 @@ engine = Engine(BOARD, store)
 sync = SynclineServer(engine)
 
 
-@asynccontextmanager
-async def lifespan(app: Any) -> AsyncIterator[None]:
-    await store.open()
-    try:
-        async with sync.lifespan(app):
-            yield
-    finally:
-        await store.close()
-
-
-app = Starlette(routes=sync.routes, lifespan=lifespan)
+app = Starlette(routes=sync.routes, lifespan=sync.lifespan)  # opens and closes the store

@@ -554,3 +554,22 @@ async def test_the_trim_job_retires_old_cursors(tmp_path: Path) -> None:
         async with RawClient.connect(host, BOARD) as late:
             frame = await late.subscribe(CARDS, since=old)
             assert frame["t"] == "snapshot" and frame["reset"] == "cursor_too_old"
+
+
+async def test_the_server_lifespan_opens_and_closes_a_store_it_found_closed(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "own.sqlite3")
+    sync = SynclineServer(Engine(BOARD, store))
+    async with sync.lifespan():
+        assert store.is_open
+    assert not store.is_open
+
+    opened = SQLiteStore(tmp_path / "theirs.sqlite3")
+    await opened.open()
+    try:
+        async with SynclineServer(Engine(BOARD, opened)).lifespan():
+            pass
+        assert opened.is_open  # whoever opened it closes it
+    finally:
+        await opened.close()

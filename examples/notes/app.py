@@ -13,8 +13,6 @@ The page at ``/`` is server-rendered from the same snapshot it embeds; clients s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from markupsafe import escape
@@ -55,12 +53,4 @@ async def index(request: Request) -> HTMLResponse:
     return HTMLResponse(body, headers=SSR_HEADERS)
 
 
-@contextlib.asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    await store.open()
-    async with sync.lifespan():
-        yield
-    await store.close()
-
-
-app = Starlette(routes=[Route("/", index), *sync.routes], lifespan=lifespan)
+app = Starlette(routes=[Route("/", index), *sync.routes], lifespan=sync.lifespan)

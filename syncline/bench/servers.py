@@ -94,11 +94,9 @@ def _syncline_app(db: str) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
-        await seed(engine)
-        async with sync.lifespan():
+        async with sync.lifespan():  # opens and closes the store
+            await seed(engine)
             yield
-        await store.close()
 
     return Starlette(routes=sync.routes, lifespan=lifespan)
 

@@ -244,11 +244,9 @@ def create_app(store: Store) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
-        await seed(engine)
-        async with sync.lifespan():
+        async with sync.lifespan():  # opens and closes the store
+            await seed(engine)
             yield
-        await store.close()
 
     app = Starlette(
         routes=[

@@ -353,11 +353,21 @@ class SynclineServer:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        await self.start()
+        """Open the engine's store (unless it is open already, and then leave it open
+        afterwards), start, serve, stop, close: give it to Starlette as ``lifespan``, or
+        enter it inside your own."""
+        store = self.engine.store
+        opened_here = not store.is_open
+        await store.open()
         try:
-            yield
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
         finally:
-            await self.stop()
+            if opened_here:
+                await store.close()
 
     def _on_commit(self, head: int) -> None:
         self._head = max(self._head, head)

@@ -149,6 +149,11 @@ class Store(ABC):
         if missing; return the statements run. A store with nothing to create returns []."""
         return []
 
+    @property
+    def is_open(self) -> bool:
+        """Between a successful ``open()`` and ``close()``."""
+        return True
+
     async def __aenter__(self) -> Store:
         await self.open()
         return self

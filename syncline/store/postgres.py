@@ -868,6 +868,10 @@ class PostgresStore(Store):
 
     # --- lifecycle --------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open"
+
     async def open(self) -> None:
         """Connect, create the schema if needed and migrate syncline's tables.
 

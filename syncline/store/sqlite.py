@@ -1185,6 +1185,10 @@ class SQLiteStore(Store):
 
     # --- lifecycle --------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open"
+
     async def open(self) -> None:
         """Open the file (creating it), switch to WAL, and migrate syncline's tables.
 

@@ -8,9 +8,8 @@ write rules keep it to itself.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,19 +91,10 @@ def create_app(store: Store) -> Starlette:
         response.set_cookie(COOKIE, session, httponly=True, samesite="lax", max_age=30 * 86400)
         return response
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
-        try:
-            async with sync.lifespan():
-                yield
-        finally:
-            await store.close()
-
     static = StaticFiles(directory=Path(__file__).parent / "static")
     app = Starlette(
         routes=[Route("/", index), Mount("/todomvc-static", static), *sync.routes],
-        lifespan=lifespan,
+        lifespan=sync.lifespan,  # opens and closes the store
     )
     app.state.engine = engine
     app.state.sync = sync
