@@ -181,6 +181,25 @@ async def test_trim_removes_old_entries_and_tombstones_and_raises_the_floor(stor
         assert await tx.get("cards", "r1") is not None
 
 
+async def test_trim_drops_acks_the_log_no_longer_covers(store: Store) -> None:
+    # A client that never confirms its acks (HTTP only, say) must not keep them forever:
+    # once its acked change is trimmed, that ack and its earlier ones go.
+    await commit(store, 1, "r1", title="a")
+    await commit(store, 2, "r2", title="b")
+    async with store.write() as tx:
+        await tx.put_ack("http", 1, {"mid": 1, "status": "rejected"})  # no seq
+        await tx.put_ack("http", 2, {"mid": 2, "status": "applied", "seq": 1})
+        await tx.put_ack("http", 3, {"mid": 3, "status": "applied", "seq": 2})
+        await tx.put_ack("other", 1, {"mid": 1, "status": "applied", "seq": 2})
+    async with store.write() as tx:
+        await tx.trim(1)
+    async with store.read() as tx:
+        assert await tx.ack("http", 1) is None
+        assert await tx.ack("http", 2) is None
+        assert (await tx.ack("http", 3) or {}).get("seq") == 2
+        assert (await tx.ack("other", 1) or {}).get("seq") == 2
+
+
 async def test_seq_at_finds_the_newest_commit_before_a_time(store: Store) -> None:
     for seq, when in ((1, 100.0), (2, 200.0), (3, 300.0)):
         async with store.write() as tx:

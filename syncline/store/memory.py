@@ -163,6 +163,13 @@ class _Write(_Read, WriteTx):
             upto = min(self._trim, d.head)
             d.log = [e for e in d.log if e.seq > upto]
             d.records = {k: r for k, r in d.records.items() if not (r.deleted and r.v <= upto)}
+            # acks of trimmed changes, and each such client's earlier ones
+            newest: dict[str, int] = {}
+            for (client_id, mid), ack in d.acks.items():
+                seq = ack.get("seq")
+                if isinstance(seq, int) and seq <= upto:
+                    newest[client_id] = max(newest.get(client_id, 0), mid)
+            d.acks = {k: a for k, a in d.acks.items() if k[1] > newest.get(k[0], 0)}
             d.floor = upto
 
 

@@ -245,6 +245,10 @@ class _SQL:
         self.trim = (
             f"WITH l AS (DELETE FROM {s}.log WHERE seq <= $1 RETURNING 1), "
             f"r AS (DELETE FROM {s}.records WHERE deleted AND v <= $1), "
+            # acks of trimmed changes, and each such client's earlier ones
+            f"a AS (DELETE FROM {s}.acks k WHERE k.mutation_id <= (SELECT max(x.mutation_id) "
+            f"FROM {s}.acks x WHERE x.client_id = k.client_id "
+            "AND (x.ack->>'seq')::bigint <= $1)), "
             f"m AS (UPDATE {s}.meta SET value = $1::text WHERE key = 'floor') "
             "SELECT count(*) FROM l"
         )

@@ -524,6 +524,12 @@ _PUT_ACK = (
     "ON CONFLICT (client_id, mutation_id) DO UPDATE SET ack = excluded.ack"
 )
 _CONFIRM_ACKS = "DELETE FROM acks WHERE client_id = ? AND mutation_id <= ?"
+# Acks of changes the log no longer holds, and each such client's earlier acks (those
+# without a seq too): a client that never confirms its acks keeps them only as long.
+_TRIM_ACKS = (
+    "DELETE FROM acks WHERE mutation_id <= (SELECT max(a.mutation_id) FROM acks a "
+    "WHERE a.client_id = acks.client_id AND json_extract(a.ack, '$.seq') <= ?)"
+)
 
 
 def _execute(db: sqlite3.Connection, *, sql: str, params: Sequence[Any]) -> None:
@@ -540,6 +546,7 @@ def _trim(db: sqlite3.Connection, upto: int) -> int:
         return 0
     removed = db.execute("DELETE FROM log WHERE seq <= ?", (upto,)).rowcount
     db.execute("DELETE FROM records WHERE deleted = 1 AND v <= ?", (upto,))
+    db.execute(_TRIM_ACKS, (upto,))
     db.execute("UPDATE meta SET value = ? WHERE key = 'floor'", (upto,))
     return int(removed)
 
