@@ -97,6 +97,7 @@ async def test_reopening_a_file_keeps_its_data_and_epoch(tmp_path: Path) -> None
         await tx.append_log([entry(1, "r1")])
         assert await tx.advance_client("c1", "alice", 0, 1)
         await tx.put_ack("c1", 1, {"mid": 1, "status": "applied", "seq": 1})
+        await tx.put_ack("c1", 2, {"mid": 2, "status": "applied", "seq": 3})
     await put_next(store)
     await put_next(store)
     async with store.write() as tx:
@@ -113,7 +114,8 @@ async def test_reopening_a_file_keeps_its_data_and_epoch(tmp_path: Path) -> None
             assert (await tx.head(), await tx.floor()) == (3, 1)
             assert [e.seq for e in await tx.log(0, 3)] == [2, 3]
             assert await tx.client("c1") is not None
-            assert await tx.ack("c1", 1) == {"mid": 1, "status": "applied", "seq": 1}
+            assert await tx.ack("c1", 1) is None  # its change was trimmed
+            assert await tx.ack("c1", 2) == {"mid": 2, "status": "applied", "seq": 3}
     finally:
         await again.close()
 
@@ -777,5 +779,86 @@ async def test_a_writer_that_never_called_the_thread_and_raises_leaves_no_trace(
             assert await tx.get("cards", "ghost") is None
             assert [e.seq for e in await tx.log(0, 10)] == [1, 2, 3, 4]
             assert (await tx.get("cards", "a")).v == 4  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_cancelling_a_writer_whose_trip_carries_an_acked_writers_writes_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # A is answered from the write cache and leaves without a trip: its writes ride on
+    # B's next trip. B is cancelled while that trip waits behind a busy writer thread;
+    # the trip must still run, or A would be acked with nothing written.
+    store = await opened(tmp_path / "c.sqlite3")
+    release_first = asyncio.Event()
+    acked: list[str] = []
+
+    async def first() -> None:
+        async with store.write() as tx:
+            seq = await tx.head() + 1  # the group's first trip: the cache is checked
+            await tx.put("cards", card("w0", seq))
+            await tx.append_log([entry(seq, "w0")])
+            await release_first.wait()
+        acked.append("w0")
+
+    async def a() -> None:
+        async with store.write() as tx:
+            seq = await tx.head() + 1  # from the cache: no trip
+            await tx.put("cards", card("a", seq))
+            await tx.append_log([entry(seq, "a")])
+        acked.append("a")
+
+    async def b() -> None:
+        async with store.write() as tx:
+            store._writer.submit(lambda db: time.sleep(0.3))  # type: ignore[union-attr]
+            await tx.get("cards", "nope")  # a trip, carrying A's writes
+
+    try:
+        t0 = asyncio.create_task(first())
+        await asyncio.sleep(0.05)
+        ta = asyncio.create_task(a())
+        await asyncio.sleep(0)
+        tb = asyncio.create_task(b())
+        await asyncio.sleep(0)
+        release_first.set()
+        await asyncio.sleep(0.1)  # A has left; B waits on its trip
+        tb.cancel()
+        await asyncio.gather(t0, ta, tb, return_exceptions=True)
+        assert sorted(acked) == ["a", "w0"]
+        async with store.read() as tx:
+            assert [(e.seq, e.id) for e in await tx.log(0, 10)] == [(1, "w0"), (2, "a")]
+            assert await tx.get("cards", "a") is not None
+    finally:
+        await store.close()
+
+
+async def test_a_group_whose_begin_fails_acks_no_writer_whose_writes_it_carried(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite3"
+    store = SQLiteStore(path, busy_timeout=0.2)
+    await store.open()
+    try:
+        async with store.write() as tx:
+            await tx.head()
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+        async def a() -> None:
+            async with store.write() as tx:
+                await tx.put("cards", card("a", 0))  # no trip: carried
+                await asyncio.sleep(0.01)  # b waits for the lock meanwhile
+
+        async def b() -> None:
+            async with store.write() as tx:
+                await tx.get("cards", "x")  # BEGIN IMMEDIATE: busy
+
+        results = await asyncio.gather(a(), b(), return_exceptions=True)
+        other.execute("ROLLBACK")
+        other.close()
+        assert all(isinstance(r, StoreError) for r in results), results
+        async with store.write() as tx:
+            await tx.head()
+            assert await tx.get("cards", "a") is None  # neither written nor cached
     finally:
         await store.close()

@@ -615,8 +615,7 @@ def _enter(
     before (outside any savepoint: they are done), and open this writer's savepoint,
     where not yet open. When this call began the group: its ``(data_version, head)``
     right after BEGIN, for the write cache."""
-    began = _begin(db, member.group)
-    _run_carried(db, member.group, carried)
+    began = _begin_carrying(db, member.group, carried)
     if not member.savepoint:
         db.execute("SAVEPOINT w")
         member.savepoint = True
@@ -636,13 +635,21 @@ def _begin(db: sqlite3.Connection, group: _Group) -> tuple[int, int] | None:
     return int(db.execute("PRAGMA data_version").fetchone()[0]), _head(db)
 
 
-def _run_carried(db: sqlite3.Connection, group: _Group, carried: list[_Deferred]) -> None:
+def _begin_carrying(
+    db: sqlite3.Connection, group: _Group, carried: list[_Deferred]
+) -> tuple[int, int] | None:
+    """:func:`_begin`, then the writes carried from writers who left. If either fails
+    while writes are carried, the group is broken: those writers' blocks have exited,
+    nobody can undo just their writes, and none of the group may commit."""
     try:
+        began = _begin(db, group)
         for write in carried:
             write(db)
-    except Exception as exc:  # a finished writer's write: nobody can undo just that
-        group.broken = group.broken or exc
+    except Exception as exc:
+        if carried:
+            group.broken = group.broken or exc
         raise
+    return began
 
 
 def _in_savepoint(
@@ -657,8 +664,13 @@ def _in_savepoint(
     too when asked (the first call of a transaction: it saves a trip for ``head()``),
     and what :func:`_enter` reports when this call began the group."""
     began = _enter(db, member, carried)
-    for write in deferred:
-        write(db)
+    try:
+        for write in deferred:
+            write(db)
+    except Exception as exc:
+        # The writer's overlay (and so the write cache) already holds these writes.
+        member.group.broken = member.group.broken or exc
+        raise
     return began, (_head(db) if with_head else None), fn(db)
 
 
@@ -689,8 +701,7 @@ def _end_group_exit(db: sqlite3.Connection, group: _Group, carried: list[_Deferr
     out = _Exit(ended=True)
     try:
         if carried:
-            _begin(db, group)
-            _run_carried(db, group, carried)
+            _begin_carrying(db, group, carried)
     except Exception:
         pass  # the group is broken: _end_group rolls it back and says why
     try:
@@ -715,8 +726,7 @@ def _leave_group(
     group = member.group
     if carried:
         try:
-            _begin(db, group)
-            _run_carried(db, group, carried)
+            _begin_carrying(db, group, carried)
         except Exception as exc:
             out.own = exc
     if ok and out.own is None:
@@ -1030,15 +1040,27 @@ class _Write(_Read, WriteTx):
         def call(db: sqlite3.Connection) -> T:
             return fn(db, *args, **kwargs)
 
-        began, head, result = await self._conn.run(
-            _in_savepoint, member, carried, deferred, self._head is None, call
+        trip = asyncio.wrap_future(
+            self._conn.submit(_in_savepoint, member, carried, deferred, self._head is None, call)
         )
-        if began is not None:
-            self._cache.verify(*began)
-            member.group.verified = True
+        trip.add_done_callback(partial(self._tripped, member.group))
+        # Shielded: the trip carries other writers' writes (they were acked with the
+        # group); cancelling this writer must not cancel it before it ran.
+        _, head, result = await asyncio.shield(trip)  # began: see _tripped
         if head is not None:
             self._head = head
         return result
+
+    def _tripped(self, group: _Group, trip: asyncio.Future[tuple[Any, ...]]) -> None:
+        """A trip ended: if it began the group, check the write cache (in a callback, so
+        even for a writer cancelled meanwhile, and in order after the previous group's
+        :meth:`SQLiteStore._settle`)."""
+        if trip.cancelled() or trip.exception() is not None:
+            return
+        began = trip.result()[0]
+        if began is not None:
+            self._cache.verify(*began)
+            group.verified = True
 
     def _known_record(self, key: tuple[str, str]) -> tuple[bool, RecordRow | None]:
         if self._member.group.verified:
