@@ -223,3 +223,26 @@ async def test_connections_at_one_cursor_share_one_encoded_part_and_coalesce_apa
     assert [i["data"]["title"] for i in merged["q"]["all"]] == ["two", "three"]
     (later,) = await idle.frames()
     assert later["from"].endswith(".2") and later["to"].endswith(".3")
+
+
+async def test_a_subscriber_cancelled_while_its_snapshot_is_handed_over_harms_no_other_join() -> (
+    None
+):
+    # Handing a snapshot over can overflow an outbox, and closing that connection may
+    # cancel the task waiting for its join at that very moment: later joins of the same
+    # step must still be answered.
+    _, reader = await setup()
+    first, second = Conn(), Conn()
+    tasks: list[asyncio.Task[None]] = []
+
+    def cancel_own_join(frame: dict[str, Any]) -> None:
+        tasks[0].cancel()
+        Conn.send_frame(first, frame)
+
+    first.send_frame = cancel_own_join  # type: ignore[method-assign]
+    for conn in (first, second):
+        tasks.append(asyncio.create_task(reader.join(conn, {"a": q({"c": "cards"})}, None)))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await reader.step()
+    await asyncio.wait_for(tasks[1], 5)
+    assert [f["t"] for f in await second.frames()] == ["snapshot"]

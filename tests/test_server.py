@@ -573,3 +573,50 @@ async def test_the_server_lifespan_opens_and_closes_a_store_it_found_closed(
         assert opened.is_open  # whoever opened it closes it
     finally:
         await opened.close()
+
+
+async def test_an_asgi_middleware_sees_its_own_connections_context_in_send(tmp_path: Path) -> None:
+    # Frames are written outside the connection's task (at the end of a loop turn), but
+    # in a copy of its context: what middleware keeps in context variables around send
+    # (a request id, a tracing span) is that connection's, not another's.
+    import contextvars
+
+    from starlette.applications import Starlette
+
+    tag: contextvars.ContextVar[str | None] = contextvars.ContextVar("tag", default=None)
+    seen: list[tuple[str, str | None]] = []
+
+    class Tagging:
+        def __init__(self, app: Any) -> None:
+            self.app, self.n = app, 0
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "websocket":
+                await self.app(scope, receive, send)
+                return
+            self.n += 1
+            me = f"conn{self.n}"
+            tag.set(me)
+
+            async def tagged(message: Any) -> None:
+                if message["type"] == "websocket.send":
+                    seen.append((me, tag.get()))
+                await send(message)
+
+            await self.app(scope, receive, tagged)
+
+    store = SQLiteStore(tmp_path / "ctx.sqlite3")
+    engine = Engine(BOARD, store)
+    sync = SynclineServer(engine)
+    app = Tagging(Starlette(routes=sync.routes, lifespan=sync.lifespan))
+    async with serve(app) as host:
+        async with engine.transaction("admin") as tx:
+            tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
+        async with RawClient.connect(host, BOARD) as a, RawClient.connect(host, BOARD) as b:
+            await a.subscribe({"l": {"c": "lists"}})
+            await b.subscribe({"l": {"c": "lists"}})
+            insert = {"op": "insert", "c": "lists", "id": "l2", "fields": {"board_id": "b1"}}
+            await a.mutate([insert], 1)
+            await b.expect("changes")
+    assert {me for me, _ in seen} == {"conn1", "conn2"}
+    assert all(me == got for me, got in seen), seen

@@ -355,7 +355,8 @@ class LogReader:
             conn.resync = False
         conn.cursor = head
         self.connections.add(conn)
-        j.done.set_result(None)
+        if not j.done.done():  # sending may have closed the connection (an overflow)
+            j.done.set_result(None)
 
     async def _snapshot(
         self, tx: ReadTx, conn: Subscriber, queries: dict[str, Query], head: int, reset: str | None

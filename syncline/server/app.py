@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import math
@@ -31,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..cursor import Cursor
 from ..engine import Ack, Engine
@@ -107,6 +108,7 @@ class Connection:
         "awaiting_seq",
         "client_id",
         "close_reason",
+        "context",
         "cursor",
         "heard",
         "left",
@@ -146,6 +148,9 @@ class Connection:
         self._interrupted = False  # close_later cancelled the reading task
         self._flush_due = False
         self._writer: asyncio.Task[None] | None = None
+        # Writes run outside the handler's task: in a copy of its context, so what ASGI
+        # middleware keeps in context variables around send is this connection's.
+        self.context = contextvars.copy_context()
 
     # Subscriber protocol, called by the log reader.
     def send_changes(self, part: ChangesPart) -> None:
@@ -160,10 +165,15 @@ class Connection:
             self.close_reason = (code, reason)
         task = self.task
         # The reading task checks close_reason between frames; from elsewhere, interrupt
-        # whatever it waits for (the handler takes this cancellation back).
+        # whatever it waits for (the handler takes this cancellation back) -- soon, not
+        # now: the caller may be half way through handing this connection something.
         if task is not None and not self._interrupted and task is not asyncio.current_task():
             self._interrupted = True
-            task.cancel()
+            asyncio.get_running_loop().call_soon(self._interrupt)
+
+    def _interrupt(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
     def _overflowed(self) -> None:
         self.close_later(
@@ -186,14 +196,17 @@ class Connection:
         while (frame := self.outbox.pop()) is not None:
             write = self.ws.send_text(frame)
             try:
-                pending = write.send(None)  # one step: a write that need not wait ends here
+                # One step, in the connection's own context: a write that need not wait
+                # ends here.
+                pending = self.context.run(write.send, None)
             except StopIteration:
                 continue
-            except Exception:  # the socket is gone: the connection ends
+            except Exception as exc:  # the socket is gone: the connection ends
+                _log_send_error(exc)
                 self.close_later(CLOSE_NORMAL, "")
                 return
             self._writer = asyncio.get_running_loop().create_task(
-                self._write_rest(_resumed(write, pending))
+                self._write_rest(_resumed(write, pending)), context=self.context
             )
             return
 
@@ -202,10 +215,23 @@ class Connection:
             await first
             while (frame := self.outbox.pop()) is not None:
                 await self.ws.send_text(frame)
-        except Exception:
+        except Exception as exc:
+            _log_send_error(exc)
             self.close_later(CLOSE_NORMAL, "")
         finally:
             self._writer = None
+
+
+def _log_send_error(exc: Exception) -> None:
+    """A send that failed because the client went away is normal; anything else is a bug
+    (ours, or a middleware's) that an operator should see."""
+    if not isinstance(exc, WebSocketDisconnect | OSError) and type(exc).__name__ not in (
+        "ClientDisconnected",
+        "ConnectionClosed",
+        "ConnectionClosedError",
+        "ConnectionClosedOK",
+    ):
+        log.error("sending to a WebSocket failed; closing it", exc_info=exc)
 
 
 @types.coroutine
@@ -474,7 +500,12 @@ class SynclineServer:
     def _flush(self) -> None:
         conns, self._to_flush = self._to_flush, []
         for conn in conns:
-            conn.flush()
+            try:
+                conn.flush()
+            except (Exception, asyncio.CancelledError):  # must not strand the others
+                conn._flush_due = False
+                log.exception("flushing a connection failed; closing it")
+                conn.close_later(CLOSE_INTERNAL, "internal error")
 
     async def _read_loop(self, conn: Connection) -> None:
         """Read and handle frames in turn; silence is watched by :meth:`_watch_forever`."""
