@@ -29,7 +29,7 @@ import { ClientProtocol, clientEvent } from "./protocol.js";
 import { parseQuery } from "./query.js";
 import { InvalidMutation, Replica } from "./replica.js";
 import { makeSchema } from "./schema.js";
-import { memoryStore, openStore, queueOf } from "./storage.js";
+import { memoryStore, openStoreWithin, queueOf } from "./storage.js";
 import { PeerEdits, TabChannel, adoptOrphans, holdLock } from "./tabs.js";
 
 export { InvalidMutation } from "./replica.js";
@@ -254,7 +254,7 @@ export class SyncClient {
     const opening =
       this.options.storage === false || this.options.storage
         ? Promise.resolve(null)
-        : withTimeout(openStore(), 3000, memoryStore);
+        : openStoreWithin(3000);
     this._storeReady = Promise.all([locking, opening]).then(([lock, opened]) =>
       this._held(tabs, lock, opened),
     );
@@ -909,25 +909,3 @@ function stringProblem(value, limit, depth) {
   return null;
 }
 
-/**
- * @template T
- * @param {Promise<T>} promise
- * @param {number} ms
- * @param {() => T} fallback
- * @returns {Promise<T>}
- */
-function withTimeout(promise, ms, fallback) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(fallback()), ms);
-    promise.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(fallback());
-      },
-    );
-  });
-}

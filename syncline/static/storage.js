@@ -218,3 +218,37 @@ function indexedDbStore(db) {
     },
   };
 }
+
+/**
+ * The IndexedDB store if it opens within `ms`, else a memory store; a store that opens
+ * after that is closed, so no connection to the database is left behind.
+ * @param {number} ms
+ * @param {() => Promise<QueueStore>} [open]
+ * @returns {Promise<QueueStore>}
+ */
+export function openStoreWithin(ms, open = () => openStore()) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      resolve(memoryStore());
+    }, ms);
+    open().then(
+      (store) => {
+        if (settled) {
+          store.close(); // too late: this page already went on with a memory store
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        resolve(store);
+      },
+      () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(memoryStore());
+      },
+    );
+  });
+}

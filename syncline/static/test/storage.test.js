@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Replica } from "../replica.js";
-import { decodeQueue, memoryStore, openStore, queueOf, restoreQueue } from "../storage.js";
+import { decodeQueue, memoryStore, openStore, openStoreWithin, queueOf, restoreQueue } from "../storage.js";
 import { BOARD } from "./board.js";
 
 test("a queue survives a save and a load, whatever keys its data holds", async () => {
@@ -58,4 +58,20 @@ test("what is not a queue decodes to null", () => {
 test("without IndexedDB the store lives in memory", async () => {
   const store = await openStore({ indexedDB: null });
   assert.equal(store.kind, "memory");
+});
+
+test("an IndexedDB store that opens too late is closed, and the page keeps a memory store", async () => {
+  let closed = 0;
+  /** @type {(store: any) => void} */
+  let openLate = () => {};
+  const late = new Promise((resolve) => {
+    openLate = resolve;
+  });
+  const store = await openStoreWithin(10, () => /** @type {any} */ (late));
+  assert.equal(store.kind, "memory");
+  openLate({ ...memoryStore(), kind: "indexeddb", close: () => closed++ });
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(closed, 1);
+  const inTime = await openStoreWithin(1000, async () => ({ ...memoryStore(), kind: "indexeddb" }));
+  assert.equal(inTime.kind, "indexeddb");
 });
