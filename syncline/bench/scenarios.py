@@ -113,29 +113,8 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     }
     with spawned(run_server, system, port, db) as server:
         wait_port(port, server)
-        flood_start = CTX.Value("d", math.inf)
-        stop_event = CTX.Event()
-        q = CTX.Queue()
-        shares = [
-            n // plan.subscriber_processes + (i < n % plan.subscriber_processes)
-            for i in range(plan.subscriber_processes)
-        ]
-        subs = [
-            CTX.Process(
-                target=run_subscribers,
-                args=(system, port, share, flood_start, stop_event, q, i),
-                daemon=True,
-            )
-            for i, share in enumerate(shares)
-        ]
-        for proc in subs:
-            proc.start()
-        try:
-            connected = failed = 0
-            for _ in subs:
-                _, _, ok, bad = _get(q, 120)
-                connected += ok
-                failed += bad
+        with _Subscribers(plan, system, port, n, connect_timeout=120) as subs:
+            connected, failed = subs.connected, subs.failed
             time.sleep(0.5)
             cpu_start, wall_start = _cpu_s(server.pid or 0), time.monotonic()
             rate = _run_generator(
@@ -144,7 +123,7 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
                 plan.latency_seconds + 30,
             )
             time.sleep(1.0)
-            flood_start.value = time.time()
+            subs.flood_start.value = time.time()
             flood = _run_generator(
                 run_writers,
                 (
@@ -158,14 +137,10 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
                 ),
                 plan.flood_seconds + 30,
             )
-            stop_event.set()
-            reports = [_get(q, 60)[2] for _ in subs]
+            reports = subs.finish()
             wall = time.monotonic() - wall_start
             server_cpu = _cpu_s(server.pid or 0) - cpu_start
             rss = peak_rss_mb(server.pid or 0)
-        finally:
-            for proc in subs:
-                stop(proc)
     latencies = [x for r in reports for x in r["latencies"]]
     delivered = sum(r["flood"] for r in reports)
     last = max((r["last_ns"] for r in reports), default=0) / 1e9
@@ -192,6 +167,51 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     if refusals:
         params["first_refusal"] = refusals[0]
     return Result("fanout", system, params, metrics)
+
+
+class _Subscribers:
+    """``n`` subscribers of ``system``, spread over the plan's subscriber processes:
+    connected on entering (``connected``, ``failed``), stopped on leaving. Setting
+    ``flood_start`` tells them when the throughput phase began."""
+
+    def __init__(self, plan: Plan, system: str, port: int, n: int, connect_timeout: float):
+        self.flood_start = CTX.Value("d", math.inf)
+        self._stop = CTX.Event()
+        self._q = CTX.Queue()
+        procs = plan.subscriber_processes
+        shares = [n // procs + (i < n % procs) for i in range(procs)]
+        self._procs = [
+            CTX.Process(
+                target=run_subscribers,
+                args=(system, port, share, self.flood_start, self._stop, self._q, i),
+                daemon=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        self._connect_timeout = connect_timeout
+        self.connected = self.failed = 0
+
+    def __enter__(self) -> _Subscribers:
+        for proc in self._procs:
+            proc.start()
+        try:
+            for _ in self._procs:
+                _, _, ok, bad = _get(self._q, self._connect_timeout)
+                self.connected += ok
+                self.failed += bad
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Stop them; each process's report."""
+        self._stop.set()
+        return [_get(self._q, 60)[2] for _ in self._procs]
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            stop(proc)
 
 
 def _cpu_s(pid: int) -> float:
@@ -592,34 +612,11 @@ def _connections_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
         wait_port(port, server)
         time.sleep(0.5)
         before = rss_mb(server.pid or 0)
-        flood_start = CTX.Value("d", math.inf)
-        stop_event = CTX.Event()
-        q = CTX.Queue()
-        procs = plan.subscriber_processes
-        shares = [n // procs + (i < n % procs) for i in range(procs)]
-        subs = [
-            CTX.Process(
-                target=run_subscribers,
-                args=(system, port, share, flood_start, stop_event, q, i),
-                daemon=True,
-            )
-            for i, share in enumerate(shares)
-        ]
-        for proc in subs:
-            proc.start()
-        try:
-            connected = failed = 0
-            for _ in subs:
-                _, _, ok, bad = _get(q, 300)
-                connected += ok
-                failed += bad
+        with _Subscribers(plan, system, port, n, connect_timeout=300) as subs:
+            connected, failed = subs.connected, subs.failed
             time.sleep(plan.idle_seconds)
             after = rss_mb(server.pid or 0)
-            stop_event.set()
-            reports = [_get(q, 60)[2] for _ in subs]
-        finally:
-            for proc in subs:
-                stop(proc)
+            reports = subs.finish()
     metrics = {
         "held": connected - sum(r["dropped"] for r in reports),
         "connect_failures": failed,
