@@ -6,8 +6,8 @@ outbox overflows: the connection is closed with a reason and its client resumes 
 its cursor later, so a slow consumer costs bounded memory and delays no one else.
 
 The outbox does not write. Whoever owns it is told by ``on_ready`` that something
-waits, and takes frames with :meth:`Outbox.pop` (or awaits them with
-:meth:`Outbox.get`). An idle outbox holds no queue, event or task: with thousands of
+waits, and takes frames with :meth:`Outbox.pop`. An idle outbox holds no queue, event
+or task: with thousands of
 idle connections, each one's send side costs a few hundred bytes.
 
 A ``changes`` part may be shared by every connection at the same cursor (the log
@@ -16,17 +16,12 @@ reader encodes each answer once); the outbox never changes a part it did not cop
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Callable
 
 from ..fanout.reader import ChangesPart
 
-__all__ = ["Outbox", "OutboxOverflow"]
-
-
-class OutboxOverflow(Exception):
-    pass
+__all__ = ["Outbox"]
 
 
 class Outbox:
@@ -34,7 +29,6 @@ class Outbox:
         "_bytes",
         "_items",
         "_own_tail",
-        "_waiter",
         "closed",
         "max_bytes",
         "on_overflow",
@@ -55,7 +49,6 @@ class Outbox:
         self._items: deque[str | ChangesPart] | None = None  # None while empty
         self._own_tail = False  # the last item is a part this outbox copied (may extend)
         self._bytes = 0
-        self._waiter: asyncio.Future[None] | None = None  # only while get() waits
         self.overflowed = False
         self.closed = False
 
@@ -106,19 +99,12 @@ class Outbox:
             self._items = None  # what the client missed it gets by resuming from its cursor
             self._bytes = 0
             self.closed = True
-            self._wake()
             if self.on_overflow is not None:
                 self.on_overflow()
 
     def _ready(self) -> None:
-        self._wake()
         if self.on_ready is not None and not self.closed:
             self.on_ready()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def pop(self) -> str | None:
         """The next frame to write, or None when nothing waits (or the outbox closed)."""
@@ -135,20 +121,8 @@ class Outbox:
         self._bytes -= len(item)
         return item
 
-    async def get(self) -> str:
-        """The next frame to write; raises :class:`OutboxOverflow` once overflowed."""
-        while True:
-            if self.overflowed:
-                raise OutboxOverflow(f"more than {self.max_bytes} bytes waiting to be sent")
-            frame = self.pop()
-            if frame is not None:
-                return frame
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
-
     def close(self) -> None:
         self.closed = True
         self._items = None
         self._own_tail = False
         self._bytes = 0
-        self._wake()
