@@ -115,6 +115,8 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial tables.
@@ -1062,16 +1064,20 @@ class _Write(_Read, WriteTx):
             self._cache.verify(*began)
             group.verified = True
 
+    def _known(self, mine: dict[K, V], cached: dict[K, V], key: K) -> tuple[bool, V | None]:
+        """(known, value): this transaction's own view first, then the write cache once
+        this group has checked it."""
+        if key in mine:
+            return True, mine[key]
+        if self._member.group.verified and key in cached:
+            return True, cached[key]
+        return False, None
+
     def _known_record(self, key: tuple[str, str]) -> tuple[bool, RecordRow | None]:
-        if self._member.group.verified:
-            return self._cache.record(self.overlay, key)
-        return (True, self.overlay.records[key]) if key in self.overlay.records else (False, None)
+        return self._known(self.overlay.records, self._cache.records, key)
 
     def _known_client(self, client_id: str) -> tuple[bool, ClientRow | None]:
-        if self._member.group.verified:
-            return self._cache.client(self.overlay, client_id)
-        clients = self.overlay.clients
-        return (True, clients[client_id]) if client_id in clients else (False, None)
+        return self._known(self.overlay.clients, self._cache.clients, client_id)
 
     def _defer(self, write: _Deferred) -> None:
         self._check()

@@ -62,21 +62,6 @@ class WriteCache:
         self.records.clear()
         self.clients.clear()
 
-    def record(self, overlay: Overlay, key: tuple[str, str]) -> tuple[bool, RecordRow | None]:
-        """(known, row): the transaction's own view first, then the cache."""
-        if key in overlay.records:
-            return True, overlay.records[key]
-        if key in self.records:
-            return True, self.records[key]
-        return False, None
-
-    def client(self, overlay: Overlay, client_id: str) -> tuple[bool, ClientRow | None]:
-        if client_id in overlay.clients:
-            return True, overlay.clients[client_id]
-        if client_id in self.clients:
-            return True, self.clients[client_id]
-        return False, None
-
     def merge(self, overlay: Overlay, head: int | None) -> None:
         """A transaction's block exited normally: what it saw and wrote is now the
         group's state."""
