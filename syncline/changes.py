@@ -19,8 +19,7 @@ from typing import Any
 
 from .model import Principal, Schema
 from .query import Query
-from .record import Record
-from .store.base import LogEntry
+from .record import LogEntry, Record
 
 __all__ = ["query_items", "touched_keys"]
 

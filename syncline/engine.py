@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .changes import query_items, touched_keys
@@ -40,112 +39,15 @@ from .exceptions import (
     MutationRefused,
     RetryLater,
 )
-from .merge import OpResult, resolve
+from .merge import resolve
 from .model import Principal, Schema
 from .ops import Mutation, Op, parse_mutation
 from .query import Query
-from .record import Record
-from .store.base import LogEntry, ReadTx, Store, WriteTx
+from .record import LogEntry, Record
+from .results import Ack, Changes, OpResult, Snapshot
+from .store.base import ReadTx, Store, WriteTx
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
-
-AckStatus = Literal["applied", "conflict", "rejected", "duplicate"]
-
-
-@dataclass
-class Ack:
-    """The server's answer to one mutation.
-
-    ``seq`` is the commit that holds the mutation's effect, or None when it changed
-    nothing (rejected, conflicted, or every op dropped): the client may then forget the
-    mutation at once. ``replay`` marks an answer to a mutation sent again.
-    """
-
-    mutation_id: int
-    status: AckStatus
-    seq: int | None = None
-    results: list[OpResult] = field(default_factory=list)
-    error: dict[str, Any] | None = None
-    replay: bool = False
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mid": self.mutation_id, "status": self.status, "seq": self.seq}
-        if self.results:
-            out["results"] = [r.to_wire() for r in self.results]
-        if self.error is not None:
-            out["error"] = self.error
-        if self.replay:
-            out["replay"] = True
-        return out
-
-    @classmethod
-    def from_wire(cls, obj: Mapping[str, Any]) -> Ack:
-        from .merge import FieldConflict
-
-        results = []
-        for r in obj.get("results", []):
-            results.append(
-                OpResult(
-                    status=r["status"],
-                    overwritten=list(r.get("overwritten", [])),
-                    merged=list(r.get("merged", [])),
-                    conflicts=[
-                        FieldConflict(
-                            c["c"],
-                            c["id"],
-                            c["field"],
-                            c["base"],
-                            c["mine"],
-                            c["theirs"],
-                            c["theirs_v"],
-                        )
-                        for c in r.get("conflicts", [])
-                    ],
-                    reason=r.get("reason"),
-                )
-            )
-        return cls(
-            mutation_id=obj["mid"],
-            status=obj["status"],
-            seq=obj.get("seq"),
-            results=results,
-            error=obj.get("error"),
-            replay=bool(obj.get("replay", False)),
-        )
-
-
-@dataclass
-class Snapshot:
-    """Records of several queries read in one transaction, with the cursor they were read at."""
-
-    cursor: Cursor
-    results: dict[str, list[dict[str, Any]]]
-    queries: dict[str, Query]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "cursor": str(self.cursor),
-            "queries": {qid: q.to_wire() for qid, q in self.queries.items()},
-            "records": self.results,
-        }
-
-
-@dataclass
-class Changes:
-    """The net effect between two cursors on some queries (invariant 7).
-
-    Each query's list holds ``enter`` (whole record), ``patch`` (changed fields),
-    ``remove`` (left the view; not necessarily deleted) and ``reset`` (a limited query
-    whose window moved: its whole new content).
-    """
-
-    since: Cursor
-    cursor: Cursor
-    queries: dict[str, list[dict[str, Any]]]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"from": str(self.since), "to": str(self.cursor), "q": self.queries}
-
 
 CommitListener = Callable[[int], None]
 

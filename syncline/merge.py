@@ -22,63 +22,18 @@ the merged record against its model, checks references and rules, and writes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .exceptions import InvalidMutation, PolicyViolation, RecordExists, RecordNotFound
 from .model import Collection, Conflict, Merge, set_key, sort_set
 from .ops import Delete, Increment, Insert, Op, SetAdd, SetRemove, Update
 from .record import Record
+from .results import FieldConflict, OpResult
 from .textmerge import merge3
 
-__all__ = ["FieldConflict", "OpResult", "resolve"]
+__all__ = ["resolve"]
 
 log = logging.getLogger("syncline.merge")
-
-
-@dataclass(frozen=True)
-class FieldConflict:
-    """Concurrent edits the user must decide. ``field`` is None for update-vs-delete."""
-
-    collection: str
-    id: str
-    field: str | None
-    base: Any
-    mine: Any
-    theirs: Any
-    theirs_v: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "c": self.collection,
-            "id": self.id,
-            "field": self.field,
-            "base": self.base,
-            "mine": self.mine,
-            "theirs": self.theirs,
-            "theirs_v": self.theirs_v,
-        }
-
-
-@dataclass
-class OpResult:
-    status: Literal["applied", "dropped", "conflict"] = "applied"
-    overwritten: list[str] = field(default_factory=list)
-    merged: list[str] = field(default_factory=list)
-    conflicts: list[FieldConflict] = field(default_factory=list)
-    reason: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status}
-        if self.overwritten:
-            out["overwritten"] = self.overwritten
-        if self.merged:
-            out["merged"] = self.merged
-        if self.conflicts:
-            out["conflicts"] = [c.to_wire() for c in self.conflicts]
-        if self.reason:
-            out["reason"] = self.reason
-        return out
 
 
 def resolve(

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-__all__ = ["Record", "SetAdds"]
+__all__ = ["LogEntry", "Record", "SetAdds"]
 
 SetAdds = dict[str, dict[str, list[Any]]]
 """set field -> element key -> [seq, client id or None]"""
@@ -84,3 +84,25 @@ class Record:
     @classmethod
     def from_store(cls, obj: dict[str, Any]) -> Record:
         return cls(**obj)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One record's net change in one committed mutation.
+
+    ``before`` and ``after`` are the record's ``id`` and queryable fields (what filters
+    and read rules look at) before and after, ``None`` where the record was absent or
+    deleted; ``patch`` holds the changed fields' new values.
+    """
+
+    seq: int
+    collection: str
+    id: str
+    kind: Literal["insert", "update", "delete"]
+    inc: int
+    patch: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    client_id: str | None
+    mutation_id: int | None
+    time: float

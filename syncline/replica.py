@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .cursor import Cursor
-from .engine import Ack
 from .exceptions import CursorError, InvalidMutation
-from .merge import FieldConflict
 from .model import Schema
 from .ops import Delete, Increment, Insert, Mutation, Op, SetAdd, SetRemove, Update, apply_local
 from .query import Query
 from .record import Record
+from .results import Ack, FieldConflict
 
 __all__ = ["Draft", "Event", "MutationBuilder", "Pending", "Replica"]
 

@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 from markupsafe import Markup
 
-from .engine import Engine, Snapshot
+from .engine import Engine
 from .model import Principal
 from .protocol import PROTOCOL_VERSION
 from .query import Query
+from .results import Snapshot
 
 __all__ = ["SSR_HEADERS", "PageState", "Row", "embed_json", "install_jinja", "read_page"]
 

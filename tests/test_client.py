@@ -12,7 +12,7 @@ import pytest
 
 from syncline import InvalidMutation, Query, QueryError, Replica, SchemaError, StoreError
 from syncline.client import Client, ClientEvent, ClientFailed, ClientProtocol
-from syncline.client.protocol import State
+from syncline.protocol.client import State
 from syncline.ssr import embed_json
 
 from .schemas import BOARD

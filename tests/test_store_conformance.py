@@ -14,8 +14,8 @@ import time
 import pytest
 
 from syncline.query import Query
-from syncline.record import Record
-from syncline.store.base import LogEntry, Store
+from syncline.record import LogEntry, Record
+from syncline.store.base import Store
 
 from .schemas import BOARD
 

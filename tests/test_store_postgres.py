@@ -22,8 +22,7 @@ import pytest
 
 from syncline import Engine, Insert, RetryLater, StoreError
 from syncline.query import Query
-from syncline.record import Record
-from syncline.store.base import LogEntry
+from syncline.record import LogEntry, Record
 from syncline.store.postgres import (
     MIGRATIONS,
     SCHEMA_VERSION,

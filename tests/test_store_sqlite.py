@@ -22,8 +22,7 @@ import pytest
 
 from syncline import Engine, Insert, MutationGap, StoreError
 from syncline.query import Query
-from syncline.record import Record
-from syncline.store.base import LogEntry
+from syncline.record import LogEntry, Record
 from syncline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, _compile
 
 from .schemas import BOARD

@@ -1,6 +1,6 @@
 """The asyncio client: a replica kept in sync over a WebSocket, through reconnects.
 
-Everything the protocol decides is in :class:`~syncline.client.protocol.ClientProtocol`;
+Everything the protocol decides is in :class:`~syncline.protocol.client.ClientProtocol`;
 this layer only moves frames and time. The connection loop::
 
     offline --connect()--> connecting --welcome--> live
@@ -36,12 +36,7 @@ from websockets.exceptions import InvalidURI
 from ..exceptions import InvalidMutation, QueryError, SynclineError
 from ..model import Schema
 from ..ops import Mutation
-from ..protocol import Limits, ProtocolError, decode_client_frame
-from ..query import Query
-from ..replica import Draft, MutationBuilder, Replica
-from ..waiting import wait_event
-from .pending import PendingStore, Saved
-from .protocol import (
+from ..protocol.client import (
     ClientEvent,
     ClientFailed,
     ClientProtocol,
@@ -53,6 +48,11 @@ from .protocol import (
     next_mutation_id,
     set_next_mutation_id,
 )
+from ..protocol.server import Limits, ProtocolError, decode_client_frame
+from ..query import Query
+from ..replica import Draft, MutationBuilder, Replica
+from ..waiting import wait_event
+from .pending import PendingStore, Saved
 
 __all__ = ["Client", "EventStream", "Status"]
 

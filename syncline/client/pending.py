@@ -22,10 +22,10 @@ from typing import IO, Any
 import orjson
 
 from ..exceptions import StoreError
-from ..merge import FieldConflict
 from ..ops import parse_mutation, parse_op
+from ..protocol.client import op_wire
 from ..replica import Draft, Pending
-from .protocol import op_wire
+from ..results import FieldConflict
 
 __all__ = ["PendingStore", "Saved"]
 

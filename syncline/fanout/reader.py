@@ -42,8 +42,8 @@ from ..engine import Engine, current_records
 from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld
 from ..model import Principal
 from ..query import Query
-from ..record import Record
-from ..store.base import LogEntry, ReadTx
+from ..record import LogEntry, Record
+from ..store.base import ReadTx
 from ..waiting import wait_event
 
 __all__ = ["ChangesPart", "LogReader", "Subscriber"]

@@ -35,7 +35,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..cursor import Cursor
-from ..engine import Ack, Engine
+from ..engine import Engine
 from ..exceptions import (
     ClientIdTaken,
     CursorError,
@@ -47,7 +47,7 @@ from ..exceptions import (
 from ..fanout.backplane import Backplane, MemoryBackplane
 from ..fanout.reader import ChangesPart, LogReader
 from ..model import Principal
-from ..protocol import (
+from ..protocol.server import (
     Hello,
     Limits,
     Mutate,
@@ -62,6 +62,7 @@ from ..protocol import (
     welcome,
 )
 from ..query import Query
+from ..results import Ack
 from .outbox import Outbox
 
 __all__ = ["Authenticate", "SynclineServer"]

@@ -21,37 +21,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..query import Query
-from ..record import Record
+from ..record import LogEntry, Record
 
 if TYPE_CHECKING:
     from ..model import Schema
 
 __all__ = ["ClientState", "LogEntry", "ReadTx", "Store", "WriteTx"]
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One record's net change in one committed mutation.
-
-    ``before`` and ``after`` are the record's ``id`` and queryable fields (what filters
-    and read rules look at) before and after, ``None`` where the record was absent or
-    deleted; ``patch`` holds the changed fields' new values.
-    """
-
-    seq: int
-    collection: str
-    id: str
-    kind: Literal["insert", "update", "delete"]
-    inc: int
-    patch: dict[str, Any]
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    client_id: str | None
-    mutation_id: int | None
-    time: float
 
 
 @dataclass(frozen=True, slots=True)

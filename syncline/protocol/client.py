@@ -58,10 +58,10 @@ import orjson
 from ..cursor import Cursor
 from ..exceptions import CursorError, SchemaError, SynclineError
 from ..ops import Mutation, Op
-from ..protocol import PROTOCOL_VERSION
 from ..query import Query
 from ..replica import Draft, Replica
 from ..replica import Event as ReplicaEvent
+from .server import PROTOCOL_VERSION
 
 __all__ = [
     "FATAL_CODES",

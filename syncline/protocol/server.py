@@ -43,7 +43,7 @@ from pydantic import (
     ValidationError,
 )
 
-from .exceptions import SynclineError
+from ..exceptions import SynclineError
 
 __all__ = [
     "PROTOCOL_VERSION",
