@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from .exceptions import BackplaneError, StoreError
-from .fanout.backplane import BACKPLANE_ENV, backplane_from_url
+from .fanout.select import BACKPLANE_ENV, backplane_from_url
 from .store import DB_ENV, store_from_url
 
 app = typer.Typer(

@@ -16,7 +16,7 @@ import os
 from starlette.applications import Starlette
 
 from syncline import Engine
-from syncline.fanout.backplane import backplane_from_url
+from syncline.fanout.select import backplane_from_url
 from syncline.server.app import SynclineServer
 from syncline.store.postgres import PostgresStore
 

@@ -21,19 +21,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from syncline import Engine, Insert, Query
-from syncline.fanout.backplane import (
-    BACKPLANE_ENV,
-    Backplane,
-    BackplaneError,
-    MemoryBackplane,
-    MemoryHub,
-    RemoteBackplane,
-    backplane_from_env,
-    backplane_from_url,
-)
+from syncline.exceptions import BackplaneError
+from syncline.fanout.backplane import Backplane, RemoteBackplane
+from syncline.fanout.memory import MemoryBackplane, MemoryHub
 from syncline.fanout.postgres import PostgresBackplane
 from syncline.fanout.reader import ChangesPart, LogReader
 from syncline.fanout.redis import RedisBackplane
+from syncline.fanout.select import BACKPLANE_ENV, backplane_from_env, backplane_from_url
 from syncline.store.postgres import PostgresStore
 
 from .conftest import PG_DSN, drop_pg_schema, new_pg_schema, pg_unavailable

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..engine import Engine
-from ..fanout.backplane import backplane_from_env
+from ..fanout.select import backplane_from_env
 from ..model import Collection, Counter, Manual, Queryable, Ref, Schema, Set, Text
 from ..ops import Insert
 from ..server.app import SynclineServer

@@ -8,10 +8,11 @@ from the log. Nothing else travels: the payload is one integer. So a lost, late,
 duplicated or reordered message is harmless: each reader also polls the head every
 second, and reads whatever range it has not read yet.
 
-Backends (one file each, :func:`backplane_from_url` picks one):
+Backends (one file each; :func:`syncline.fanout.select.backplane_from_url` picks one,
+and no backend imports the chooser):
 
-* :class:`MemoryBackplane` -- one process (the default: a single node needs nothing
-  more; nodes in one process can share a :class:`MemoryHub` in tests).
+* :class:`~syncline.fanout.memory.MemoryBackplane` -- one process (the default: a
+  single node needs nothing more; nodes in one process can share a ``MemoryHub``).
 * :class:`~syncline.fanout.redis.RedisBackplane` -- Redis pub/sub.
 * :class:`~syncline.fanout.postgres.PostgresBackplane` -- PostgreSQL LISTEN/NOTIFY,
   for deployments with no Redis.
@@ -29,28 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..exceptions import BackplaneError
 
-__all__ = [
-    "BACKPLANE_ENV",
-    "Backplane",
-    "BackplaneError",
-    "MemoryBackplane",
-    "MemoryHub",
-    "OnHead",
-    "RemoteBackplane",
-    "backplane_from_env",
-    "backplane_from_url",
-]
+__all__ = ["Backplane", "BackplaneError", "OnHead", "RemoteBackplane"]
 
 log = logging.getLogger("syncline.fanout")
-
-BACKPLANE_ENV = "SYNCLINE_BACKPLANE"
-"""The environment variable ``syncline serve --backplane`` sets for the application."""
 
 OnHead = Callable[[int], None]
 """Called with a head another node announced (usually ``LogReader.notify``)."""
@@ -82,48 +69,6 @@ class Backplane(ABC):
 
 
 _pending: set[asyncio.Task[None]] = set()  # announcements in flight (kept from the GC)
-
-
-# --- one process ------------------------------------------------------------------------
-
-
-class MemoryHub:
-    """The backplanes of nodes living in one process (tests, experiments)."""
-
-    def __init__(self) -> None:
-        self.members: set[MemoryBackplane] = set()
-
-
-class MemoryBackplane(Backplane):
-    """Within one process: every other started member of ``hub`` hears each head it
-    does not know yet.
-
-    With its own hub (the default) it has nobody to tell: a single node needs no
-    backplane, its reader hears its own engine's commits directly.
-    """
-
-    def __init__(self, hub: MemoryHub | None = None) -> None:
-        self.hub = hub or MemoryHub()
-        self._on_head: OnHead | None = None
-        self._known = 0
-
-    async def start(self, on_head: OnHead) -> None:
-        self._on_head = on_head
-        self.hub.members.add(self)
-
-    async def publish(self, head: int) -> None:
-        self.announce(head)
-
-    def announce(self, head: int) -> None:
-        self._known = max(self._known, head)
-        for member in list(self.hub.members):
-            if member is not self and member._on_head is not None and head > member._known:
-                member._known = head
-                member._on_head(head)
-
-    async def stop(self) -> None:
-        self.hub.members.discard(self)
-        self._on_head = None
 
 
 # --- over the network -------------------------------------------------------------------
@@ -280,50 +225,3 @@ class RemoteBackplane(Backplane):
 
     def __str__(self) -> str:
         return f"{type(self).__name__}({self.channel!r})"
-
-
-# --- choosing one -----------------------------------------------------------------------
-
-
-def backplane_from_url(
-    url: str | None, *, database: str | None = None, channel: str = "syncline"
-) -> Backplane:
-    """The backplane ``syncline serve --backplane`` names.
-
-    ``memory`` (or nothing): one node. ``redis://host:port/db`` (or ``rediss://``,
-    ``unix://``): Redis pub/sub. ``postgres``: LISTEN/NOTIFY on ``database`` (the
-    PostgreSQL URL the store uses); ``postgresql://...``: on that database.
-    """
-    text = (url or "memory").strip()
-    scheme = text.partition("://")[0].lower()
-    if text == "memory":
-        return MemoryBackplane()
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBackplane
-
-        return RedisBackplane(text, channel)
-    if text in ("postgres", "postgresql"):
-        if not database or database.partition("://")[0] not in ("postgres", "postgresql"):
-            raise BackplaneError(
-                "--backplane postgres uses the store's database: give a postgresql:// --db"
-            )
-        text, scheme = database, "postgresql"
-    if scheme in ("postgres", "postgresql"):
-        from ..store import split_schema
-        from .postgres import PostgresBackplane
-
-        return PostgresBackplane(split_schema(text)[0], channel)
-    raise BackplaneError(
-        f"unsupported backplane {url!r}; use memory, redis://host:6379/0, postgres "
-        "(the database's own LISTEN/NOTIFY) or postgresql://..."
-    )
-
-
-def backplane_from_env(default: str = "memory", *, channel: str = "syncline") -> Backplane:
-    """The backplane named by ``$SYNCLINE_BACKPLANE`` (set by ``syncline serve
-    --backplane``), or ``default``; ``postgres`` means the database in ``$SYNCLINE_DB``."""
-    return backplane_from_url(
-        os.environ.get(BACKPLANE_ENV) or default,
-        database=os.environ.get("SYNCLINE_DB"),
-        channel=channel,
-    )

@@ -44,7 +44,8 @@ from ..exceptions import (
     QueryError,
     StoreError,
 )
-from ..fanout.backplane import Backplane, MemoryBackplane
+from ..fanout.backplane import Backplane
+from ..fanout.memory import MemoryBackplane
 from ..fanout.reader import ChangesPart, LogReader
 from ..model import Principal
 from ..protocol.server import (

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ...engine import Engine
-from ...fanout.backplane import backplane_from_env
+from ...fanout.select import backplane_from_env
 from ...model import Collection, Queryable, Schema
 from ...server.app import SynclineServer
 from ...ssr import SSR_HEADERS, install_jinja, read_page
