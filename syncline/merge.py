@@ -1,6 +1,6 @@
 """Authoritative resolution of one op against the committed record (pure).
 
-This is the conflict model of DESIGN.md, field by field:
+This is the conflict model of docs/design.md, field by field:
 
 * A field *moved on* when its version is newer than the base the op names **and** its
   last writer is another client: a client's own earlier mutations are never its

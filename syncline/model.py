@@ -327,7 +327,7 @@ class Schema:
     ``hash`` is what a client and the server must agree on. It covers every
     collection's required fields (name, type, policy, reference) and the ``revision``
     number, and nothing else, so adding an optional field or a collection keeps old
-    clients running (DESIGN.md, Storage). A new collection keeps the hash when its
+    clients running (docs/design.md, Storage). A new collection keeps the hash when its
     fields have defaults. Changing or removing an existing optional field is not
     detected by the hash (the server still refuses ops that no longer validate):
     bump ``revision`` when you do that, and old pages will reload.

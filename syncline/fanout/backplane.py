@@ -1,7 +1,7 @@
 """Backplanes: how the nodes sharing one database tell each other "the head is now N".
 
 Theory of operation. The database log is the truth; a backplane only shortens the time
-until another node's log reader looks at it (DESIGN.md, Fan-out). After a commit a
+until another node's log reader looks at it (docs/design.md, Scale-out). After a commit a
 node publishes its new head; every other node's backplane calls ``on_head(head)``,
 which wakes its :class:`~syncline.fanout.reader.LogReader`, which reads the new range
 from the log. Nothing else travels: the payload is one integer. So a lost, late,
