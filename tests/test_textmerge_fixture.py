@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from .gen_textmerge_fixture import FIXTURE_PATH, generate, render
+from .gen_textmerge_fixture import generate
+from .kit import TEXTMERGE_PATH, render
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +19,14 @@ def fresh() -> dict[str, Any]:
 
 
 def test_the_committed_fixture_is_what_python_computes_now(fresh: dict[str, Any]) -> None:
-    committed = json.loads(FIXTURE_PATH.read_text(encoding="ascii"))
+    committed = json.loads(TEXTMERGE_PATH.read_text(encoding="ascii"))
     assert committed == fresh, (
-        "tests/fixtures/textmerge.json is stale: run python tests/gen_textmerge_fixture.py"
+        "tests/fixtures/protocol/textmerge.json is stale: run python -m tests.gen_textmerge_fixture"
     )
 
 
 def test_the_fixture_is_written_as_the_generator_writes_it(fresh: dict[str, Any]) -> None:
-    assert FIXTURE_PATH.read_text(encoding="ascii") == render(fresh)
+    assert TEXTMERGE_PATH.read_text(encoding="ascii") == render(fresh)
 
 
 def test_the_fixture_covers_what_it_must(fresh: dict[str, Any]) -> None:
