@@ -10,6 +10,7 @@ a test per file checks the committed copy is still what Python computes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,37 @@ def load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="ascii"))
 
 
-def render(fixture: dict[str, Any], listed: str = "cases") -> str:
+def render(fixture: dict[str, Any]) -> str:
     """ASCII JSON (every other character escaped, so no tool can normalize a combining
-    mark away), keys sorted, one item of the ``listed`` list per line."""
-    head = {k: v for k, v in fixture.items() if k != listed}
-    lines = [json.dumps(item, ensure_ascii=True, sort_keys=True) for item in fixture[listed]]
-    body = ",\n".join(f"    {line}" for line in lines)
-    opening = json.dumps(head, ensure_ascii=True, sort_keys=True, indent=2)[:-2]
-    return f'{opening},\n  "{listed}": [\n{body}\n  ]\n}}\n'
+    mark away): the top-level keys in the generator's order, and each item of a list (or
+    of a list under an object) on a line of its own, keys sorted."""
+    return _block(fixture, 0) + "\n"
+
+
+def _block(value: Any, depth: int) -> str:
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, list) and value:
+        items = ",\n".join(inner + _compact(item) for item in value)
+        return f"[\n{items}\n{pad}]"
+    if isinstance(value, dict) and (depth == 0 or all(isinstance(v, list) for v in value.values())):
+        items = ",\n".join(
+            f"{inner}{_compact(k)}: {_block(v, depth + 1)}" for k, v in value.items()
+        )
+        return f"{{\n{items}\n{pad}}}"
+    return _compact(value)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=True, sort_keys=True)
+
+
+def assert_current(
+    path: Path, fresh: dict[str, Any], generator: str, rendered: Callable[[Any], str] = render
+) -> None:
+    """The committed file holds what the generator computes now, written as it writes it."""
+    rerun = f"tests/fixtures/protocol/{path.name} is stale: run python -m tests.{generator}"
+    assert load(path) == fresh, rerun
+    assert path.read_text(encoding="ascii") == rendered(fresh), rerun
 
 
 def write(path: Path, text: str) -> None:

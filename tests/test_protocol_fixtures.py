@@ -31,7 +31,7 @@ from syncline import (
 from syncline.client import ClientEvent, ClientProtocol
 
 from .gen_schema_fixture import CUSTOM_MERGES, generate, hash_input, render
-from .kit import SCHEMA_PATH, load, scenarios
+from .kit import SCHEMA_PATH, assert_current, load, scenarios
 from .schemas import BOARD
 
 FIXTURES = scenarios()
@@ -92,9 +92,7 @@ def test_there_are_fixtures() -> None:
 
 
 def test_the_kit_schema_is_what_tests_schemas_declares() -> None:
-    assert SCHEMA_PATH.read_text(encoding="ascii") == render(generate()), (
-        "tests/fixtures/protocol/schema.json is stale: run python -m tests.gen_schema_fixture"
-    )
+    assert_current(SCHEMA_PATH, generate(), "gen_schema_fixture", render)
 
 
 def test_the_schema_built_from_the_kit_is_board() -> None:
