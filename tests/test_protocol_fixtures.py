@@ -104,6 +104,13 @@ def test_the_schema_built_from_the_kit_is_board() -> None:
         assert built.fields == coll.fields, name  # names, policies (custom fn too), types
 
 
+def test_the_readme_gives_the_kit_schema_hash_as_its_test_vector() -> None:
+    readme = (SCHEMA_PATH.parent / "README.md").read_text(encoding="utf-8")
+    kit = load(SCHEMA_PATH)
+    assert f"hash_input = {kit['hash_input']}\nhash       = {kit['hash']}\n" in readme
+    assert all(f"`{v['hash']}`" in readme for v in kit["hash_vectors"])
+
+
 @pytest.mark.parametrize("index", range(1 + len(load(SCHEMA_PATH)["hash_vectors"])))
 def test_the_schema_hash_is_computed_as_the_kit_specifies(index: int) -> None:
     kit = load(SCHEMA_PATH)
