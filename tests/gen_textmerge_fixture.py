@@ -1,23 +1,24 @@
-"""Write tests/fixtures/textmerge.json: seeded (base, mine, theirs) triples with what
-Python's ``merge3`` and ``diff_hunks`` give for them.
+"""Write the conformance kit's textmerge.json (tests/fixtures/protocol/): seeded
+(base, mine, theirs) triples with what Python's ``merge3`` and ``diff_hunks`` give for
+them.
 
 The browser client's port (``syncline/static/textmerge.js``) must give identical results
 for every case (``syncline/static/test/textmerge_fixture.test.js``), offsets in code
 points; ``tests/test_textmerge_fixture.py`` checks the committed file still equals what
-Python computes, so it cannot drift. Run ``python tests/gen_textmerge_fixture.py`` after
-changing ``syncline/textmerge.py`` on purpose.
+Python computes, so it cannot drift. Run ``python -m tests.gen_textmerge_fixture`` after
+changing ``syncline/textmerge.py`` on purpose. The kit's README.md specifies the
+algorithm, so a client in another language can be written from it and checked here.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 from syncline.textmerge import MAX_EDIT_DISTANCE, diff_hunks, merge3
 
-FIXTURE_PATH = Path(__file__).parent / "fixtures" / "textmerge.json"
+from .kit import TEXTMERGE_PATH, render, write
+
 SEED = 20261101
 RANDOM_CASES = 300
 
@@ -132,7 +133,7 @@ def generate() -> dict[str, Any]:
         "description": (
             "merge3(base, mine, theirs) and diff_hunks(base, x) as syncline/textmerge.py "
             "computes them; offsets are Unicode code points. Written by "
-            "tests/gen_textmerge_fixture.py; do not edit by hand."
+            "python -m tests.gen_textmerge_fixture; do not edit by hand."
         ),
         "max_edit_distance": MAX_EDIT_DISTANCE,
         "cases": [
@@ -149,20 +150,8 @@ def generate() -> dict[str, Any]:
     }
 
 
-def render(fixture: dict[str, Any]) -> str:
-    """ASCII JSON (every other character escaped, so no tool can normalize a combining
-    mark away), one case per line."""
-    head = {k: v for k, v in fixture.items() if k != "cases"}
-    lines = [json.dumps(case, ensure_ascii=True, sort_keys=True) for case in fixture["cases"]]
-    body = ",\n".join(f"    {line}" for line in lines)
-    opening = json.dumps(head, ensure_ascii=True, sort_keys=True, indent=2)[:-2]
-    return f'{opening},\n  "cases": [\n{body}\n  ]\n}}\n'
-
-
 def main() -> None:
-    fixture = generate()
-    FIXTURE_PATH.write_text(render(fixture), encoding="ascii")
-    print(f"wrote {len(fixture['cases'])} cases to {FIXTURE_PATH}")
+    write(TEXTMERGE_PATH, render(generate()))
 
 
 if __name__ == "__main__":

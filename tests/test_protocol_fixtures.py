@@ -1,20 +1,85 @@
 """Every conformance fixture in tests/fixtures/protocol/ (format: its README.md), run
-against the Python client protocol. A client in another language runs the same files."""
+against the Python client protocol. A client in another language runs the same files.
+
+The runner builds its schema from the kit's schema.json, as a runner in another language
+must; the tests below check that file against ``tests/schemas.py`` and the hash algorithm
+the README specifies against ``Schema.hash``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import create_model
 
-from syncline import Replica
+from syncline import (
+    LWW,
+    Collection,
+    Counter,
+    Manual,
+    Merge,
+    Queryable,
+    Ref,
+    Replica,
+    Schema,
+    Set,
+    Text,
+)
 from syncline.client import ClientEvent, ClientProtocol
 
+from .gen_schema_fixture import CUSTOM_MERGES, generate, hash_input, render
+from .kit import SCHEMA_PATH, assert_current, load, scenarios
 from .schemas import BOARD
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "protocol").glob("*.json"))
+FIXTURES = scenarios()
+
+# The kit's type labels (schema.json "type") as Python annotations.
+TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool | None": bool | None,
+    "str | None": str | None,
+    "frozenset[str]": frozenset[str],
+    "list[str]": list[str],
+}
+POLICIES = {"lww": LWW, "counter": Counter, "text": Text, "set": Set, "manual": Manual}
+
+
+def schema_from_kit(kit: dict[str, Any]) -> Schema:
+    """A Schema built from the kit's form of one (README.md, schema.json)."""
+    return Schema(
+        [
+            Collection(name, _model(name, c["fields"]), on_update_deleted=c["on_update_deleted"])
+            for name, c in kit["collections"].items()
+        ],
+        revision=kit["revision"],
+    )
+
+
+def _model(collection: str, fields: dict[str, Any]) -> Any:
+    declared: dict[str, Any] = {}
+    for name, spec in fields.items():
+        markers: list[Any] = []
+        if spec["kind"] == "custom":
+            markers.append(Merge(CUSTOM_MERGES[spec["merge"]][0]))
+        else:
+            markers.append(POLICIES[spec["kind"]]())
+        if spec["queryable"]:
+            markers.append(Queryable())
+        if spec["ref"] is not None:
+            markers.append(Ref(spec["ref"]))
+        default = spec.get("default", ...)
+        if spec["type"].startswith("frozenset"):
+            default = frozenset(default)
+        declared[name] = (Annotated[TYPES[spec["type"]], *markers], default)
+    return create_model(collection.capitalize(), **declared)
+
+
+KIT_SCHEMA = schema_from_kit(load(SCHEMA_PATH))
 
 # Events a fixture checks; the others ("changed", "ack", "status") are this client's own.
 CHECKED_EVENTS = frozenset(
@@ -24,6 +89,35 @@ CHECKED_EVENTS = frozenset(
 
 def test_there_are_fixtures() -> None:
     assert len(FIXTURES) >= 9
+
+
+def test_the_kit_schema_is_what_tests_schemas_declares() -> None:
+    assert_current(SCHEMA_PATH, generate(), "gen_schema_fixture", render)
+
+
+def test_the_schema_built_from_the_kit_is_board() -> None:
+    assert KIT_SCHEMA.hash == BOARD.hash
+    assert KIT_SCHEMA.describe() == BOARD.describe()
+    for name, coll in BOARD.collections.items():
+        built = KIT_SCHEMA[name]
+        assert built.on_update_deleted == coll.on_update_deleted
+        assert built.fields == coll.fields, name  # names, policies (custom fn too), types
+
+
+def test_the_readme_gives_the_kit_schema_hash_as_its_test_vector() -> None:
+    readme = (SCHEMA_PATH.parent / "README.md").read_text(encoding="utf-8")
+    kit = load(SCHEMA_PATH)
+    assert f"hash_input = {kit['hash_input']}\nhash       = {kit['hash']}\n" in readme
+    assert all(f"`{v['hash']}`" in readme for v in kit["hash_vectors"])
+
+
+@pytest.mark.parametrize("index", range(1 + len(load(SCHEMA_PATH)["hash_vectors"])))
+def test_the_schema_hash_is_computed_as_the_kit_specifies(index: int) -> None:
+    kit = load(SCHEMA_PATH)
+    vector = [kit, *kit["hash_vectors"]][index]
+    assert hash_input(vector) == vector["hash_input"]
+    digest = hashlib.sha256(vector["hash_input"].encode("utf-8")).hexdigest()[:16]
+    assert digest == vector["hash"] == schema_from_kit(vector).hash
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -43,9 +137,9 @@ def subset(expected: Any, actual: Any) -> bool:
 
 class Runner:
     def __init__(self, fixture: dict[str, Any]) -> None:
-        assert fixture["schema"] == BOARD.hash, "the fixture was written for another BOARD schema"
+        assert fixture["schema"] == KIT_SCHEMA.hash, "the fixture was written for another schema"
         self.steps: list[dict[str, Any]] = fixture["steps"]
-        self.replica = Replica(BOARD, fixture["client"])
+        self.replica = Replica(KIT_SCHEMA, fixture["client"])
         self.protocol = ClientProtocol(self.replica, credentials=fixture.get("auth"))
         self.now = 0.0
         self.out: list[dict[str, Any]] = []

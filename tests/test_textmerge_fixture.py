@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from .gen_textmerge_fixture import FIXTURE_PATH, generate, render
+from .gen_textmerge_fixture import generate
+from .kit import TEXTMERGE_PATH, assert_current
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +18,7 @@ def fresh() -> dict[str, Any]:
 
 
 def test_the_committed_fixture_is_what_python_computes_now(fresh: dict[str, Any]) -> None:
-    committed = json.loads(FIXTURE_PATH.read_text(encoding="ascii"))
-    assert committed == fresh, (
-        "tests/fixtures/textmerge.json is stale: run python tests/gen_textmerge_fixture.py"
-    )
-
-
-def test_the_fixture_is_written_as_the_generator_writes_it(fresh: dict[str, Any]) -> None:
-    assert FIXTURE_PATH.read_text(encoding="ascii") == render(fresh)
+    assert_current(TEXTMERGE_PATH, fresh, "gen_textmerge_fixture")
 
 
 def test_the_fixture_covers_what_it_must(fresh: dict[str, Any]) -> None:

@@ -2,27 +2,28 @@
 // against the browser client's protocol.js and replica.js exactly as
 // tests/test_protocol_fixtures.py runs them against the Python client. A JS runner also
 // checks after every step that no prototype gained a property, and compares records by
-// own properties only.
+// own properties only. The schema comes from the kit's schema.json (through board.js),
+// and its hash is computed from it as the kit's README specifies.
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { hasOwn, isObject, jsonEqual } from "../json.js";
 import { ClientProtocol } from "../protocol.js";
 import { Replica } from "../replica.js";
-import { BOARD, schemaHash } from "./board.js";
+import { BOARD, KIT_DIR, KIT_SCHEMA, hashInput, schemaHash } from "./board.js";
 
 /** @typedef {import("../json.js").Dict} Dict */
 /** @typedef {import("../protocol.js").ClientEvent} ClientEvent */
 /** @typedef {import("../replica.js").MutationBuilder} MutationBuilder */
 
-const here = dirname(fileURLToPath(import.meta.url));
-const FIXTURES_DIR = join(here, "..", "..", "..", "tests", "fixtures", "protocol");
-const FIXTURES = readdirSync(FIXTURES_DIR)
-  .filter((f) => f.endsWith(".json"))
+// The kit's data files; every other *.json is a scenario.
+const DATA_FILES = new Set(["schema.json", "textmerge.json", "query.json"]);
+const FIXTURES = readdirSync(fileURLToPath(KIT_DIR))
+  .filter((f) => f.endsWith(".json") && !DATA_FILES.has(f))
   .sort();
 
 // Events a fixture checks; the others ("changed", "ack", "status") are this client's own.
@@ -41,13 +42,19 @@ test("there are fixtures", () => {
   assert.ok(FIXTURES.length >= 9);
 });
 
-test("the JS copy of BOARD hashes like the Python one", () => {
-  assert.equal(schemaHash(BOARD), "85199e93656c85d2");
+test("the kit's schema and its hash vectors hash as the kit says", () => {
+  for (const vector of [KIT_SCHEMA, ...KIT_SCHEMA.hash_vectors]) {
+    assert.equal(hashInput(vector), vector.hash_input);
+    const digest = createHash("sha256").update(vector.hash_input, "utf8").digest("hex");
+    assert.equal(digest.slice(0, 16), vector.hash);
+    assert.equal(schemaHash(vector), vector.hash);
+  }
+  assert.equal(schemaHash(KIT_SCHEMA), "85199e93656c85d2");
 });
 
 for (const name of FIXTURES) {
   test(`fixture ${name.replace(/\.json$/, "")}`, () => {
-    const fixture = JSON.parse(readFileSync(join(FIXTURES_DIR, name), "utf8"));
+    const fixture = JSON.parse(readFileSync(new URL(name, KIT_DIR), "utf8"));
     new Runner(fixture).run();
   });
 }
@@ -80,8 +87,8 @@ class Runner {
   constructor(fixture) {
     assert.equal(
       fixture.schema,
-      schemaHash(BOARD),
-      "the fixture was written for another BOARD schema",
+      schemaHash(KIT_SCHEMA),
+      "the fixture was written for another schema",
     );
     /** @type {Dict[]} */
     this.steps = /** @type {Dict[]} */ (fixture.steps);

@@ -1,5 +1,6 @@
-// Cross-language parity: for every case of tests/fixtures/textmerge.json (written by
-// tests/gen_textmerge_fixture.py from Python's syncline/textmerge.py), the JS port gives
+// Cross-language parity: for every case of the conformance kit's textmerge.json
+// (tests/fixtures/protocol/, written by tests/gen_textmerge_fixture.py from Python's
+// syncline/textmerge.py; the algorithm is in the kit's README.md), the JS port gives
 // the identical merge and the identical hunks, offsets in code points.
 
 import assert from "node:assert/strict";
@@ -9,7 +10,7 @@ import { test } from "node:test";
 import { MAX_EDIT_DISTANCE, diffHunks, merge3 } from "../textmerge.js";
 
 const fixture = JSON.parse(
-  readFileSync(new URL("../../../tests/fixtures/textmerge.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../../../tests/fixtures/protocol/textmerge.json", import.meta.url), "utf8"),
 );
 
 test("the fixture has the cases it promises", () => {
