@@ -56,7 +56,9 @@ class Query:
         coll = schema[name]
         queryable = coll.queryable
         conditions: list[Condition] = []
-        where = obj.get("where") or {}
+        where = obj.get("where")
+        if where is None:
+            where = {}
         if not isinstance(where, Mapping):
             raise QueryError(f"{name}: 'where' must be an object")
         for field, cond in where.items():
@@ -74,7 +76,12 @@ class Query:
             else:
                 conditions.append((field, "eq", _check_value(name, field, "eq", cond)))
         order: list[tuple[str, Literal["asc", "desc"]]] = []
-        for item in obj.get("order") or []:
+        order_items = obj.get("order")
+        if order_items is None:
+            order_items = []
+        if not isinstance(order_items, list | tuple):
+            raise QueryError(f"{name}: 'order' must be a list")
+        for item in order_items:
             if (
                 not isinstance(item, list | tuple)
                 or len(item) != 2

@@ -1,5 +1,5 @@
 // Deterministic three-way text merge, in Unicode code points: a port of
-// syncline/textmerge.py that must give identical results (tests/fixtures/textmerge.json
+// syncline/textmerge.py that must give identical results (tests/fixtures/protocol/textmerge.json
 // checks it case by case).
 //
 // Theory of operation: merge3(base, mine, theirs) diffs base->mine and base->theirs with
