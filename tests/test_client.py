@@ -275,6 +275,28 @@ def test_hydrate_refuses_another_schema_or_version() -> None:
     with pytest.raises(ValueError, match="version"):
         p.hydrate({**page_state(), "v": 2})
 
+def test_the_held_snapshot_follows_the_frames_through_the_replica() -> None:
+    # The replica is the one owner of which records each query holds: what a client
+    # persists (held_snapshot) follows enter, remove and a snapshot from another database.
+    p, _ = live()
+    enter = {"k": "enter", **record("c2", v=6, title="Two")}
+    p.receive({"t": "changes", "from": "e1.5", "to": "e1.6", "q": {"q": [enter]}}, 0.0)
+    remove = {"k": "remove", "id": "c1"}
+    p.receive({"t": "changes", "from": "e1.6", "to": "e1.7", "q": {"q": [remove]}}, 0.0)
+    held = p.replica.held_snapshot()
+    assert held is not None and held["cursor"] == "e1.7"
+    assert [r["id"] for r in held["records"]["q"]] == ["c2"]
+    again = ClientProtocol(Replica(BOARD, "client-0001"))
+    again.hydrate({"v": 1, "schema": BOARD.hash, **held})
+    assert again.replica.get("cards", "c2") == p.replica.get("cards", "c2")
+    assert again.replica.get("cards", "c1") is None
+    snapshot = {"cursor": "e2.1", "queries": {"q": Q}, "records": {"q": [record("c3")]}}
+    p.receive({"t": "snapshot", "reset": "epoch", **snapshot}, 0.0)
+    held = p.replica.held_snapshot()
+    assert held is not None and [r["id"] for r in held["records"]["q"]] == ["c3"]
+    assert p.replica.get("cards", "c2") is None
+
+
 
 # --- the asyncio client, offline -----------------------------------------------------------
 

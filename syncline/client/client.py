@@ -42,11 +42,7 @@ from ..protocol.client import (
     ClientProtocol,
     EventKind,
     State,
-    discard_last,
-    held_snapshot,
     mut_frame,
-    next_mutation_id,
-    set_next_mutation_id,
 )
 from ..protocol.server import Limits, ProtocolError, decode_client_frame
 from ..query import Query
@@ -171,7 +167,7 @@ class Client:
         replica.pending = saved.pending
         replica.drafts = saved.drafts
         last = max((p.mutation.id for p in saved.pending), default=0)
-        set_next_mutation_id(replica, max(saved.next_id, last + 1))
+        replica.next_mutation_id = max(saved.next_id, last + 1)
         if saved.state is not None:
             try:
                 self._protocol.hydrate(saved.state)
@@ -314,7 +310,7 @@ class Client:
                 raise ProtocolError("too_large", f"the mutation is {size} bytes")
             decode_client_frame(frame, self.limits)
         except ProtocolError as exc:
-            discard_last(self.replica, mutation)
+            self.replica.discard(mutation)
             raise InvalidMutation(f"the server would refuse this mutation: {exc}") from None
 
     def _check_open(self) -> None:
@@ -568,13 +564,13 @@ class Client:
         replica = self.replica
         sig = (
             replica.client_id,
-            next_mutation_id(replica),
+            replica.next_mutation_id,
             tuple((p.mutation.id, p.acked, p.seq) for p in replica.pending),
             tuple((d.mutation_id, d.conflicts) for d in replica.drafts),
         )
         if sig != self._queue_sig:
             self._store.save_queue(
-                replica.client_id, next_mutation_id(replica), replica.pending, replica.drafts
+                replica.client_id, replica.next_mutation_id, replica.pending, replica.drafts
             )
             self._queue_sig = sig
 
@@ -592,7 +588,7 @@ class Client:
         self._save_timer = None
         if self._store is None or self._closed or not self._state_dirty:
             return
-        self._store.save_state(held_snapshot(self._protocol))
+        self._store.save_state(self.replica.held_snapshot())
         self._state_dirty = False
 
 

@@ -55,7 +55,6 @@ from typing import Any, Literal
 
 import orjson
 
-from ..cursor import Cursor
 from ..exceptions import CursorError, SchemaError, SynclineError
 from ..ops import Mutation, Op
 from ..query import Query
@@ -182,7 +181,6 @@ class ClientProtocol:
         self.default_retry_after = default_retry_after
         self.state = State.CLOSED
         self.wanted: dict[str, dict[str, Any]] = {}
-        self.members: dict[str, set[Key]] = {}
         self.epoch: str | None = None
         self.server_last: int | None = None
         self.fatal: dict[str, Any] | None = None
@@ -268,7 +266,7 @@ class ClientProtocol:
         """The highest mutation id such that this client holds the answer to it and to
         every id below it (``hello.acked``)."""
         unacked = [p.mutation.id for p in self.replica.pending if not p.acked]
-        return min(unacked) - 1 if unacked else next_mutation_id(self.replica) - 1
+        return min(unacked) - 1 if unacked else self.replica.next_mutation_id - 1
 
     # --- the transport ----------------------------------------------------------------
 
@@ -445,31 +443,11 @@ class ClientProtocol:
         return events
 
     def _load_snapshot(self, snapshot: Mapping[str, Any]) -> list[ClientEvent]:
-        cursor = Cursor.parse(snapshot["cursor"])
-        if self.replica.cursor is not None and cursor.epoch != self.replica.cursor.epoch:
-            self.members.clear()
-        events = self.replica.load_snapshot(snapshot)
-        for qid, query in snapshot["queries"].items():
-            coll = query["c"]
-            self.members[qid] = {(coll, r["id"]) for r in snapshot["records"].get(qid, [])}
-        return [ClientEvent.from_replica(e) for e in events]
+        return [ClientEvent.from_replica(e) for e in self.replica.load_snapshot(snapshot)]
 
     def _on_changes(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
         events = self.replica.apply_changes(frame)
         self._resuming = False
-        for qid, items in frame["q"].items():
-            query = self.replica.queries.get(qid)
-            if query is None:
-                continue
-            members = self.members.setdefault(qid, set())
-            for item in items:
-                if item["k"] == "reset":
-                    members.clear()
-                    members.update((query.collection, r["id"]) for r in item["records"])
-                elif item["k"] == "enter":
-                    members.add((item.get("c", query.collection), item["id"]))
-                elif item["k"] == "remove":
-                    members.discard((item.get("c", query.collection), item["id"]))
         return [ClientEvent.from_replica(e) for e in events]
 
     def _on_ack(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
@@ -575,7 +553,7 @@ class ClientProtocol:
         for p in unacked:
             p.mutation = p.mutation.model_copy(update={"id": new_id})
             new_id += 1
-        set_next_mutation_id(self.replica, new_id)
+        self.replica.next_mutation_id = new_id
 
 
 _Handler = Callable[[ClientProtocol, Mapping[str, Any], float], list[ClientEvent]]
@@ -589,37 +567,3 @@ _HANDLERS: dict[str, _Handler] = {
     "ping": ClientProtocol._on_ping,
     "pong": ClientProtocol._on_pong,
 }
-
-
-# --- the replica's mutation counter ------------------------------------------------------
-
-
-def next_mutation_id(replica: Replica) -> int:
-    return replica.next_mutation_id
-
-
-def set_next_mutation_id(replica: Replica, value: int) -> None:
-    replica.next_mutation_id = value
-
-
-def discard_last(replica: Replica, mutation: Mutation) -> None:
-    """Take back the mutation just queued (it was never sent): its id is reused."""
-    replica.discard(mutation)
-
-
-def held_snapshot(protocol: ClientProtocol) -> dict[str, Any] | None:
-    """The replica's confirmed data as a snapshot (``{"cursor", "queries", "records"}``),
-    for :meth:`Replica.load_snapshot`; None before the replica has a cursor."""
-    replica = protocol.replica
-    if replica.cursor is None:
-        return None
-    queries = {qid: q.to_wire() for qid, q in replica.queries.items()}
-    records: dict[str, list[dict[str, Any]]] = {}
-    for qid in queries:
-        rows = []
-        for key in sorted(protocol.members.get(qid, ())):
-            record = replica.server.get(key)
-            if record is not None:
-                rows.append(record.to_wire())
-        records[qid] = rows
-    return {"cursor": str(replica.cursor), "queries": queries, "records": records}
