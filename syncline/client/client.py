@@ -44,7 +44,7 @@ from ..protocol.client import (
     State,
     mut_frame,
 )
-from ..protocol.server import Limits, ProtocolError, decode_client_frame
+from ..protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from ..query import Query
 from ..replica import Draft, MutationBuilder, Replica
 from ..waiting import wait_event
@@ -171,7 +171,7 @@ class Client:
         if saved.state is not None:
             try:
                 self._protocol.hydrate(saved.state)
-            except (SynclineError, KeyError, TypeError, ValueError):
+            except (SynclineError, ValueError):
                 log.warning("ignoring the saved data of %s: it no longer loads", self._store)
 
     # --- reading ------------------------------------------------------------------------
@@ -303,12 +303,11 @@ class Client:
 
     def _check_limits(self, mutation: Mutation) -> None:
         """Refuse here what the server would refuse without using the id up."""
-        frame = mut_frame(mutation)
-        size = len(orjson.dumps(frame))
+        data = encode(mut_frame(mutation))
         try:
-            if size > self.limits.max_frame_bytes:
-                raise ProtocolError("too_large", f"the mutation is {size} bytes")
-            decode_client_frame(frame, self.limits)
+            if len(data) > self.limits.max_frame_bytes:
+                raise ProtocolError("too_large", f"the mutation is {len(data)} bytes")
+            decode_client_frame(data, self.limits)
         except ProtocolError as exc:
             self.replica.discard(mutation)
             raise InvalidMutation(f"the server would refuse this mutation: {exc}") from None
@@ -460,7 +459,8 @@ class Client:
             except asyncio.CancelledError:
                 raise
             except InvalidURI as exc:
-                self._fail({"t": "error", "code": "bad_url", "message": str(exc)})
+                self._dispatch(self._protocol.fail("bad_url", str(exc)))
+                self._notify()
             except Exception as exc:
                 log.info("connection to %s failed: %r", self.url, exc)
             if self._closing or self.failed:
@@ -473,12 +473,6 @@ class Client:
             delay = min(longest, delay * 2)
             await wait_event(self._stop, wait)
         self._set_status("offline")
-
-    def _fail(self, frame: Mapping[str, Any]) -> None:
-        self._protocol.state = State.FAILED
-        self._protocol.fatal = dict(frame)
-        self._dispatch([ClientEvent("error", error=dict(frame), frame=dict(frame))])
-        self._notify()
 
     async def _session(self, ws: ClientConnection) -> bool:
         """One connection, until it closes; True if it got as far as ``welcome``."""
@@ -531,7 +525,7 @@ class Client:
 
     async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         """Send one frame (a subclass may watch them here)."""
-        await ws.send(orjson.dumps(frame).decode())
+        await ws.send(encode_text(frame))
 
     def _kick(self) -> None:
         self._wake.set()
