@@ -173,8 +173,10 @@ class Replica:
             self._drop_if_orphan(key)
         return [key]
 
-    def apply_ack(self, ack_wire: Mapping[str, Any]) -> list[Event]:
-        ack = Ack.from_wire(ack_wire)
+    def apply_ack(self, ack: Ack | Mapping[str, Any]) -> list[Event]:
+        """Settle the mutation ``ack`` answers (an :class:`Ack`, or its wire form)."""
+        if not isinstance(ack, Ack):
+            ack = Ack.from_wire(ack)
         entry = next((p for p in self.pending if p.mutation.id == ack.mutation_id), None)
         if entry is None:
             return []  # an ack for a mutation already settled (a replay)

@@ -12,7 +12,8 @@ import pytest
 
 from syncline import InvalidMutation, Query, QueryError, Replica, SchemaError, StoreError
 from syncline.client import Client, ClientEvent, ClientFailed, ClientProtocol
-from syncline.protocol.client import State
+from syncline.protocol.client import State, decode_frame
+from syncline.protocol.frames import ProtocolError
 from syncline.ssr import embed_json
 
 from .schemas import BOARD
@@ -47,6 +48,11 @@ def welcome(head: str = "e1.5", last: int = 0, epoch: str = "e1") -> dict[str, A
         "head": head,
         "last": last,
     }
+
+
+def reject(mid: int, code: str, **fields: Any) -> dict[str, Any]:
+    """A temporary refusal, as the server sends it."""
+    return {"t": "reject", "mid": mid, "permanent": False, "code": code, "message": code, **fields}
 
 
 def live(hydrated: bool = True, **kwargs: Any) -> tuple[ClientProtocol, list[dict[str, Any]]]:
@@ -160,6 +166,94 @@ def test_garbage_from_the_server_is_reported_and_changes_nothing(data: bytes) ->
     assert p.replica.server_data() == before
 
 
+ENTER = {"k": "enter", "c": "cards", **record("c2")}
+MALFORMED = {
+    "ack without seq": ({"t": "ack", "mid": 1, "status": "applied"}, "bad_frame", "seq"),
+    "ack mid a string": (
+        {"t": "ack", "mid": "1", "status": "applied", "seq": 6},
+        "bad_frame",
+        "mid",
+    ),
+    "reject without permanent": (
+        {"t": "reject", "mid": 1, "code": "retry", "message": "later"},
+        "bad_frame",
+        "permanent",
+    ),
+    "error code a number": ({"t": "error", "code": 7, "message": "x"}, "bad_frame", "code"),
+    "changes without to": ({"t": "changes", "from": "e1.5", "q": {}}, "bad_frame", "to"),
+    "patch without fv": (
+        {"t": "changes", "from": "e1.5", "to": "e1.6", "q": {"q": [{"k": "patch", "id": "c1"}]}},
+        "bad_frame",
+        "inc",
+    ),
+    "enter with a string version": (
+        {"t": "changes", "from": "e1.5", "to": "e1.6", "q": {"q": [{**ENTER, "v": "6"}]}},
+        "bad_frame",
+        "v",
+    ),
+    "change item of no kind": (
+        {"t": "changes", "from": "e1.5", "to": "e1.6", "q": {"q": [{"k": "moved", "id": "c1"}]}},
+        "bad_frame",
+        "k",
+    ),
+    "snapshot record without data": (
+        {
+            "t": "snapshot",
+            "cursor": "e1.6",
+            "queries": {"q": Q},
+            "records": {"q": [{"id": "c1", "inc": 1, "v": 6, "fv": {}}]},
+        },
+        "bad_frame",
+        "data",
+    ),
+    "snapshot records a list": (
+        {"t": "snapshot", "cursor": "e1.6", "queries": {"q": Q}, "records": []},
+        "bad_frame",
+        "records",
+    ),
+    "unknown type": ({"t": "surprise"}, "unknown_frame", "surprise"),
+    "no type": ({"mid": 1}, "bad_frame", "`t`"),
+}
+
+
+@pytest.mark.parametrize(("frame", "code", "names"), MALFORMED.values(), ids=list(MALFORMED))
+def test_a_malformed_server_frame_is_a_named_protocol_error(
+    frame: dict[str, Any], code: str, names: str
+) -> None:
+    # Decoded once at the boundary: a missing field or a wrong type is a ProtocolError
+    # that names it, never a KeyError or TypeError from deep inside a handler.
+    with pytest.raises(ProtocolError, match=names) as raised:
+        decode_frame(frame)
+    assert raised.value.code == code
+    p, _ = live()
+    p.replica.increment("cards", "c1", "votes")
+    p.data_to_send(0.0)
+    before = (p.replica.server_data(), p.replica.cursor, p.replica.held_snapshot())
+    events = p.receive(frame, 0.0)
+    assert [(e.kind, e.error and e.error["code"]) for e in events] == [("error", code)]
+    assert p.close_requested is not None and p.close_requested.startswith(code)
+    assert (p.replica.server_data(), p.replica.cursor, p.replica.held_snapshot()) == before
+    assert [m.id for m in p.replica.unacked()] == [1] and p.state is State.LIVE
+    events = p.receive_text(json_dumps(frame), 0.0)  # the same from the frame's text
+    assert [(e.kind, e.error and e.error["code"]) for e in events] == [("error", code)]
+
+
+def test_a_malformed_welcome_leaves_the_protocol_waiting_for_one() -> None:
+    p = ClientProtocol(Replica(BOARD, "client-0001"))
+    p.connection_made()
+    p.data_to_send(0.0)
+    events = p.receive({**welcome(), "last": "0"}, 0.0)
+    assert kinds(events) == ["error"] and p.state is State.HELLO_SENT and p.close_requested
+    assert events[0].error is not None and "last" in events[0].error["message"]
+
+
+def test_a_saved_state_that_is_not_a_snapshot_is_a_protocol_error() -> None:
+    p = ClientProtocol(Replica(BOARD, "client-0001"))
+    with pytest.raises(ProtocolError, match="cursor"):
+        p.hydrate({"queries": {"q": Q}, "records": {"q": []}})
+    assert p.replica.cursor is None and p.wanted == {}
+
+
 def test_at_most_max_in_flight_mutations_wait_for_answers() -> None:
     p, _ = live(max_in_flight=2)
     for i in range(5):
@@ -197,14 +291,12 @@ def test_resending_that_makes_no_progress_backs_off_instead_of_spinning() -> Non
             frames = p.data_to_send(now)
         sends.append(now)
         assert [f["id"] for f in frames] == [1, 2]
-        p.receive(
-            {"t": "reject", "mid": 1, "permanent": False, "code": "retry", "retry_after": 0}, now
-        )
-        p.receive({"t": "reject", "mid": 2, "permanent": False, "code": "gap", "expected": 1}, now)
+        p.receive(reject(1, "retry", retry_after=0), now)
+        p.receive(reject(2, "gap", expected=1), now)
     gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert gaps == pytest.approx([0.0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
     p.receive({"t": "ack", "mid": 1, "status": "applied", "seq": 6}, now)
-    p.receive({"t": "reject", "mid": 2, "permanent": False, "code": "gap", "expected": 2}, now)
+    p.receive(reject(2, "gap", expected=2), now)
     assert [f["id"] for f in p.data_to_send(now)] == [2]  # progress: no wait
 
 
@@ -276,6 +368,28 @@ def test_hydrate_refuses_another_schema_or_version() -> None:
         p.hydrate({**page_state(), "v": 2})
 
 
+def test_the_held_snapshot_follows_the_frames_through_the_replica() -> None:
+    # The replica is the one owner of which records each query holds: what a client
+    # persists (held_snapshot) follows enter, remove and a snapshot from another database.
+    p, _ = live()
+    enter = {"k": "enter", **record("c2", v=6, title="Two")}
+    p.receive({"t": "changes", "from": "e1.5", "to": "e1.6", "q": {"q": [enter]}}, 0.0)
+    remove = {"k": "remove", "id": "c1"}
+    p.receive({"t": "changes", "from": "e1.6", "to": "e1.7", "q": {"q": [remove]}}, 0.0)
+    held = p.replica.held_snapshot()
+    assert held is not None and held["cursor"] == "e1.7"
+    assert [r["id"] for r in held["records"]["q"]] == ["c2"]
+    again = ClientProtocol(Replica(BOARD, "client-0001"))
+    again.hydrate({"v": 1, "schema": BOARD.hash, **held})
+    assert again.replica.get("cards", "c2") == p.replica.get("cards", "c2")
+    assert again.replica.get("cards", "c1") is None
+    snapshot = {"cursor": "e2.1", "queries": {"q": Q}, "records": {"q": [record("c3")]}}
+    p.receive({"t": "snapshot", "reset": "cursor_reset", **snapshot}, 0.0)
+    held = p.replica.held_snapshot()
+    assert held is not None and [r["id"] for r in held["records"]["q"]] == ["c3"]
+    assert p.replica.get("cards", "c2") is None
+
+
 # --- the asyncio client, offline -----------------------------------------------------------
 
 URL = "ws://127.0.0.1:9/sync"  # never connected to in these tests
@@ -340,6 +454,18 @@ async def test_waiting_raises_on_timeout_and_after_close() -> None:
     await client.close()
     with pytest.raises(ClientFailed, match="closed"):
         await waiter
+
+
+async def test_a_url_that_can_never_connect_fails_the_client_for_good() -> None:
+    client = Client("http://127.0.0.1:9/sync", BOARD)  # not ws://: no retry can help
+    errors: list[ClientEvent] = []
+    client.on("error", errors.append)
+    await client.connect()
+    with pytest.raises(ClientFailed, match="bad_url"):
+        await client.wait_live(10)
+    assert client.failed and client.error is not None and client.error["code"] == "bad_url"
+    assert [e.error["code"] for e in errors if e.error is not None] == ["bad_url"]
+    await client.close()
 
 
 async def test_pending_mutations_drafts_and_data_survive_a_restart(tmp_path: Path) -> None:

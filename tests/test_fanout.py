@@ -11,6 +11,7 @@ import pytest
 
 from syncline import Engine, Insert, Query, Update
 from syncline.fanout.reader import ChangesPart, LogReader
+from syncline.protocol.frames import ServerFrame, encode_text
 from syncline.replica import Replica
 from syncline.server.outbox import Outbox
 from syncline.store.memory import MemoryStore
@@ -34,8 +35,8 @@ class Conn:
     def send_changes(self, part: ChangesPart) -> None:
         self.outbox.put_changes(part)
 
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        self.outbox.put(orjson.dumps(frame).decode())
+    def send_frame(self, frame: ServerFrame) -> None:
+        self.outbox.put(encode_text(frame))
 
     async def frames(self) -> list[dict[str, Any]]:
         out = []

@@ -11,8 +11,9 @@ this layer only moves frames and time. The connection loop::
 Each connection runs two tasks: a reader feeding frames to the protocol, and a writer
 sending what the protocol has to send (woken by local edits, by frames that call for an
 answer, and by the end of a ``retry_after``). Local edits apply to the replica at once
-(optimistic), are written to the pending file when there is one, and go out at once
-when live; otherwise on the next connection, with every other unacknowledged mutation.
+(optimistic), are written to the pending file when there is one (:mod:`.persist`
+decides when, :mod:`.pending` is the file), and go out at once when live; otherwise on
+the next connection, with every other unacknowledged mutation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import inspect
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
@@ -33,7 +33,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidURI
 
-from ..exceptions import InvalidMutation, QueryError, SynclineError
+from ..exceptions import InvalidMutation, QueryError
 from ..model import Schema
 from ..ops import Mutation
 from ..protocol.client import (
@@ -42,17 +42,13 @@ from ..protocol.client import (
     ClientProtocol,
     EventKind,
     State,
-    discard_last,
-    held_snapshot,
     mut_frame,
-    next_mutation_id,
-    set_next_mutation_id,
 )
-from ..protocol.server import Limits, ProtocolError, decode_client_frame
+from ..protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from ..query import Query
 from ..replica import Draft, MutationBuilder, Replica
 from ..waiting import wait_event
-from .pending import PendingStore, Saved
+from .persist import Persistence
 
 __all__ = ["Client", "EventStream", "Status"]
 
@@ -93,11 +89,6 @@ class EventStream:
         self._client._streams.discard(self)
 
 
-def new_client_id() -> str:
-    """A random client id: one per running client (invariant 4)."""
-    return "py-" + secrets.token_hex(12)
-
-
 class Client:
     """A replica of some queries, kept in sync with a syncline server.
 
@@ -130,25 +121,10 @@ class Client:
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.limits = limits or Limits()
-        self.save_interval = save_interval
-        self._store = PendingStore(pending_path) if pending_path is not None else None
-        try:
-            saved = self._store.load() if self._store is not None else Saved()
-            if client_id is not None and saved.client_id not in (None, client_id):
-                raise ValueError(
-                    f"{pending_path}: this file belongs to client {saved.client_id!r}, "
-                    f"not {client_id!r}"
-                )
-            cid = saved.client_id or client_id or new_client_id()
-            if not 8 <= len(cid) <= 128:
-                raise ValueError("a client id has 8 to 128 characters")
-        except BaseException:
-            if self._store is not None:
-                self._store.close()
-            raise
-        self.replica = Replica(schema, cid)
+        self._persist = Persistence(pending_path, client_id=client_id, save_interval=save_interval)
+        self.replica = Replica(schema, self._persist.client_id)
         self._protocol = ClientProtocol(self.replica, credentials=credentials)
-        self._restore(saved)
+        self._persist.restore(self._protocol)
         self._status: Status = "offline"
         self._callbacks: dict[str, list[Callback]] = {}
         self._streams: set[EventStream] = set()
@@ -160,23 +136,7 @@ class Client:
         self._changed = asyncio.Event()
         self._closing = False
         self._closed = False
-        self._queue_sig: object = None
-        self._state_dirty = False
-        self._save_timer: asyncio.TimerHandle | None = None
         self.last_error: Mapping[str, Any] | None = None
-        self._save_queue()
-
-    def _restore(self, saved: Saved) -> None:
-        replica = self.replica
-        replica.pending = saved.pending
-        replica.drafts = saved.drafts
-        last = max((p.mutation.id for p in saved.pending), default=0)
-        set_next_mutation_id(replica, max(saved.next_id, last + 1))
-        if saved.state is not None:
-            try:
-                self._protocol.hydrate(saved.state)
-            except (SynclineError, KeyError, TypeError, ValueError):
-                log.warning("ignoring the saved data of %s: it no longer loads", self._store)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -287,7 +247,7 @@ class Client:
         self._check_open()
         mutation = self.replica.resolve(draft, choices)
         if mutation is None:
-            self._save_queue()
+            self._persist.save_queue()
             self._notify()
             return None
         return self._queued(mutation)
@@ -298,7 +258,7 @@ class Client:
 
     def _queued(self, mutation: Mutation) -> Mutation:
         self._check_limits(mutation)
-        self._save_queue()  # on disk before it is sent
+        self._persist.save_queue()  # on disk before it is sent
         keys = tuple(dict.fromkeys((op.c, op.id) for op in mutation.ops))
         self._dispatch([ClientEvent("changed", mutation_id=mutation.id, keys=keys)])
         self._kick()
@@ -307,14 +267,13 @@ class Client:
 
     def _check_limits(self, mutation: Mutation) -> None:
         """Refuse here what the server would refuse without using the id up."""
-        frame = mut_frame(mutation)
-        size = len(orjson.dumps(frame))
+        data = encode(mut_frame(mutation))
         try:
-            if size > self.limits.max_frame_bytes:
-                raise ProtocolError("too_large", f"the mutation is {size} bytes")
-            decode_client_frame(frame, self.limits)
+            if len(data) > self.limits.max_frame_bytes:
+                raise ProtocolError("too_large", f"the mutation is {len(data)} bytes")
+            decode_client_frame(data, self.limits)
         except ProtocolError as exc:
-            discard_last(self.replica, mutation)
+            self.replica.discard(mutation)
             raise InvalidMutation(f"the server would refuse this mutation: {exc}") from None
 
     def _check_open(self) -> None:
@@ -421,13 +380,8 @@ class Client:
                 self._task.cancel()
             except Exception:
                 log.exception("the connection loop failed")
-        if self._save_timer is not None:
-            self._save_timer.cancel()
-        self._save_queue()
-        self._save_state()
+        self._persist.close()
         self._closed = True
-        if self._store is not None:
-            self._store.close()
         self._set_status("offline")
         for stream in list(self._streams):
             stream._put(None)
@@ -464,7 +418,8 @@ class Client:
             except asyncio.CancelledError:
                 raise
             except InvalidURI as exc:
-                self._fail({"t": "error", "code": "bad_url", "message": str(exc)})
+                self._dispatch(self._protocol.fail("bad_url", str(exc)))
+                self._notify()
             except Exception as exc:
                 log.info("connection to %s failed: %r", self.url, exc)
             if self._closing or self.failed:
@@ -477,12 +432,6 @@ class Client:
             delay = min(longest, delay * 2)
             await wait_event(self._stop, wait)
         self._set_status("offline")
-
-    def _fail(self, frame: Mapping[str, Any]) -> None:
-        self._protocol.state = State.FAILED
-        self._protocol.fatal = dict(frame)
-        self._dispatch([ClientEvent("error", error=dict(frame), frame=dict(frame))])
-        self._notify()
 
     async def _session(self, ws: ClientConnection) -> bool:
         """One connection, until it closes; True if it got as far as ``welcome``."""
@@ -535,7 +484,7 @@ class Client:
 
     async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         """Send one frame (a subclass may watch them here)."""
-        await ws.send(orjson.dumps(frame).decode())
+        await ws.send(encode_text(frame))
 
     def _kick(self) -> None:
         self._wake.set()
@@ -548,10 +497,9 @@ class Client:
 
     def _after(self, events: list[ClientEvent], *, state_changed: bool = False) -> None:
         """Bookkeeping after the protocol moved: save, report, wake the writer."""
-        self._save_queue()
+        self._persist.save_queue()
         if state_changed or any(e.kind in ("changed", "reset") for e in events):
-            self._state_dirty = True
-            self._schedule_state_save()
+            self._persist.state_changed()
         if self._protocol.state is State.LIVE:
             self._set_status("live")
         elif self._protocol.state is State.FAILED:
@@ -559,41 +507,6 @@ class Client:
         self._dispatch(events)
         self._kick()
         self._notify()
-
-    # --- persistence --------------------------------------------------------------------
-
-    def _save_queue(self) -> None:
-        if self._store is None or self._closed:
-            return
-        replica = self.replica
-        sig = (
-            replica.client_id,
-            next_mutation_id(replica),
-            tuple((p.mutation.id, p.acked, p.seq) for p in replica.pending),
-            tuple((d.mutation_id, d.conflicts) for d in replica.drafts),
-        )
-        if sig != self._queue_sig:
-            self._store.save_queue(
-                replica.client_id, next_mutation_id(replica), replica.pending, replica.drafts
-            )
-            self._queue_sig = sig
-
-    def _schedule_state_save(self) -> None:
-        if self._store is None or self._save_timer is not None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._save_state()
-            return
-        self._save_timer = loop.call_later(self.save_interval, self._save_state)
-
-    def _save_state(self) -> None:
-        self._save_timer = None
-        if self._store is None or self._closed or not self._state_dirty:
-            return
-        self._store.save_state(held_snapshot(self._protocol))
-        self._state_dirty = False
 
 
 def _is_disconnect(exc: BaseException) -> bool:

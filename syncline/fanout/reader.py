@@ -32,15 +32,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from ..changes import query_items
 from ..cursor import Cursor
 from ..engine import Engine, current_records
 from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld
 from ..model import Principal
+from ..protocol.frames import SnapshotFrame, changes_text, encode_item
 from ..query import Query
 from ..record import LogEntry, Record
 from ..store.base import ReadTx
@@ -96,14 +95,7 @@ class ChangesPart:
 
     def encode(self) -> str:
         if self._encoded is None:
-            body = ",".join(
-                f"{orjson.dumps(qid).decode()}:[{','.join(items)}]"
-                for qid, items in self.items.items()
-            )
-            self._encoded = (
-                f'{{"t":"changes","from":"{self.epoch}.{self.since}",'
-                f'"to":"{self.epoch}.{self.to}","q":{{{body}}}}}'
-            )
+            self._encoded = changes_text(self.epoch, self.since, self.to, self.items)
         return self._encoded
 
     @property
@@ -126,7 +118,7 @@ class Subscriber(Protocol):
 
     def send_changes(self, part: ChangesPart) -> None: ...
 
-    def send_frame(self, frame: dict[str, Any]) -> None: ...
+    def send_frame(self, frame: SnapshotFrame) -> None: ...
 
 
 @dataclass
@@ -144,7 +136,7 @@ class _Served:
     join: _Join
     queries: dict[str, Query]
     changes: ChangesPart | None = None
-    snapshot: dict[str, Any] | None = None
+    snapshot: SnapshotFrame | None = None
 
 
 class LogReader:
@@ -299,7 +291,7 @@ class LogReader:
                     if raw is None:  # a limited window moved: send it whole
                         window = await self.engine.run_query(tx, conn.principal, query)
                         raw = [{"k": "reset", "records": window}]
-                    items = [orjson.dumps(i).decode() for i in raw]
+                    items = [encode_item(i) for i in raw]
                     answers[key] = items
                 if items:
                     found[qid] = items
@@ -328,7 +320,7 @@ class LogReader:
                     changes = await self.engine.read_changes(tx, conn.principal, entries, queries)
                     part = ChangesPart(self.epoch, j.since.seq, head)
                     part.items = {
-                        q: [orjson.dumps(i).decode() for i in items] for q, items in changes.items()
+                        q: [encode_item(i) for i in items] for q, items in changes.items()
                     }
                     return _Served(j, queries, changes=part)
                 return _Served(
@@ -360,19 +352,16 @@ class LogReader:
 
     async def _snapshot(
         self, tx: ReadTx, conn: Subscriber, queries: dict[str, Query], head: int, reset: str | None
-    ) -> dict[str, Any]:
+    ) -> SnapshotFrame:
         records = {
             qid: await self.engine.run_query(tx, conn.principal, q) for qid, q in queries.items()
         }
-        frame: dict[str, Any] = {
-            "t": "snapshot",
-            "cursor": f"{self.epoch}.{head}",
-            "queries": {qid: q.to_wire() for qid, q in queries.items()},
-            "records": records,
-        }
-        if reset is not None:
-            frame["reset"] = reset
-        return frame
+        return SnapshotFrame(
+            cursor=f"{self.epoch}.{head}",
+            queries={qid: q.to_wire() for qid, q in queries.items()},
+            records=records,
+            reset=reset,
+        )
 
 
 def _check_cursor(since: Cursor, epoch: str, head: int, floor: int) -> str | None:

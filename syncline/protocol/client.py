@@ -23,15 +23,9 @@ so tests need no clock. The state machine::
     FAILED      anything                       FAILED      nothing: the app must reload
 
 Mutations (invariant 3). Each unacked mutation is sent once per connection, in id
-order, at most ``max_in_flight`` unanswered at a time. The server answers a
-connection's frames in order, so a temporary refusal (``reject`` ``retry``/``rate``, or
-an ``error`` ``rate`` naming the mutation) of mutation *n* is followed by ``gap``
-refusals of those sent after it: the protocol waits until everything in flight is
-answered and ``retry_after`` has passed, then sends again from *n*. A ``gap`` that names
-an id below every mutation it still holds means the server never saw those ids (a new
-database, or an id the server refused without using it up): the unacked mutations are
-renumbered from there. Resending is always safe: an id the server already applied is
-answered with the original ack (``replay``) and nothing is applied twice.
+order, a bounded window at a time; temporary refusals resend from the refused id after
+``retry_after``, and a ``gap`` below every id held renumbers them:
+:mod:`syncline.protocol.pacing` holds those rules, this class feeds it the answers.
 
 Subscriptions (invariants 6, 7). ``wanted`` holds every query the application asked
 for. On ``welcome``, the queries the replica holds are resumed by one ``sub`` ``since``
@@ -39,29 +33,54 @@ its cursor (the first ``sub`` of the connection); any others get a ``sub`` witho
 ``since``, answered by a snapshot. The subs follow the unacked mutations: the server
 answers frames in order, so the acks (with their ``seq``) of mutations it had already
 applied arrive before the changes that contain them, and the view never shows such a
-mutation twice. A snapshot marked ``reset`` replaces the queries'
-data; pending mutations stay and are shown on top of it. A welcome from another
-database (its epoch differs from the cursor's) makes every pending mutation unacked
-again, so each is sent to the new database.
+mutation twice. A snapshot marked ``reset`` replaces the queries' data; pending
+mutations stay and are shown on top of it. A welcome from another database (its epoch
+differs from the cursor's) makes every pending mutation unacked again.
+
+Frames. :meth:`~ClientProtocol.receive` decodes each server frame once
+(:func:`decode_frame`) into its type in :mod:`syncline.protocol.frames`, with the change
+items and records inside checked against their shapes in ``docs/protocol.md``. What
+does not decode is a :class:`~syncline.protocol.frames.ProtocolError` (``bad_json``,
+``bad_frame``, ``unknown_frame``): an ``error`` event, and ``close_requested`` asks the
+I/O layer to reconnect. Handlers only ever see valid frames.
+
+State (invariant 8). The replica owns the data, which records each query holds
+(:meth:`Replica.members`) and the snapshot a client saves (:meth:`Replica.held_snapshot`);
+this class keeps only the queries asked for and the connection's progress.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-import orjson
+import msgspec
 
-from ..cursor import Cursor
-from ..exceptions import CursorError, SchemaError, SynclineError
+from ..exceptions import CursorError, QueryError, SchemaError, SynclineError
 from ..ops import Mutation, Op
 from ..query import Query
 from ..replica import Draft, Replica
 from ..replica import Event as ReplicaEvent
-from .server import PROTOCOL_VERSION
+from ..results import Ack
+from .frames import (
+    PROTOCOL_VERSION,
+    AckFrame,
+    ChangesFrame,
+    ErrorFrame,
+    ProtocolError,
+    RejectFrame,
+    ServerFrame,
+    ServerPingFrame,
+    ServerPongFrame,
+    SnapshotFrame,
+    WelcomeFrame,
+    decode_server_frame,
+    encode,
+)
+from .pacing import Pacer
 
 __all__ = [
     "FATAL_CODES",
@@ -70,6 +89,7 @@ __all__ = [
     "ClientProtocol",
     "EventKind",
     "State",
+    "decode_frame",
     "mut_frame",
     "op_wire",
 ]
@@ -114,7 +134,10 @@ class ClientFailed(SynclineError):
 
 @dataclass(frozen=True)
 class ClientEvent:
-    """Something the application may want to know; ``kind`` says which fields are set."""
+    """Something the application may want to know; ``kind`` says which fields are set.
+
+    ``frame`` and ``error`` are wire forms (plain JSON objects), as the server sent
+    them less the fields it left at their defaults."""
 
     kind: EventKind
     mutation_id: int | None = None
@@ -161,6 +184,81 @@ def mut_frame(mutation: Mutation) -> dict[str, Any]:
     }
 
 
+# --- what the frames hold: change items and records (docs/protocol.md, Change items) ----
+
+
+class _Record(msgspec.Struct, frozen=True):
+    """A record as the server sends it (``Record.to_wire``); unknown fields pass."""
+
+    id: str
+    inc: int
+    v: int
+    fv: dict[str, int]
+    data: dict[str, Any]
+
+
+class _Enter(_Record, frozen=True, tag_field="k", tag="enter"):
+    c: str | None = None
+
+
+class _Patch(_Enter, frozen=True, tag="patch"):
+    """The fields of a record that changed: the same shape as an ``enter``."""
+
+
+class _Remove(msgspec.Struct, frozen=True, kw_only=True, tag_field="k", tag="remove"):
+    id: str
+    c: str | None = None
+
+
+class _Reset(msgspec.Struct, frozen=True, kw_only=True, tag_field="k", tag="reset"):
+    records: list[_Record]
+
+
+_RECORDS: Final = dict[str, list[_Record]]
+_ITEMS: Final = dict[str, list[_Enter | _Patch | _Remove | _Reset]]
+
+
+def _check_content(kind: str, value: Any, shape: Any) -> None:
+    """Raise ``bad_frame`` unless ``value`` (the records or change items of a decoded
+    frame, which :mod:`.frames` leaves as JSON objects) has ``shape``."""
+    try:
+        msgspec.convert(value, shape)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("bad_frame", f"malformed {kind} frame: {exc}") from None
+
+
+def decode_frame(frame: ServerFrame | Mapping[str, Any] | str | bytes) -> ServerFrame:
+    """A server frame, typed and checked through its content; raise
+    :class:`~syncline.protocol.frames.ProtocolError` for anything this client cannot
+    use. A frame already parsed (a JSON object) goes through the same decoder."""
+    if isinstance(frame, Mapping):
+        try:
+            frame = encode(frame)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ProtocolError("bad_frame", f"the frame is not JSON: {exc}") from None
+    decoded = frame if isinstance(frame, msgspec.Struct) else decode_server_frame(frame)
+    if isinstance(decoded, SnapshotFrame):
+        _check_content("snapshot", decoded.records, _RECORDS)
+    elif isinstance(decoded, ChangesFrame):
+        _check_content("changes", decoded.q, _ITEMS)
+    return decoded
+
+
+def _wire(frame: msgspec.Struct) -> dict[str, Any]:
+    wire: dict[str, Any] = msgspec.to_builtins(frame)
+    return wire
+
+
+def _ack(frame: AckFrame) -> Ack:
+    """The ack the replica settles: the typed frame's wire form, read as every ack is."""
+    return Ack.from_wire(_wire(frame))
+
+
+def _refused(mid: int, error: Mapping[str, Any]) -> Ack:
+    """A mutation the server refused for good, as the replica settles it."""
+    return Ack(mid, "rejected", None, error=dict(error))
+
+
 class ClientProtocol:
     """One client's protocol state across connections (see the module docs)."""
 
@@ -177,12 +275,9 @@ class ClientProtocol:
         self.replica = replica
         self.schema_hash = schema_hash if schema_hash is not None else replica.schema.hash
         self.credentials = dict(credentials) if credentials is not None else None
-        self.max_in_flight = max_in_flight
-        self.stall_backoff = stall_backoff
         self.default_retry_after = default_retry_after
         self.state = State.CLOSED
         self.wanted: dict[str, dict[str, Any]] = {}
-        self.members: dict[str, set[Key]] = {}
         self.epoch: str | None = None
         self.server_last: int | None = None
         self.fatal: dict[str, Any] | None = None
@@ -193,18 +288,16 @@ class ClientProtocol:
         self._sub_batches: deque[frozenset[str]] = deque()  # subs sent, not yet answered
         self._resuming = False  # a sub since the cursor is not answered yet
         self._resume_queries: dict[str, dict[str, Any]] = {}
-        self._sent_upto = 0
-        self._in_flight: set[int] = set()
-        self._rewind_to: int | None = None
-        self._hold_until: float | None = None
-        self._stalls = 0  # resends since the last answer that made progress
-        self._stall_waited = False
+        self._pacer = Pacer(replica, max_in_flight=max_in_flight, stall_backoff=stall_backoff)
 
     # --- what the application asks for ------------------------------------------------
 
     def hydrate(self, state: Mapping[str, Any]) -> list[ClientEvent]:
         """Build the replica from a page's embedded state (``docs/protocol.md``,
-        Embedded state) without fetching; the next connection resumes from its cursor."""
+        Embedded state) without fetching; the next connection resumes from its cursor.
+
+        ``v`` and ``schema`` may be left out (a held snapshot a client saved); a state
+        that is not a snapshot raises :class:`~syncline.protocol.frames.ProtocolError`."""
         if self.state is not State.CLOSED:
             raise RuntimeError("hydrate before connecting: the connection has its own cursor")
         version = state.get("v", PROTOCOL_VERSION)
@@ -216,13 +309,11 @@ class ClientProtocol:
                 f"the page was rendered with schema {page_schema!r}, this client has "
                 f"{self.schema_hash!r}: reload with matching code"
             )
-        snapshot = {
-            "cursor": state["cursor"],
-            "queries": state["queries"],
-            "records": state["records"],
-        }
+        body = {k: state[k] for k in ("cursor", "queries", "records") if k in state}
+        snapshot = decode_frame({"t": "snapshot", **body})
+        assert isinstance(snapshot, SnapshotFrame)
         events = self._load_snapshot(snapshot)
-        for qid, query in snapshot["queries"].items():
+        for qid, query in snapshot.queries.items():
             self.wanted[qid] = dict(query)
             self._unanswered.discard(qid)
         return events
@@ -268,7 +359,7 @@ class ClientProtocol:
         """The highest mutation id such that this client holds the answer to it and to
         every id below it (``hello.acked``)."""
         unacked = [p.mutation.id for p in self.replica.pending if not p.acked]
-        return min(unacked) - 1 if unacked else next_mutation_id(self.replica) - 1
+        return min(unacked) - 1 if unacked else self.replica.next_mutation_id - 1
 
     # --- the transport ----------------------------------------------------------------
 
@@ -293,18 +384,18 @@ class ClientProtocol:
             self.state = State.CLOSED
         self._reset_connection()
 
+    def fail(self, code: str, message: str) -> list[ClientEvent]:
+        """Stop for good on a refusal found outside the protocol (a URL that can never
+        connect): the same state and event as a fatal ``error`` frame."""
+        return self._on_error(ErrorFrame(code=code, message=message), 0.0, fatal=True)
+
     def _reset_connection(self) -> None:
         self._out.clear()
         self._subs_after_welcome.clear()
         self._sub_batches.clear()
         self._resuming = False
         self._resume_queries = {}
-        self._sent_upto = 0
-        self._in_flight.clear()
-        self._rewind_to = None
-        self._hold_until = None
-        self._stalls = 0
-        self._stall_waited = False
+        self._pacer.reset()
         self.close_requested = None
 
     def data_to_send(self, now: float) -> list[dict[str, Any]]:
@@ -312,75 +403,61 @@ class ClientProtocol:
         out, self._out = self._out, []
         if self.state is not State.LIVE:
             return out
-        out += self._mutations_to_send(now)
+        out += [mut_frame(m) for m in self._pacer.to_send(now)]
         out += self._subs_after_welcome
         self._subs_after_welcome = []
-        return out
-
-    def _mutations_to_send(self, now: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if self._hold_until is not None:
-            if now < self._hold_until:
-                return out
-            self._hold_until = None
-        if self._rewind_to is not None:
-            if self._in_flight:
-                return out  # wait for every answer to what was sent before
-            if self._stalls and not self._stall_waited:
-                # The last resend made no progress: wait longer each time, never spin.
-                base, most = self.stall_backoff
-                self._stall_waited = True
-                self._hold_until = now + min(most, base * 2 ** (self._stalls - 1))
-                return out
-            unacked = [m.id for m in self.replica.unacked()]
-            if unacked and self._rewind_to < unacked[0]:
-                self._renumber(self._rewind_to)
-                unacked = [m.id for m in self.replica.unacked()]
-            start = min(self._rewind_to, *unacked) if unacked else self._rewind_to
-            self._sent_upto = start - 1
-            self._rewind_to = None
-            self._stalls += 1
-            self._stall_waited = False
-        for m in self.replica.unacked():
-            if m.id <= self._sent_upto:
-                continue
-            if len(self._in_flight) >= self.max_in_flight:
-                break
-            out.append(mut_frame(m))
-            self._sent_upto = m.id
-            self._in_flight.add(m.id)
         return out
 
     def next_deadline(self) -> float | None:
         """When :meth:`data_to_send` may have something new without any input: the end
         of a ``retry_after`` wait. None: only input can change what is to send."""
-        return self._hold_until if self.state is State.LIVE else None
+        return self._pacer.hold_until if self.state is State.LIVE else None
 
     def receive_text(self, data: str | bytes, now: float) -> list[ClientEvent]:
-        """Decode one frame and :meth:`receive` it."""
-        try:
-            frame = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            return self._peer_error("bad_json", f"the server sent invalid JSON: {exc}")
-        if not isinstance(frame, dict):
-            return self._peer_error("bad_frame", "the server sent a frame that is not an object")
-        return self.receive(frame, now)
+        """Decode one frame as the server sent it and :meth:`receive` it."""
+        return self.receive(data, now)
 
-    def receive(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        """Take one decoded server frame; return what happened, for the application."""
+    def receive(
+        self, frame: ServerFrame | Mapping[str, Any] | str | bytes, now: float
+    ) -> list[ClientEvent]:
+        """Take one server frame (its text, its parsed JSON object, or decoded); return
+        what happened, for the application."""
         if self.state is State.FAILED:
             return []
-        kind = frame.get("t")
-        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            return self._peer_error("unknown_frame", f"unknown frame type {kind!r}")
         try:
-            return handler(self, frame, now)
+            decoded = decode_frame(frame)
+        except ProtocolError as exc:
+            return self._peer_error(exc.code, str(exc))
+        try:
+            return self._handle(decoded, now)
         except CursorError as exc:
             # The stream does not follow this replica (invariant 7): resume afresh.
             return self._peer_error("cursor", str(exc))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return self._peer_error("bad_frame", f"malformed {kind} frame: {exc!r}")
+        except QueryError as exc:
+            # A snapshot's query this client's schema cannot read.
+            return self._peer_error(
+                "bad_frame", f"the server sent a query this client cannot read: {exc}"
+            )
+
+    def _handle(self, frame: ServerFrame, now: float) -> list[ClientEvent]:
+        match frame:
+            case WelcomeFrame():
+                return self._on_welcome(frame)
+            case SnapshotFrame():
+                return self._on_snapshot(frame)
+            case ChangesFrame():
+                return self._on_changes(frame)
+            case AckFrame():
+                return self._on_ack(frame)
+            case RejectFrame():
+                return self._on_reject(frame, now)
+            case ErrorFrame():
+                return self._on_error(frame, now)
+            case ServerPingFrame():
+                self._out.append({"t": "pong"} if frame.n is None else {"t": "pong", "n": frame.n})
+                return []
+            case ServerPongFrame():
+                return []
 
     def _peer_error(self, code: str, message: str) -> list[ClientEvent]:
         """The server sent something this client cannot use: reconnect and resume."""
@@ -389,11 +466,11 @@ class ClientProtocol:
 
     # --- frames from the server ---------------------------------------------------------
 
-    def _on_welcome(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
+    def _on_welcome(self, frame: WelcomeFrame) -> list[ClientEvent]:
         if self.state is not State.HELLO_SENT:
             return []
-        self.epoch = str(frame["epoch"])
-        self.server_last = int(frame.get("last", 0))
+        self.epoch = frame.epoch
+        self.server_last = frame.last
         cursor = self.replica.cursor
         if cursor is not None and cursor.epoch != self.epoch:
             # Another database: whatever it acknowledged lives in the old one.
@@ -401,7 +478,7 @@ class ClientProtocol:
                 p.acked, p.seq = False, None
         # The server never saw ids below our first unacked one: it lost them (another
         # database) or refused them without using them up. Take the ids it expects.
-        self._renumber(self.server_last + 1)
+        self._pacer.renumber(self.server_last + 1)
         self.state = State.LIVE
         resume = {
             q: w
@@ -431,100 +508,79 @@ class ClientProtocol:
         self._sub_batches.append(frozenset(queries))
         (self._out if out is None else out).append({"t": "sub", "queries": dict(queries)})
 
-    def _on_snapshot(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        qids = frozenset(frame["queries"])
+    def _on_snapshot(self, frame: SnapshotFrame) -> list[ClientEvent]:
+        qids = frozenset(frame.queries)
         events = self._load_snapshot(frame)
         if self._sub_batches and self._sub_batches[0] <= qids:
             self._sub_batches.popleft()
-        reset = frame.get("reset")
-        if reset is not None and self._resuming and qids >= set(self._resume_queries):
+        if frame.reset is not None and self._resuming and qids >= set(self._resume_queries):
             self._resuming = False
         self._unanswered -= qids
-        if reset is not None:
-            events.append(ClientEvent("reset", keys=(), reason=str(reset)))
+        if frame.reset is not None:
+            events.append(ClientEvent("reset", keys=(), reason=frame.reset))
         return events
 
-    def _load_snapshot(self, snapshot: Mapping[str, Any]) -> list[ClientEvent]:
-        cursor = Cursor.parse(snapshot["cursor"])
-        if self.replica.cursor is not None and cursor.epoch != self.replica.cursor.epoch:
-            self.members.clear()
-        events = self.replica.load_snapshot(snapshot)
-        for qid, query in snapshot["queries"].items():
-            coll = query["c"]
-            self.members[qid] = {(coll, r["id"]) for r in snapshot["records"].get(qid, [])}
-        return [ClientEvent.from_replica(e) for e in events]
+    def _load_snapshot(self, frame: SnapshotFrame) -> list[ClientEvent]:
+        snapshot = {"cursor": frame.cursor, "queries": frame.queries, "records": frame.records}
+        return [ClientEvent.from_replica(e) for e in self.replica.load_snapshot(snapshot)]
 
-    def _on_changes(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        events = self.replica.apply_changes(frame)
+    def _on_changes(self, frame: ChangesFrame) -> list[ClientEvent]:
+        changes = {"from": frame.from_, "to": frame.to, "q": frame.q}
+        events = self.replica.apply_changes(changes)
         self._resuming = False
-        for qid, items in frame["q"].items():
-            query = self.replica.queries.get(qid)
-            if query is None:
-                continue
-            members = self.members.setdefault(qid, set())
-            for item in items:
-                if item["k"] == "reset":
-                    members.clear()
-                    members.update((query.collection, r["id"]) for r in item["records"])
-                elif item["k"] == "enter":
-                    members.add((item.get("c", query.collection), item["id"]))
-                elif item["k"] == "remove":
-                    members.discard((item.get("c", query.collection), item["id"]))
         return [ClientEvent.from_replica(e) for e in events]
 
-    def _on_ack(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        mid = int(frame["mid"])
-        self._answered(mid)
-        events = [ClientEvent("ack", mutation_id=mid, frame=dict(frame))]
-        wire = {k: v for k, v in frame.items() if k != "t"}
+    def _on_ack(self, frame: AckFrame) -> list[ClientEvent]:
+        self._pacer.answered(frame.mid)
+        events = [ClientEvent("ack", mutation_id=frame.mid, frame=_wire(frame))]
+        ack = _ack(frame)
         if not self.wanted:
             # Without subscriptions the server sends no changes, so the cursor would
             # never reach the seq: there is no view to flicker, end the mutation now.
-            wire["seq"] = None
-        events += [ClientEvent.from_replica(e) for e in self.replica.apply_ack(wire)]
+            ack.seq = None
+        events += [ClientEvent.from_replica(e) for e in self.replica.apply_ack(ack)]
         return events
 
-    def _on_reject(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        mid = int(frame["mid"])
-        if frame.get("permanent", True):
-            self._answered(mid)
-            error = {k: v for k, v in frame.items() if k not in ("t", "mid", "permanent", "replay")}
-            ack = {"mid": mid, "status": "rejected", "seq": None, "error": error}
-            return [ClientEvent.from_replica(e) for e in self.replica.apply_ack(ack)]
-        self._in_flight.discard(mid)
-        if frame.get("code") == "gap":
-            self._rewind(int(frame["expected"]))
+    def _on_reject(self, frame: RejectFrame, now: float) -> list[ClientEvent]:
+        mid = frame.mid
+        if mid is None:  # this client's frames always carry a readable id
+            return self._peer_error("bad_frame", "a reject frame without the mutation id")
+        if frame.permanent:
+            self._pacer.answered(mid)
+            drop = ("t", "mid", "permanent", "replay")
+            error = {k: v for k, v in _wire(frame).items() if k not in drop}
+            return [
+                ClientEvent.from_replica(e) for e in self.replica.apply_ack(_refused(mid, error))
+            ]
+        self._pacer.unanswered(mid)
+        if frame.code == "gap" and frame.expected is not None:
+            self._pacer.resend_from(frame.expected)
+        elif frame.code == "gap":
+            return self._peer_error("bad_frame", "a gap reject frame without expected")
         elif mid in {m.id for m in self.replica.unacked()}:
-            retry_after = frame.get("retry_after")
-            delay = self.default_retry_after if retry_after is None else float(retry_after)
-            self._hold(now + delay)
-            self._rewind(mid)
+            self._retry_later(mid, frame.retry_after, now)
         return []
 
-    def _on_error(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        code = str(frame.get("code", "error"))
-        ref = frame.get("ref")
-        if code in FATAL_CODES:
+    def _on_error(self, frame: ErrorFrame, now: float, *, fatal: bool = False) -> list[ClientEvent]:
+        code, ref, wire = frame.code, frame.ref, _wire(frame)
+        if fatal or code in FATAL_CODES:
             self.state = State.FAILED
-            self.fatal = dict(frame)
+            self.fatal = wire
             kind: EventKind = "reload" if code == "reload" else "error"
-            return [ClientEvent(kind, error=dict(frame), frame=dict(frame))]
-        events = [ClientEvent("error", error=dict(frame), frame=dict(frame))]
+            return [ClientEvent(kind, error=dict(wire), frame=dict(wire))]
+        events = [ClientEvent("error", error=dict(wire), frame=dict(wire))]
         unacked = {m.id for m in self.replica.unacked()}
         if isinstance(ref, int) and ref in unacked:
             if code in _TEMPORARY_ERRORS:
-                self._in_flight.discard(ref)
-                retry_after = frame.get("retry_after")
-                delay = self.default_retry_after if retry_after is None else float(retry_after)
-                self._hold(now + delay)
-                self._rewind(ref)
+                self._pacer.unanswered(ref)
+                self._retry_later(ref, frame.retry_after, now)
                 return events
             # Refused without using its id up: drop it; the ids after it will be
             # renumbered when the server asks for this one again (a gap).
-            self._answered(ref)
-            error = {k: v for k, v in frame.items() if k not in ("t", "ref")}
-            ack = {"mid": ref, "status": "rejected", "seq": None, "error": error}
-            return events + [ClientEvent.from_replica(e) for e in self.replica.apply_ack(ack)]
+            self._pacer.answered(ref)
+            error = {k: v for k, v in wire.items() if k not in ("t", "ref")}
+            refused = self.replica.apply_ack(_refused(ref, error))
+            return events + [ClientEvent.from_replica(e) for e in refused]
         if code in _CURSOR_ERRORS and self._resuming:
             # The server cannot continue from this cursor: take fresh snapshots.
             self._resuming = False
@@ -534,92 +590,14 @@ class ClientProtocol:
             # Subs are answered in order, before anything sent after them.
             if self._resuming:
                 self._resuming = False
-                refused: Iterable[str] = self._resume_queries
+                refused_qids: Iterable[str] = self._resume_queries
             else:
-                refused = self._sub_batches.popleft()
-            for qid in list(refused):
+                refused_qids = self._sub_batches.popleft()
+            for qid in list(refused_qids):
                 self.wanted.pop(qid, None)
                 self._unanswered.discard(qid)
         return events
 
-    def _on_ping(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        n = frame.get("n")
-        self._out.append({"t": "pong"} if n is None else {"t": "pong", "n": n})
-        return []
-
-    def _on_pong(self, frame: Mapping[str, Any], now: float) -> list[ClientEvent]:
-        return []
-
-    # --- mutation bookkeeping -----------------------------------------------------------
-
-    def _answered(self, mid: int) -> None:
-        self._in_flight.discard(mid)
-        self._stalls = 0
-
-    def _hold(self, until: float) -> None:
-        self._hold_until = until if self._hold_until is None else max(self._hold_until, until)
-
-    def _rewind(self, mid: int) -> None:
-        self._rewind_to = mid if self._rewind_to is None else min(self._rewind_to, mid)
-
-    def _renumber(self, first: int) -> None:
-        """Give the unacked mutations the ids ``first``, ``first + 1``, ... (the server
-        never saw the ids they had). Only lowers ids, and never below an answered one."""
-        unacked = [p for p in self.replica.pending if not p.acked]
-        acked_ids = [p.mutation.id for p in self.replica.pending if p.acked]
-        if not unacked or first >= unacked[0].mutation.id:
-            return
-        if acked_ids and first <= max(acked_ids):
-            return
-        new_id = first
-        for p in unacked:
-            p.mutation = p.mutation.model_copy(update={"id": new_id})
-            new_id += 1
-        set_next_mutation_id(self.replica, new_id)
-
-
-_Handler = Callable[[ClientProtocol, Mapping[str, Any], float], list[ClientEvent]]
-_HANDLERS: dict[str, _Handler] = {
-    "welcome": ClientProtocol._on_welcome,
-    "snapshot": ClientProtocol._on_snapshot,
-    "changes": ClientProtocol._on_changes,
-    "ack": ClientProtocol._on_ack,
-    "reject": ClientProtocol._on_reject,
-    "error": ClientProtocol._on_error,
-    "ping": ClientProtocol._on_ping,
-    "pong": ClientProtocol._on_pong,
-}
-
-
-# --- the replica's mutation counter ------------------------------------------------------
-
-
-def next_mutation_id(replica: Replica) -> int:
-    return replica.next_mutation_id
-
-
-def set_next_mutation_id(replica: Replica, value: int) -> None:
-    replica.next_mutation_id = value
-
-
-def discard_last(replica: Replica, mutation: Mutation) -> None:
-    """Take back the mutation just queued (it was never sent): its id is reused."""
-    replica.discard(mutation)
-
-
-def held_snapshot(protocol: ClientProtocol) -> dict[str, Any] | None:
-    """The replica's confirmed data as a snapshot (``{"cursor", "queries", "records"}``),
-    for :meth:`Replica.load_snapshot`; None before the replica has a cursor."""
-    replica = protocol.replica
-    if replica.cursor is None:
-        return None
-    queries = {qid: q.to_wire() for qid, q in replica.queries.items()}
-    records: dict[str, list[dict[str, Any]]] = {}
-    for qid in queries:
-        rows = []
-        for key in sorted(protocol.members.get(qid, ())):
-            record = replica.server.get(key)
-            if record is not None:
-                rows.append(record.to_wire())
-        records[qid] = rows
-    return {"cursor": str(replica.cursor), "queries": queries, "records": records}
+    def _retry_later(self, mid: int, retry_after: float | None, now: float) -> None:
+        delay = self.default_retry_after if retry_after is None else retry_after
+        self._pacer.retry_later(mid, now + delay)

@@ -1,165 +1,111 @@
-"""The wire protocol, sans I/O: frames decoded once at the boundary, a connection's
-state machine, and the frames the server sends. ``docs/protocol.md`` is the contract.
+"""The server's side of the wire protocol, sans I/O: one connection's state machine,
+its limits, and the frames it answers with. ``docs/protocol.md`` is the contract.
 
-Theory of operation (server side). A :class:`ServerProtocol` is fed each text frame
-a client sent (:meth:`ServerProtocol.receive`) and answers with one event to act on
-(:class:`Hello`, :class:`Subscribe`, :class:`Unsubscribe`, :class:`Mutate`,
-:class:`Ping`, :class:`Pong`) or raises :class:`ProtocolError`, whose ``frame()`` is the
-``error`` frame to send back. The state machine is a table::
+Theory of operation. A :class:`ServerProtocol` is fed each frame a client sent
+(:meth:`ServerProtocol.receive`, with the time, so tests need no clock) and answers
+with one event for the I/O layer to act on (:class:`Hello`, :class:`Subscribe`,
+:class:`Unsubscribe`, :class:`Mutate`, :class:`Ping`, :class:`Pong`), or raises
+:class:`ProtocolError` (the peer misbehaved), whose ``frame()`` is what to send back.
+The I/O layer sends what the protocol builds (:meth:`ServerProtocol.welcome`,
+:meth:`~ServerProtocol.pong`, :meth:`~ServerProtocol.ack` ...) and never assembles a
+frame itself. Calling the API out of order (a ``welcome`` before any ``hello``)
+raises :class:`ProtocolMisuse`: a bug of the caller, never the peer's.
 
-    state       frame            -> state      event
-    ---------   --------------   ---------   -----------------------
-    AWAIT_HELLO hello            READY       Hello (the I/O layer authenticates,
-                                              then calls welcome() or refuse())
-    AWAIT_HELLO anything else    (same)      ProtocolError "send hello first"
-    READY       sub/unsub/mut    READY       Subscribe / Unsubscribe / Mutate
-    READY       ping/pong        READY       Ping / Pong
-    READY       hello            (same)      ProtocolError "hello was already sent"
-    CLOSED      anything         CLOSED      ProtocolError "connection is closed"
+The state machine is :data:`TRANSITIONS`, read by the code: for each state, the frame
+types it accepts and the state each leads to. A frame a state does not accept is
+refused as :data:`REFUSALS` says, and the state stays::
+
+    state         frame                       -> state      event
+    AWAIT_HELLO   hello                        READY        Hello (the I/O layer
+                                                            authenticates, then sends
+                                                            welcome() or a fatal error)
+    AWAIT_HELLO   anything else                (same)       bad_state "send hello first"
+    READY         sub/unsub/mut/ping/pong      READY        Subscribe ... Pong
+    READY         hello                        (same)       bad_state "already sent"
+    CLOSED        anything                     CLOSED       closed
 
 Limits live here too, so every transport enforces the same ones: frame size, ops per
-mutation, string length, and a token bucket of mutations per second (time is passed
-in, so tests need no clock).
-
-Protocol versions:
-    1  (2026-11) hello/welcome, sub/unsub/snapshot/changes, mut/ack/reject, error,
-       ping/pong. Cursors are opaque strings.
+mutation, string length and depth (:class:`~syncline.protocol.frames.Limits`), and a
+token bucket of mutations per second. A ``mut`` that breaks a limit or is malformed
+while its ``id`` is readable is a permanent refusal of that mutation (its id is used
+up, invariant 3): a :class:`Mutate` with ``refusal`` set.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
-
-import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    TypeAdapter,
-    ValidationError,
-)
+from typing import Any, Final
 
 from ..exceptions import SynclineError
+from ..results import Ack
+from .frames import (
+    CLIENT_FRAME_TYPES,
+    PROTOCOL_VERSION,
+    AckFrame,
+    ClientFrame,
+    ErrorFrame,
+    HelloFrame,
+    Limits,
+    MutFrame,
+    PingFrame,
+    PongFrame,
+    ProtocolError,
+    RejectFrame,
+    ServerPingFrame,
+    ServerPongFrame,
+    SubFrame,
+    UnsubFrame,
+    WelcomeFrame,
+    ack_frame,
+    decode_client_frame,
+    error_frame,
+    peek,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "REFUSALS",
+    "TRANSITIONS",
     "Hello",
     "Limits",
     "Mutate",
     "Ping",
     "Pong",
     "ProtocolError",
+    "ProtocolMisuse",
     "ServerProtocol",
     "State",
     "Subscribe",
     "Unsubscribe",
-    "encode",
+    "decode_client_frame",
 ]
 
-PROTOCOL_VERSION = 1
+
+class ProtocolMisuse(SynclineError, RuntimeError):
+    """The caller used :class:`ServerProtocol` out of order (a bug in the I/O layer,
+    not the peer's doing): for example a ``welcome`` before any ``hello`` arrived."""
 
 
-class ProtocolError(SynclineError):
-    """The peer sent something the protocol does not allow; the connection may go on
-    unless ``fatal``. ``code`` and the message travel in the ``error`` frame."""
-
-    code = "protocol"
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        fatal: bool = False,
-        ref: Any = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.fatal = fatal
-        self.ref = ref
-        self.retry_after = retry_after
-
-    def frame(self) -> dict[str, Any]:
-        if self.retry_after is not None:  # a temporary refusal of a mutation: nothing used up
-            return {
-                "t": "reject",
-                "mid": self.ref,
-                "permanent": False,
-                "code": self.code,
-                "message": str(self),
-                "retry_after": round(self.retry_after, 3),
-            }
-        out: dict[str, Any] = {"t": "error", "code": self.code, "message": str(self)}
-        if self.ref is not None:
-            out["ref"] = self.ref
-        return out
+class State(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    READY = "ready"
+    CLOSED = "closed"
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_frame_bytes: int = 1 << 20
-    max_ops: int = 500
-    max_string: int = 100_000
-    max_subscriptions: int = 100
-    mutations_per_second: float = 50.0
-    mutation_burst: int = 200
+TRANSITIONS: Final[dict[State, dict[str, State]]] = {
+    State.AWAIT_HELLO: {"hello": State.READY},
+    State.READY: {t: State.READY for t in CLIENT_FRAME_TYPES if t != "hello"},
+    State.CLOSED: {},
+}
+"""For each state, the frame types it accepts and the state each one leads to."""
 
-
-# --- client frames ---------------------------------------------------------------------
-
-
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class HelloFrame(_Frame):
-    t: Literal["hello"]
-    v: StrictInt
-    client: Annotated[StrictStr, Field(min_length=8, max_length=128)]
-    schema_: Annotated[StrictStr, Field(alias="schema", max_length=128)]
-    auth: dict[str, Any] | None = None
-    acked: Annotated[StrictInt, Field(ge=0)] = 0
-
-
-class SubFrame(_Frame):
-    t: Literal["sub"]
-    queries: Annotated[dict[StrictStr, dict[str, Any]], Field(min_length=1)]
-    since: StrictStr | None = None
-
-
-class UnsubFrame(_Frame):
-    t: Literal["unsub"]
-    queries: list[StrictStr]
-
-
-class MutFrame(_Frame):
-    t: Literal["mut"]
-    id: Annotated[StrictInt, Field(ge=1)]
-    ops: list[Any]
-    base: StrictInt = 0
-    mode: Literal["whole", "partial"] = "whole"
-
-
-class PingFrame(_Frame):
-    t: Literal["ping"]
-    n: StrictInt | None = None
-
-
-class PongFrame(_Frame):
-    t: Literal["pong"]
-    n: StrictInt | None = None
-
-
-ClientFrame = Annotated[
-    HelloFrame | SubFrame | UnsubFrame | MutFrame | PingFrame | PongFrame, Field(discriminator="t")
-]
-_client_frame: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-CLIENT_FRAME_TYPES = ("hello", "sub", "unsub", "mut", "ping", "pong")
+REFUSALS: Final[dict[State, tuple[str, str]]] = {
+    State.AWAIT_HELLO: ("bad_state", "send hello before {t}"),
+    State.READY: ("bad_state", "{t} was already sent on this connection"),
+    State.CLOSED: ("closed", "the connection is closed"),
+}
+"""The ``error`` (code, message) for a frame the state does not accept."""
 
 
 # --- events for the I/O layer ----------------------------------------------------------
@@ -204,12 +150,6 @@ class Pong:
 Event = Hello | Subscribe | Unsubscribe | Mutate | Ping | Pong
 
 
-class State(enum.Enum):
-    AWAIT_HELLO = "await_hello"
-    READY = "ready"
-    CLOSED = "closed"
-
-
 @dataclass
 class ServerProtocol:
     """One connection's protocol state, on the server."""
@@ -217,78 +157,93 @@ class ServerProtocol:
     limits: Limits = field(default_factory=Limits)
     state: State = State.AWAIT_HELLO
     client_id: str | None = None
+    welcomed: bool = False
     _tokens: float = -1.0
     _last_refill: float = 0.0
 
+    # --- frames in ----------------------------------------------------------------------
+
     def receive(self, data: str | bytes, now: float) -> Event:
-        """Decode one frame and advance the state; raise :class:`ProtocolError`."""
-        if self.state is State.CLOSED:
-            raise ProtocolError("closed", "the connection is closed")
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > self.limits.max_frame_bytes:
+        """Decode one text frame (``str``; ``bytes`` is a binary frame, which the
+        protocol does not use) and advance the state; raise :class:`ProtocolError`."""
+        if not isinstance(data, str | bytes):
+            raise ProtocolMisuse(f"receive() takes a frame's str or bytes, not {type(data)}")
+        if not TRANSITIONS[self.state]:
+            code, message = REFUSALS[self.state]
+            raise ProtocolError(code, message)
+        if isinstance(data, bytes):
+            raise ProtocolError(
+                "bad_frame", "binary frames are not part of the protocol: send UTF-8 JSON text"
+            )
+        raw = data.encode()
+        if len(raw) > self.limits.max_frame_bytes:
             error = ProtocolError(
                 "too_large",
-                f"frame of {size} bytes exceeds the limit of {self.limits.max_frame_bytes}",
+                f"frame of {len(raw)} bytes exceeds the limit of {self.limits.max_frame_bytes}",
             )
-            return self._refuse_mutation(_peek_mutation_id(data, size, self.limits), error)
+            kind, mid = peek(raw)
+            if kind == "mut":
+                return self._refuse_mutation(mid, error)
+            raise error
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
-        if isinstance(obj, dict) and obj.get("t") == "mut" and self.state is State.READY:
-            # Every mut frame costs a token, well-formed or not: refusing a malformed one
-            # is a durable write too.
-            retry = self._take_token(now)
-            if retry:
-                mid = obj.get("id")
-                raise ProtocolError(
-                    "rate",
-                    f"too many mutations; retry after {retry:.2f}s",
-                    ref=mid if isinstance(mid, int) and not isinstance(mid, bool) else None,
-                    retry_after=retry,
-                )
-        try:
-            frame = decode_client_frame(obj, self.limits)
+            frame = decode_client_frame(raw, self.limits)
         except ProtocolError as exc:
-            if isinstance(obj, dict) and obj.get("t") == "mut":
-                return self._refuse_mutation(obj.get("id"), exc)
-            raise
-        if isinstance(frame, HelloFrame):
-            if self.state is not State.AWAIT_HELLO:
-                raise ProtocolError("bad_state", "hello was already sent on this connection")
-            if frame.v != PROTOCOL_VERSION:
-                raise ProtocolError(
-                    "version",
-                    f"protocol version {frame.v} is not supported; "
-                    f"this server speaks {PROTOCOL_VERSION}",
-                    fatal=True,
-                )
-            self.state = State.READY
-            self.client_id = frame.client
-            return Hello(frame.client, frame.schema_, frame.auth, frame.acked)
-        if self.state is not State.READY:
-            raise ProtocolError(
-                "bad_state", f"send hello before {frame.t}", ref=getattr(frame, "id", None)
-            )
-        if isinstance(frame, SubFrame):
-            if len(frame.queries) > self.limits.max_subscriptions:
-                raise ProtocolError(
-                    "limit", f"at most {self.limits.max_subscriptions} queries per connection"
-                )
-            return Subscribe(dict(frame.queries), frame.since)
-        if isinstance(frame, UnsubFrame):
-            return Unsubscribe(list(frame.queries))
+            kind, mid = peek(raw)
+            if kind != "mut":
+                raise
+            # Every mut frame costs a token, well-formed or not: refusing a malformed
+            # one is a durable write too.
+            self._spend_token(mid, now)
+            return self._refuse_mutation(mid, exc)
         if isinstance(frame, MutFrame):
-            if len(frame.ops) > self.limits.max_ops:
-                error = ProtocolError(
-                    "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
-                )
-                return self._refuse_mutation(frame.id, error)
-            mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
-            return Mutate(mutation, frame.id)
-        if isinstance(frame, PingFrame):
-            return Ping(frame.n)
+            self._spend_token(frame.id, now)
+        kind = _TYPE_OF[type(frame)]
+        next_state = TRANSITIONS[self.state].get(kind)
+        if next_state is None:
+            code, message = REFUSALS[self.state]
+            raise ProtocolError(code, message.format(t=kind), ref=getattr(frame, "id", None))
+        event: Event = _EVENT_OF[type(frame)](self, frame)
+        self.state = next_state
+        return event
+
+    def _hello(self, frame: HelloFrame) -> Event:
+        if frame.v != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "version",
+                f"protocol version {frame.v} is not supported; "
+                f"this server speaks {PROTOCOL_VERSION}",
+                fatal=True,
+            )
+        self.client_id = frame.client
+        return Hello(frame.client, frame.schema_, frame.auth, frame.acked)
+
+    def _sub(self, frame: SubFrame) -> Event:
+        self.check_subscriptions(len(frame.queries))
+        return Subscribe(dict(frame.queries), frame.since)
+
+    def _unsub(self, frame: UnsubFrame) -> Event:
+        return Unsubscribe(list(frame.queries))
+
+    def _mut(self, frame: MutFrame) -> Event:
+        if len(frame.ops) > self.limits.max_ops:
+            error = ProtocolError(
+                "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
+            )
+            return self._refuse_mutation(frame.id, error)
+        return Mutate(frame.mutation(), frame.id)
+
+    def _ping(self, frame: PingFrame) -> Event:
+        return Ping(frame.n)
+
+    def _pong(self, frame: PongFrame) -> Event:
         return Pong(frame.n)
+
+    def check_subscriptions(self, count: int) -> None:
+        """Refuse holding more than ``max_subscriptions`` queries at once."""
+        if count > self.limits.max_subscriptions:
+            raise ProtocolError(
+                "limit", f"at most {self.limits.max_subscriptions} queries per connection"
+            )
 
     def _refuse_mutation(self, mutation_id: Any, error: ProtocolError) -> Mutate:
         """A ``mut`` frame that breaks a limit or is malformed is a permanent refusal of
@@ -299,6 +254,21 @@ class ServerProtocol:
             error.ref = mutation_id if valid_id else None
             raise error
         return Mutate({"id": mutation_id, "ops": []}, mutation_id, refusal=error)
+
+    def _spend_token(self, mutation_id: Any, now: float) -> None:
+        """Spend one mutation token (once hello is done); refuse the mutation for now,
+        nothing used up, while the bucket is empty."""
+        if self.state is not State.READY:
+            return
+        retry = self._take_token(now)
+        if retry:
+            valid_id = isinstance(mutation_id, int) and not isinstance(mutation_id, bool)
+            raise ProtocolError(
+                "rate",
+                f"too many mutations; retry after {retry:.2f}s",
+                ref=mutation_id if valid_id else None,
+                retry_after=retry,
+            )
 
     def _take_token(self, now: float) -> float:
         """Spend one mutation token; return 0, or the seconds until one is available."""
@@ -315,68 +285,51 @@ class ServerProtocol:
     def close(self) -> None:
         self.state = State.CLOSED
 
+    # --- frames out ---------------------------------------------------------------------
 
-def _peek_mutation_id(data: str | bytes, size: int, limits: Limits) -> Any:
-    """The id of an oversize ``mut`` frame, when it is cheap enough to look."""
-    if size > 4 * limits.max_frame_bytes:
-        return None
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj.get("id") if isinstance(obj, dict) and obj.get("t") == "mut" else None
-
-
-def decode_client_frame(obj: Any, limits: Limits) -> ClientFrame:
-    if not isinstance(obj, dict):
-        raise ProtocolError("bad_frame", f"a frame is a JSON object, not {type(obj).__name__}")
-    kind = obj.get("t")
-    if kind not in CLIENT_FRAME_TYPES:
-        raise ProtocolError(
-            "unknown_frame",
-            f"unknown frame type {kind!r}; expected one of {', '.join(CLIENT_FRAME_TYPES)}",
+    def welcome(self, epoch: str, head: str, last_mutation: int) -> WelcomeFrame:
+        """The answer to an accepted ``hello``: once, after it."""
+        if self.client_id is None or self.state is not State.READY:
+            raise ProtocolMisuse("welcome() answers a hello: none was received")
+        if self.welcomed:
+            raise ProtocolMisuse("welcome() was already sent on this connection")
+        self.welcomed = True
+        return WelcomeFrame(
+            v=PROTOCOL_VERSION, client=self.client_id, epoch=epoch, head=head, last=last_mutation
         )
-    _check_strings(obj, limits.max_string)
-    try:
-        return _client_frame.validate_python(obj)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ())[1:]) or "frame"
-        raise ProtocolError(
-            "bad_frame", f"{kind} frame: {loc}: {err.get('msg')}", ref=obj.get("id")
-        ) from None
+
+    @staticmethod
+    def pong(ping: Ping) -> ServerPongFrame:
+        """The answer to a ``ping``: the same ``n``, none if it had none."""
+        return ServerPongFrame(n=ping.n)
+
+    @staticmethod
+    def ping() -> ServerPingFrame:
+        return ServerPingFrame()
+
+    @staticmethod
+    def ack(ack: Ack) -> AckFrame | RejectFrame:
+        return ack_frame(ack)
+
+    @staticmethod
+    def internal_error() -> ErrorFrame:
+        """What a peer is told of a bug of ours: nothing more than that."""
+        return error_frame("internal", "internal error")
 
 
-def _check_strings(obj: Any, limit: int, depth: int = 0) -> None:
-    if depth > 32:
-        raise ProtocolError("bad_frame", "frame is nested more than 32 levels deep")
-    if isinstance(obj, str):
-        if len(obj) > limit:
-            raise ProtocolError(
-                "limit", f"a string of {len(obj)} characters exceeds the limit of {limit}"
-            )
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_strings(k, limit, depth + 1)
-            _check_strings(v, limit, depth + 1)
-    elif isinstance(obj, list):
-        for v in obj:
-            _check_strings(v, limit, depth + 1)
-
-
-# --- server frames ---------------------------------------------------------------------
-
-
-def encode(frame: dict[str, Any]) -> bytes:
-    return orjson.dumps(frame)
-
-
-def welcome(client_id: str, epoch: str, head: str, last_mutation: int) -> dict[str, Any]:
-    return {
-        "t": "welcome",
-        "v": PROTOCOL_VERSION,
-        "client": client_id,
-        "epoch": epoch,
-        "head": head,
-        "last": last_mutation,
-    }
+_TYPE_OF: Final[dict[type[ClientFrame], str]] = {
+    HelloFrame: "hello",
+    SubFrame: "sub",
+    UnsubFrame: "unsub",
+    MutFrame: "mut",
+    PingFrame: "ping",
+    PongFrame: "pong",
+}
+_EVENT_OF: Final[dict[type[Any], Any]] = {
+    HelloFrame: ServerProtocol._hello,
+    SubFrame: ServerProtocol._sub,
+    UnsubFrame: ServerProtocol._unsub,
+    MutFrame: ServerProtocol._mut,
+    PingFrame: ServerProtocol._ping,
+    PongFrame: ServerProtocol._pong,
+}

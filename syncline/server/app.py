@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -48,11 +48,22 @@ from ..fanout.backplane import Backplane
 from ..fanout.memory import MemoryBackplane
 from ..fanout.reader import ChangesPart, LogReader
 from ..model import Principal
+from ..protocol.frames import (
+    AckFrame,
+    MutFrame,
+    RejectFrame,
+    ServerFrame,
+    changes_frame,
+    encode,
+    encode_text,
+    error_frame,
+    refusal_frame,
+    snapshot_frame,
+)
 from ..protocol.server import (
     Hello,
     Limits,
     Mutate,
-    MutFrame,
     Ping,
     Pong,
     ProtocolError,
@@ -60,10 +71,8 @@ from ..protocol.server import (
     Subscribe,
     Unsubscribe,
     decode_client_frame,
-    welcome,
 )
 from ..query import Query
-from ..results import Ack
 from .outbox import Outbox
 
 __all__ = ["Authenticate", "SynclineServer"]
@@ -158,8 +167,8 @@ class Connection:
     def send_changes(self, part: ChangesPart) -> None:
         self.outbox.put_changes(part)
 
-    def send_frame(self, frame: Mapping[str, Any]) -> None:
-        self.outbox.put(orjson.dumps(frame).decode())
+    def send_frame(self, frame: ServerFrame | Mapping[str, Any]) -> None:
+        self.outbox.put(encode_text(frame))
 
     def close_later(self, code: int, reason: str) -> None:
         """Ask the connection to close, from any task; the first reason given wins."""
@@ -377,7 +386,7 @@ class SynclineServer:
                     conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
                 elif silent >= self.heartbeat and not conn.pinged:
                     conn.pinged = True
-                    conn.send_frame({"t": "ping"})
+                    conn.send_frame(conn.protocol.ping())
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -541,7 +550,7 @@ class SynclineServer:
             # A bug of ours or of the application's hooks: say so without details,
             # log them, and close; the client reconnects and resumes.
             log.exception("unexpected error on a connection")
-            conn.send_frame({"t": "error", "code": "internal", "message": "internal error"})
+            conn.send_frame(conn.protocol.internal_error())
             conn.close_later(CLOSE_INTERNAL, "internal error")
             return False
         return True
@@ -557,7 +566,7 @@ class SynclineServer:
         elif isinstance(event, Mutate):
             await self._mutate_ws(conn, event)
         elif isinstance(event, Ping):
-            conn.send_frame({"t": "pong", "n": event.n})
+            conn.send_frame(conn.protocol.pong(event))
         elif isinstance(event, Pong):
             pass
 
@@ -584,7 +593,7 @@ class SynclineServer:
         if hello.acked:
             await self.engine.confirm_acks(hello.client_id, min(hello.acked, last))
         head = await self.engine.head()
-        conn.send_frame(welcome(hello.client_id, head.epoch, str(head), last))
+        conn.send_frame(conn.protocol.welcome(head.epoch, str(head), last))
 
     async def _subscribe(self, conn: Connection, sub: Subscribe) -> None:
         try:
@@ -614,8 +623,8 @@ class SynclineServer:
             refusal = InvalidMutation(str(event.refusal))
             refusal.code = event.refusal.code  # the protocol's reason: limit, too_large ...
         frame = await self._apply(conn.principal, conn.client_id, event.mutation, refusal)
-        if frame["t"] == "ack" and frame.get("seq"):
-            conn.awaiting_seq = max(conn.awaiting_seq, frame["seq"])
+        if isinstance(frame, AckFrame) and frame.seq:
+            conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
 
@@ -625,7 +634,7 @@ class SynclineServer:
         client_id: str,
         mutation: dict[str, Any],
         refusal: MutationRefused | None = None,
-    ) -> dict[str, Any]:
+    ) -> AckFrame | RejectFrame:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
         mid = mutation.get("id")
         try:
@@ -633,18 +642,17 @@ class SynclineServer:
         except ClientIdTaken as exc:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
         except MutationRefused as exc:
-            return {"t": "reject", "mid": mid, "permanent": exc.permanent, **exc.to_wire()}
+            return refusal_frame(mid, exc.to_wire(), permanent=exc.permanent)
         except StoreError:
             log.exception("the store failed while applying a mutation")
-            return {
-                "t": "reject",
-                "mid": mid,
-                "permanent": False,
-                "code": "retry",
-                "message": "the server could not store the mutation; retry",
-                "retry_after": 1.0,
-            }
-        return ack_frame(ack)
+            return RejectFrame(
+                mid=mid,
+                permanent=False,
+                code="retry",
+                message="the server could not store the mutation; retry",
+                retry_after=1.0,
+            )
+        return ServerProtocol.ack(ack)
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -687,21 +695,18 @@ class SynclineServer:
                 refusal = InvalidMutation(str(exc))
                 refusal.code = exc.code  # malformed with a usable id: refused, id used up
                 frame_out = await self._apply(principal, obj["client"], {"id": mid}, refusal)
-                return JSONResponse(frame_out)
+                return _json(frame_out)
             assert isinstance(frame, MutFrame)
             acked = obj.get("acked")
             if isinstance(acked, int) and not isinstance(acked, bool) and acked > 0:
                 # HTTP clients say which answers they hold here, as hello.acked does.
                 last = await self.engine.client_last(principal, obj["client"])
                 await self.engine.confirm_acks(obj["client"], min(acked, last))
-            mutation = {"id": frame.id, "ops": frame.ops, "base": frame.base, "mode": frame.mode}
-            return JSONResponse(await self._apply(principal, obj["client"], mutation))
+            return _json(await self._apply(principal, obj["client"], frame.mutation()))
         except _HTTPError as exc:
             return exc.response()
         except ProtocolError as exc:
-            return JSONResponse(
-                exc.frame(), status_code=400 if exc.code != "client_id_taken" else 403
-            )
+            return _json(exc.frame(), status=400 if exc.code != "client_id_taken" else 403)
 
     async def _read_body(self, request: Request) -> bytes:
         """The request body, refused with 413 as soon as it passes the frame limit."""
@@ -738,7 +743,7 @@ class SynclineServer:
             since_token = params.get("since")
             if since_token is None:
                 snap = await self.engine.snapshot(principal, queries)
-                return _no_store({"t": "snapshot", **snap.to_wire()})
+                return _no_store(snapshot_frame(snap))
             since = Cursor.parse(since_token)
             key = _principal_key(self.engine, principal)
             if self._polls.get(key, 0) >= self.max_polls_per_principal:
@@ -755,9 +760,7 @@ class SynclineServer:
         except _HTTPError as exc:
             return exc.response()
         except (QueryError, CursorError) as exc:
-            return JSONResponse(
-                {"t": "error", "code": exc.code, "message": str(exc)}, status_code=400
-            )
+            return _json(error_frame(exc.code, str(exc)), status=400)
 
     async def _long_poll(
         self, principal: Principal, since: Cursor, queries: dict[str, Query], wait: float
@@ -771,9 +774,9 @@ class SynclineServer:
                     if exc.code == "cursor_ahead":
                         raise
                     snap = await self.engine.snapshot(principal, queries)
-                    return _no_store({"t": "snapshot", **snap.to_wire(), "reset": exc.code})
+                    return _no_store(snapshot_frame(snap, reset=exc.code))
                 if changes.cursor.seq > since.seq or time.monotonic() >= deadline:
-                    return _no_store({"t": "changes", **changes.to_wire()})
+                    return _no_store(changes_frame(changes))
                 self._head = max(self._head, changes.cursor.seq)
             async with self._head_changed:
                 with contextlib.suppress(TimeoutError):
@@ -793,21 +796,6 @@ class SynclineServer:
         return Response(source, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
-def ack_frame(ack: Ack) -> dict[str, Any]:
-    """``ack`` for applied, conflicted and duplicate mutations; ``reject`` (permanent)
-    for refused ones, whose reason the server keeps like any ack."""
-    wire = ack.to_wire()
-    if ack.status == "rejected":
-        return {
-            "t": "reject",
-            "permanent": True,
-            "mid": ack.mutation_id,
-            **(ack.error or {}),
-            **({"replay": True} if ack.replay else {}),
-        }
-    return {"t": "ack", **wire}
-
-
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
@@ -825,12 +813,16 @@ def _wait_seconds(raw: str | None, limit: float) -> float:
 
 
 def _not_found(message: str) -> Response:
-    return JSONResponse({"t": "error", "code": "not_found", "message": message}, 404)
+    return _json(error_frame("not_found", message), status=404)
 
 
-def _no_store(frame: Mapping[str, Any]) -> Response:
+def _json(frame: ServerFrame, *, status: int = 200) -> Response:
+    return Response(encode(frame), status_code=status, media_type="application/json")
+
+
+def _no_store(frame: ServerFrame) -> Response:
     return Response(
-        orjson.dumps(frame),
+        encode(frame),
         media_type="application/json",
         headers={"Cache-Control": "private, no-store"},
     )
@@ -842,6 +834,4 @@ class _HTTPError(Exception):
         self.status, self.code = status, code
 
     def response(self) -> Response:
-        return JSONResponse(
-            {"t": "error", "code": self.code, "message": str(self)}, status_code=self.status
-        )
+        return _json(error_frame(self.code, str(self)), status=self.status)
