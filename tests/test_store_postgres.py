@@ -23,13 +23,8 @@ import pytest
 from syncline import Engine, Insert, RetryLater, StoreError
 from syncline.query import Query
 from syncline.record import LogEntry, Record
-from syncline.store.postgres import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    PostgresStore,
-    _compile,
-    quote_ident,
-)
+from syncline.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, quote_ident
+from syncline.store.postgres._compile import compile_query as _compile
 
 from .conftest import PG_DSN, drop_pg_schema, new_pg_schema, pg_unavailable
 from .schemas import BOARD

@@ -23,7 +23,8 @@ import pytest
 from syncline import Engine, Insert, MutationGap, StoreError
 from syncline.query import Query
 from syncline.record import LogEntry, Record
-from syncline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore, _compile
+from syncline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from syncline.store.sqlite._compile import compile_query as _compile
 
 from .schemas import BOARD
 from .sqlite_crash_worker import PRINCIPAL, SCHEMA, TALLY, ensure_tally, mutation

@@ -13,13 +13,14 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import StoreError
-from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
+from .base import ClientState, LogEntry, LogOrderError, ReadTx, Store, WriteTx
 from .memory import MemoryStore
 
 __all__ = [
     "DB_ENV",
     "ClientState",
     "LogEntry",
+    "LogOrderError",
     "MemoryStore",
     "ReadTx",
     "Store",
