@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -94,12 +96,65 @@ STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
 }
 
 
-@pytest.fixture(params=sorted(STORE_FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Every store implementation, opened on an empty database."""
-    s = STORE_FACTORIES[request.param](tmp_path)
+async def _opened(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s = STORE_FACTORIES[kind](tmp_path)
     await s.open()
     try:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every store implementation, opened on an empty database."""
+    async for s in _opened(request.param, tmp_path):
+        yield s
+
+
+GROUPED = ("postgres", "sqlite")
+"""The stores whose writers share transactions (``syncline.store._group``)."""
+
+
+@pytest.fixture(params=GROUPED)
+async def grouped(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """Every group-commit store (``commits``, ``ensure_indexes``, a failing COMMIT),
+    opened on an empty database."""
+    async for s in _opened(request.param, tmp_path):
+        yield s
+
+
+async def poison_commits(store: Store) -> None:
+    """Make the COMMIT of any group that wrote the record ``poison`` fail, as a
+    deferred constraint does: the statements succeed, the COMMIT does not."""
+    from syncline.store.postgres import PostgresStore, quote_ident
+    from syncline.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        with closing(sqlite3.connect(store.path, isolation_level=None)) as db:
+            db.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+            db.execute(
+                "CREATE TABLE child (pid TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+            db.execute(
+                "CREATE TRIGGER poison AFTER INSERT ON records WHEN NEW.id = 'poison' "
+                "BEGIN INSERT INTO child VALUES ('missing'); END"
+            )
+        return
+    assert isinstance(store, PostgresStore), store
+    import asyncpg
+
+    s = quote_ident(store.schema)
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(
+            f"CREATE FUNCTION {s}.poison() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'poisoned'; END $$"
+        )
+        await conn.execute(
+            f"CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON {s}.records "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.id = 'poison') "
+            f"EXECUTE FUNCTION {s}.poison()"
+        )
+    finally:
+        await conn.close()
