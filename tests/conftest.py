@@ -124,6 +124,90 @@ async def grouped(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield s
 
 
+class Kit:
+    """What a conformance test reaches under a group-commit store: its database seen
+    from another connection (an operator, another process), and the same database
+    opened again by a store of the same dialect."""
+
+    table_prefix = ""
+    """How a migration step names a table (PostgreSQL's say ``{schema}.name``)."""
+
+    def again(self, store: Any, migrations: tuple[tuple[str, ...], ...] | None = None) -> Any:
+        """A new store on ``store``'s database, with other ``migrations`` if given."""
+        raise NotImplementedError
+
+    async def has_table(self, store: Any, name: str) -> bool:
+        raise NotImplementedError
+
+    async def schema_version(self, store: Any) -> int:
+        raise NotImplementedError
+
+    async def set_schema_version(self, store: Any, version: int) -> None:
+        raise NotImplementedError
+
+
+def _migrated(cls: type, migrations: tuple[tuple[str, ...], ...] | None) -> type:
+    return cls if migrations is None else type("Migrated", (cls,), {"migrations": migrations})
+
+
+class SQLiteKit(Kit):
+    def again(self, store: Any, migrations: tuple[tuple[str, ...], ...] | None = None) -> Any:
+        from syncline.store.sqlite import SQLiteStore
+
+        return _migrated(SQLiteStore, migrations)(store.path)
+
+    def _fetch(self, store: Any, sql: str, *args: Any) -> Any:
+        with closing(sqlite3.connect(store.path, isolation_level=None)) as db:
+            row = db.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    async def has_table(self, store: Any, name: str) -> bool:
+        return self._fetch(store, "SELECT 1 FROM sqlite_master WHERE name = ?", name) is not None
+
+    async def schema_version(self, store: Any) -> int:
+        return int(self._fetch(store, "SELECT value FROM meta WHERE key = 'schema_version'"))
+
+    async def set_schema_version(self, store: Any, version: int) -> None:
+        self._fetch(store, "UPDATE meta SET value = ? WHERE key = 'schema_version'", version)
+
+
+class PostgresKit(Kit):
+    table_prefix = "{schema}."
+
+    def again(self, store: Any, migrations: tuple[tuple[str, ...], ...] | None = None) -> Any:
+        from syncline.store.postgres import PostgresStore
+
+        return _migrated(PostgresStore, migrations)(PG_DSN, schema=store.schema)
+
+    async def _fetch(self, sql: str, *args: Any) -> Any:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    async def has_table(self, store: Any, name: str) -> bool:
+        found = await self._fetch("SELECT to_regclass($1)", f'"{store.schema}".{name}')
+        return found is not None
+
+    async def schema_version(self, store: Any) -> int:
+        sql = f"SELECT value FROM \"{store.schema}\".meta WHERE key = 'schema_version'"
+        return int(await self._fetch(sql))
+
+    async def set_schema_version(self, store: Any, version: int) -> None:
+        sql = f"UPDATE \"{store.schema}\".meta SET value = $1 WHERE key = 'schema_version'"
+        await self._fetch(sql, str(version))
+
+
+def kit(store: Store) -> Kit:
+    """The :class:`Kit` of a store of the ``grouped`` fixture."""
+    from syncline.store.sqlite import SQLiteStore
+
+    return SQLiteKit() if isinstance(store, SQLiteStore) else PostgresKit()
+
+
 async def poison_commits(store: Store) -> None:
     """Make the COMMIT of any group that wrote the record ``poison`` fail, as a
     deferred constraint does: the statements succeed, the COMMIT does not."""

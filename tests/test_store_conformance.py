@@ -27,7 +27,7 @@ from syncline.query import Query
 from syncline.record import LogEntry, Record
 from syncline.store.base import LogOrderError, Store
 
-from .conftest import poison_commits
+from .conftest import kit, poison_commits
 from .schemas import BOARD
 
 
@@ -447,3 +447,47 @@ async def test_ensure_indexes_is_idempotent_and_covers_every_queryable_field(
     statements = await grouped.ensure_indexes(BOARD)
     assert await grouped.ensure_indexes(BOARD) == statements  # idempotent
     assert len(statements) == sum(len(c.queryable) for c in BOARD.collections.values())
+
+
+# --- migrations (SQLite, PostgreSQL) ----------------------------------------------------
+
+
+async def test_a_new_migration_applies_on_open_and_a_failing_one_changes_nothing(
+    grouped: Any,
+) -> None:
+    k = kit(grouped)
+    migrations = type(grouped).migrations
+    version = len(migrations)
+    assert grouped.migrations_applied == list(range(1, version + 1))
+    half = f"CREATE TABLE {k.table_prefix}half (x int)"
+    with pytest.raises(StoreError, match="syntax error"):
+        await k.again(grouped, (*migrations, (half, "THIS IS NOT SQL"))).open()
+    assert not await k.has_table(grouped, "half")
+    assert await k.schema_version(grouped) == version
+
+    extra = (*migrations, (f"CREATE TABLE {k.table_prefix}extra (x int)",))
+    for expected in ([version + 1], []):
+        newer = k.again(grouped, extra)
+        await newer.open()
+        try:
+            assert newer.migrations_applied == expected
+        finally:
+            await newer.close()
+    assert await k.has_table(grouped, "extra")
+    assert await k.schema_version(grouped) == version + 1
+    again = k.again(grouped)  # the code it knows is older now: refused (next test)
+    with pytest.raises(StoreError, match="open it with a newer syncline"):
+        await again.open()
+
+
+async def test_a_database_from_a_newer_syncline_is_refused(grouped: Any) -> None:
+    k = kit(grouped)
+    version = len(type(grouped).migrations)
+    future = version + 5
+    await k.set_schema_version(grouped, future)
+    with pytest.raises(
+        StoreError,
+        match=rf"schema is version {future}, but .* knows versions up to {version}",
+    ):
+        await k.again(grouped).open()
+    assert await k.schema_version(grouped) == future  # refused without touching it

@@ -20,7 +20,7 @@ import pytest
 
 from syncline import Engine, Insert, RetryLater, StoreError
 from syncline.query import Query
-from syncline.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, quote_ident
+from syncline.store.postgres import SCHEMA_VERSION, PostgresStore, quote_ident
 from syncline.store.postgres._compile import compile_query as _compile
 
 from .conftest import PG_DSN, drop_pg_schema, new_pg_schema, pg_unavailable
@@ -218,50 +218,6 @@ async def test_nodes_starting_at_once_migrate_once_and_share_one_epoch(
         assert version == str(SCHEMA_VERSION)
     finally:
         await conn.close()
-
-
-async def test_a_new_migration_applies_on_open_and_a_failing_one_changes_nothing(
-    nodes: Nodes, schema: str
-) -> None:
-    await nodes(1)
-
-    class Broken(PostgresStore):
-        migrations = (*MIGRATIONS, ("CREATE TABLE {schema}.half (x int)", "THIS IS NOT SQL"))
-
-    with pytest.raises(StoreError, match="syntax error"):
-        await Broken(PG_DSN, schema=schema).open()
-    conn = await raw()
-    try:
-        assert await conn.fetchval("SELECT to_regclass($1)", f"{schema}.half") is None
-    finally:
-        await conn.close()
-
-    class Newer(PostgresStore):
-        migrations = (*MIGRATIONS, ("CREATE TABLE {schema}.extra (x int)",))
-
-    for expected in ([SCHEMA_VERSION + 1], []):
-        newer = Newer(PG_DSN, schema=schema)
-        await newer.open()
-        assert newer.migrations_applied == expected
-        await newer.close()
-
-
-async def test_a_schema_from_a_newer_syncline_is_refused(nodes: Nodes, schema: str) -> None:
-    await nodes(1)
-    future = SCHEMA_VERSION + 5
-    conn = await raw()
-    try:
-        await conn.execute(
-            f"UPDATE {quote_ident(schema)}.meta SET value = $1 WHERE key = 'schema_version'",
-            str(future),
-        )
-    finally:
-        await conn.close()
-    with pytest.raises(
-        StoreError,
-        match=rf"schema is version {future}, but .* knows versions up to {SCHEMA_VERSION}",
-    ):
-        await PostgresStore(PG_DSN, schema=schema).open()
 
 
 async def test_commits_are_synchronous(nodes: Nodes) -> None:

@@ -23,7 +23,7 @@ import pytest
 from syncline import Engine, Insert, MutationGap, StoreError
 from syncline.query import Query
 from syncline.record import Record
-from syncline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from syncline.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from syncline.store.sqlite._compile import compile_query as _compile
 
 from .schemas import BOARD
@@ -107,50 +107,6 @@ async def test_migrations_run_once(tmp_path: Path) -> None:
         version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         assert version == (SCHEMA_VERSION,)
         assert db.execute("SELECT count(*) FROM records").fetchone() == (1,)
-
-
-async def test_a_new_migration_applies_on_open_and_a_failing_one_changes_nothing(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "m.sqlite3"
-    await (await opened(path)).close()
-
-    class Broken(SQLiteStore):
-        migrations = (*MIGRATIONS, ("CREATE TABLE half (x)", "THIS IS NOT SQL"))
-
-    with pytest.raises(StoreError, match="syntax error"):
-        await Broken(path).open()
-    with raw(path) as db:
-        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
-
-    class Newer(SQLiteStore):
-        migrations = (*MIGRATIONS, ("CREATE TABLE extra (x)",))
-
-    newer = Newer(path)
-    await newer.open()
-    assert newer.migrations_applied == [SCHEMA_VERSION + 1]
-    await newer.close()
-    newer = Newer(path)
-    await newer.open()
-    assert newer.migrations_applied == []
-    await newer.close()
-
-
-async def test_a_file_from_a_newer_syncline_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.sqlite3"
-    await (await opened(path)).close()
-    future = SCHEMA_VERSION + 5
-    with raw(path) as db:
-        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (future,))
-    store = SQLiteStore(path)
-    with pytest.raises(
-        StoreError,
-        match=rf"schema is version {future}, but .* knows versions up to {SCHEMA_VERSION}",
-    ):
-        await store.open()
-    with raw(path) as db:  # refused without touching it
-        version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (future,)
 
 
 async def test_the_file_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The Store interface: what the engine needs from a database, and its guarantees.
 
 Guarantees every store must give (the conformance suite in
-``tests/store_conformance.py`` checks them, and runs against every store):
+``tests/test_store_conformance.py`` checks them, and runs against every store):
 
 * ``write()`` transactions are serializable and run one at a time per database; what
   they write becomes visible all at once when the block exits normally, and not at all

@@ -26,8 +26,9 @@ just before commit": a writer needs its ``seq`` before it writes records. A roll
 transaction used no number: the next one reads the same head.
 
 **Group commit.** A lock held across a COMMIT would allow one fsync per mutation in the
-whole cluster, so, as in :mod:`.sqlite`, the writers of one node share transactions.
-``write()`` blocks run one at a time per store (an asyncio lock). The first statement
+whole cluster, so the writers of one node share transactions, under the rules of
+:mod:`syncline.store._group` (one at a time per store, an asyncio lock; the group
+ends when nobody waits to join it). The first statement
 of a group takes a pool connection and sends, in one round trip,
 ``BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(k); SAVEPOINT w``.
 Each writer's statements run inside savepoint ``w``. When a block exits normally, its
@@ -73,7 +74,7 @@ Tables (in the store's schema, version :data:`SCHEMA_VERSION`)
 mutation_id, time)``
     ``pos`` is an identity column keeping insertion order within a ``seq``.
 ``clients(client_id, principal, last)`` and ``acks(client_id, mutation_id, ack)``
-    As in :mod:`.sqlite`.
+    As in :mod:`syncline.store.sqlite`.
 
 :data:`MIGRATIONS` run on :meth:`PostgresStore.open` in one transaction under another
 advisory lock, so several nodes may start at once: one migrates, the others wait and

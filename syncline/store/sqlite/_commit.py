@@ -2,7 +2,7 @@
 transaction, open and release each writer's savepoint, run the writes carried from
 writers who left without a trip, and end the group (see :mod:`syncline.store.sqlite`).
 
-``_Group.begun`` and ``broken`` belong to the writer thread; everything here runs
+``SQLiteGroup.begun`` and ``broken`` belong to the writer thread; everything here runs
 there, in submission order.
 """
 
