@@ -449,6 +449,94 @@ async def test_ensure_indexes_is_idempotent_and_covers_every_queryable_field(
     assert len(statements) == sum(len(c.queryable) for c in BOARD.collections.values())
 
 
+async def test_concurrent_writers_share_commits_and_keep_seq_dense(grouped: Any) -> None:
+    store = grouped
+    before = store.commits
+    seqs = await asyncio.gather(*(put_next(store) for _ in range(50)))
+    assert sorted(seqs) == list(range(1, 51))
+    assert store.commits - before < 50
+    async with store.read() as tx:
+        assert await tx.head() == 50
+        assert [e.seq for e in await tx.log(0, 50)] == list(range(1, 51))
+        got = await tx.get_many("cards", [f"r{n}" for n in range(1, 51)])
+        assert len(got) == 50
+
+
+async def test_a_writer_sees_its_groups_earlier_writes_before_they_commit(grouped: Any) -> None:
+    store = grouped
+
+    async def second() -> int:
+        async with store.write() as tx:
+            assert await tx.get("cards", "a") is not None  # same group, same connection
+            async with store.read() as other:  # not committed yet: the group is still open
+                assert await other.get("cards", "a") is None
+            seq = await tx.head() + 1
+            await tx.put("cards", card("b", seq, title="b"))
+            await tx.append_log([entry(seq, "b")])
+        return seq
+
+    assert list(await asyncio.gather(put_next(store, "a"), second())) == [1, 2]
+    assert store.commits == 1
+
+
+async def test_a_group_handed_to_a_writer_that_is_cancelled_still_commits(grouped: Any) -> None:
+    store = grouped
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Task[int] | None = None
+    go = asyncio.Event()
+
+    async def first() -> int:
+        async with store.write() as tx:
+            await go.wait()
+            seq = await tx.head() + 1
+            await tx.put("cards", card("first", seq, title="first"))
+            await tx.append_log([entry(seq, "first")])
+            assert waiter is not None
+            # Runs right after this block hands the open group over to `waiter`
+            # (which is waiting for the lock), before `waiter` can take it.
+            loop.call_soon(waiter.cancel)
+        return seq
+
+    holder = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(put_next(store, "second"))
+    await asyncio.sleep(0.01)
+    go.set()
+    assert await asyncio.wait_for(holder, 5) == 1
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    async with store.read() as tx:
+        assert await tx.get("cards", "first") is not None
+        assert await tx.get("cards", "second") is None
+
+
+async def test_cancelling_a_writer_that_waits_for_its_commit_spares_the_group(grouped: Any) -> None:
+    store = grouped
+    loop = asyncio.get_running_loop()
+
+    async def cancelled_after_its_block() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        async with store.write() as tx:
+            seq = await tx.head() + 1
+            await tx.put("cards", card("cancelled", seq, title="cancelled"))
+            await tx.append_log([entry(seq, "cancelled")])
+            loop.call_soon(task.cancel)
+
+    results = await asyncio.gather(
+        cancelled_after_its_block(), put_next(store, "other"), return_exceptions=True
+    )
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1] == 2
+    async with store.read() as tx:
+        # Cancellation after the block exited is not a rollback (module docs).
+        assert set(await tx.get_many("cards", ["cancelled", "other"])) == {
+            "cancelled",
+            "other",
+        }
+        assert await tx.head() == 2
+
+
 # --- migrations (SQLite, PostgreSQL) ----------------------------------------------------
 
 

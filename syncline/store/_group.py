@@ -22,11 +22,12 @@ resolved ``done`` (:meth:`_resolve`), so each ack follows its commit (invariants
 and 3); if the group fails, every writer of it gets a :class:`StoreError`.
 
 **Hand-over and cancellation.** ``_waiting`` counts writers waiting for the lock;
-a writer that leaves with someone waiting hands them the open group. If that writer
-is cancelled before it takes the lock, nobody would end the group: :meth:`_acquire`
-then spawns :meth:`_flush`, which ends it under the lock. Store bookkeeping runs in
-tasks (:meth:`_spawn`) that nobody's cancellation interrupts; ``close()`` waits
-for them.
+a writer that leaves with someone waiting hands them the open group. If those give up
+(are cancelled) before they take the lock, nobody would end the group: the last to
+give up spawns :meth:`_flush`, which ends it under the lock (:meth:`_acquire`), or,
+if the lock was still held, the writer that releases it does (:meth:`_unlock`).
+Store bookkeeping runs in tasks (:meth:`_spawn`) that nobody's cancellation
+interrupts; ``close()`` waits for them.
 
 What differs -- where statements run (a thread for SQLite, a pool connection for
 PostgreSQL), what a writer's exit sends, how COMMIT is checked -- stays in
@@ -217,6 +218,15 @@ class GroupCommitStore(Store, Generic[G, W]):
         """Should the writer leaving the lock end ``group`` now? (Nobody is waiting to
         join it, or it is full.)"""
         return self._waiting == 0 or group.joined >= self.max_group
+
+    def _unlock(self, group: G, ended: bool) -> None:
+        """Release the write lock as a writer leaves ``group`` (``ended``: it ended the
+        group). If the group was handed over to writers who all gave up waiting before
+        the lock went -- where a writer's exit takes a round trip first -- nobody else
+        would end it: :meth:`_flush` does."""
+        self._lock.release()
+        if not ended and self._group is group and self._waiting == 0:
+            self._spawn(self._flush())
 
     def _detach(self, group: G) -> None:
         """``group`` is ending: the next writer starts a new one."""

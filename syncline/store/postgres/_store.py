@@ -146,7 +146,7 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
             if end:
                 self._detach(group)
                 self._end(group)
-            self._lock.release()
+            self._unlock(group, end)
 
     def _end(self, group: PostgresGroup) -> asyncio.Future[Any]:
         return self._spawn(self._commit(group))

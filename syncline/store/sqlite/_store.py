@@ -129,7 +129,7 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
             # the group's next trip. A failure there fails the whole group.
             if ok:
                 group.carried.extend(deferred)
-            self._lock.release()
+            self._unlock(group, False)
             done: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
             done.set_result(Exit())
             return done
@@ -141,7 +141,7 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
             self._detach(group)
             exit_.add_done_callback(lambda f: self._settle(group, f))
         exit_.add_done_callback(consume)
-        self._lock.release()
+        self._unlock(group, end)
         return exit_
 
     def _end(self, group: SQLiteGroup) -> asyncio.Future[Any]:
