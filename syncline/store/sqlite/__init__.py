@@ -31,9 +31,9 @@ statement runs on the writer thread in order. The first statement of a group iss
 block exits, one trip to the thread sends its pending writes and ``RELEASE w`` (or,
 if the block raised, ``ROLLBACK TO w`` + ``RELEASE w``: its effects vanish, the
 group's other writers keep theirs, and its exception goes to it alone); if nobody is
-waiting for the lock (or :attr:`SQLiteStore.max_group` writers have joined: the rule of
-:mod:`syncline.store._group`), the same
-trip ends with ``COMMIT`` -- one transaction, one fsync for the whole group. The lock
+waiting for the lock (or :attr:`SQLiteStore.max_group` writers have joined: the rule
+of :mod:`syncline.store._group`), the same trip ends with ``COMMIT`` -- one
+transaction, one fsync for the whole group. The lock
 is released as soon as that trip is queued: the next writer's statements run after it.
 A writer that never called the thread (the write cache answered all its reads) makes
 no trip of its own: its writes are *carried* with the group's next trip, ahead of the
@@ -51,8 +51,8 @@ the write lock, so they bound the mutations per second. A write transaction make
 few: its first call also fetches the head, and writes that return nothing (``put``,
 ``append_log``, ``put_ack``, ``confirm_acks``) travel with the next call or with the
 block's exit. Reads of records and clients, and ``advance_client``, are answered from
-the write cache (:mod:`syncline.store.sqlite.writecache`) once the group's first trip has
-checked ``PRAGMA data_version``: the writer connection is the only one that writes,
+the write cache (:mod:`syncline.store.sqlite.writecache`) once the group's first trip
+has checked ``PRAGMA data_version``: the writer connection is the only one that writes,
 so what it read or wrote stays true until another connection commits. A write that
 fails on the thread therefore fails its whole group (later writers may have read it
 from the cache). An ``Engine.apply`` takes one trip (its exit) when its client and
