@@ -1,5 +1,16 @@
 """Stores: where records, the change log and clients live. See :mod:`.base`.
 
+The layout::
+
+    base.py      the Store interface and its guarantees (the conformance suite checks them)
+    memory.py    the reference store, in memory
+    _group.py    group commit and the lifecycle, once for both SQL stores
+    _sql.py      row codecs, the query compiler's walk, index and migration steps
+    sqlite/      the SQLite dialect: threads, write cache, statements, tables
+    postgres/    the PostgreSQL dialect: pool, advisory locks, statements, tables
+
+Each dialect holds only what differs; neither imports the other.
+
 :func:`store_from_url` picks one from a URL, as ``syncline serve --db`` does:
 ``memory:``, a SQLite path (``app.sqlite3``), as in SQLAlchemy
 ``sqlite:///relative.sqlite3`` and ``sqlite:////absolute/path.sqlite3``, or
@@ -13,13 +24,14 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import StoreError
-from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
+from .base import ClientState, LogEntry, LogOrderError, ReadTx, Store, WriteTx
 from .memory import MemoryStore
 
 __all__ = [
     "DB_ENV",
     "ClientState",
     "LogEntry",
+    "LogOrderError",
     "MemoryStore",
     "ReadTx",
     "Store",

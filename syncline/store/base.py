@@ -1,7 +1,7 @@
 """The Store interface: what the engine needs from a database, and its guarantees.
 
 Guarantees every store must give (the conformance suite in
-``tests/store_conformance.py`` checks them, and runs against every store):
+``tests/test_store_conformance.py`` checks them, and runs against every store):
 
 * ``write()`` transactions are serializable and run one at a time per database; what
   they write becomes visible all at once when the block exits normally, and not at all
@@ -10,7 +10,8 @@ Guarantees every store must give (the conformance suite in
   isolation), whatever commits meanwhile.
 * ``seq`` is dense and commit-ordered: ``append_log`` takes entries whose ``seq`` is
   ``head() + 1`` and makes it the new head, so a reader that has seen ``seq`` N has
-  seen every change up to N (invariant 1).
+  seen every change up to N (invariant 1). An entry that does not follow the head is
+  refused with :class:`LogOrderError` (:func:`following` checks it for every store).
 * ``advance_client`` is a conditional update (``last = expected`` → ``new``) and the
   first write of a mutation's transaction (invariant 3).
 """
@@ -23,13 +24,30 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import StoreError
 from ..query import Query
 from ..record import LogEntry, Record
 
 if TYPE_CHECKING:
     from ..model import Schema
 
-__all__ = ["ClientState", "LogEntry", "ReadTx", "Store", "WriteTx"]
+__all__ = ["ClientState", "LogEntry", "LogOrderError", "ReadTx", "Store", "WriteTx", "following"]
+
+
+class LogOrderError(StoreError):
+    """``append_log`` was given an entry whose ``seq`` is neither the head (another
+    entry of the head's mutation) nor ``head + 1``: the caller numbered its change
+    wrongly (read ``head()`` inside the same write transaction and add one)."""
+
+
+def following(head: int, entries: Iterable[LogEntry]) -> int:
+    """The head after appending ``entries`` to a log at ``head``; raises
+    :class:`LogOrderError` if one does not follow (invariant 1: ``seq`` stays dense)."""
+    for e in entries:
+        if e.seq != head + 1 and e.seq != head:
+            raise LogOrderError(f"log seq {e.seq} does not follow head {head}")
+        head = e.seq
+    return head
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..query import Query
 from ..record import Record
-from .base import ClientState, LogEntry, ReadTx, Store, WriteTx
+from .base import ClientState, LogEntry, ReadTx, Store, WriteTx, following
 
 __all__ = ["MemoryStore"]
 
@@ -132,11 +132,7 @@ class _Write(_Read, WriteTx):
         self._records[(collection, record.id)] = record.copy()
 
     async def append_log(self, entries: list[LogEntry]) -> None:
-        head = await self.head()
-        for e in entries:
-            if e.seq != head + 1 and e.seq != head:
-                raise ValueError(f"log seq {e.seq} does not follow head {head}")
-            head = e.seq
+        following(await self.head(), entries)
         self._log.extend(entries)
 
     async def put_ack(self, client_id: str, mutation_id: int, ack: dict[str, Any]) -> None:
