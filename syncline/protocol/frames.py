@@ -469,7 +469,7 @@ def decode_client_frame(data: str | bytes | Mapping[str, Any], limits: Limits) -
     try:
         frame = _client_decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _invalid(raw, exc) from None
+        raise _invalid(raw, exc, limits) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     except RecursionError:
@@ -540,18 +540,18 @@ _TYPE_NAMES = {
     "array": "a valid list",
     "float": "a valid number",
 }
-_EXPECTED = re.compile(r"Expected `([a-z]+)`, got `[a-z]+`")
+_EXPECTED = re.compile(r"Expected `([a-z]+)(?: \| null)?`, got `[a-z]+`")
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
 _MISSING = re.compile(r"Object missing required field `([^`]*)`")
 _PATH = re.compile(r" - at `\$(.*)`$")
 
 
-def _invalid(raw: bytes, exc: msgspec.ValidationError) -> ProtocolError:
+def _invalid(raw: bytes, exc: msgspec.ValidationError, limits: Limits) -> ProtocolError:
     """``bad_frame``/``unknown_frame`` for a frame that is JSON but not a client frame."""
     try:
         obj = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        obj = None
+    except RecursionError:
+        return _too_deep(limits.max_depth, None)
     if not isinstance(obj, dict):
         return ProtocolError("bad_frame", f"a frame is a JSON object, not {_json_type(obj)}")
     kind = obj.get("t")
