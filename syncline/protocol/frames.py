@@ -15,6 +15,10 @@ lengths and nesting depth runs only on frames that could break a bound (longer t
 the string limit, more brackets than the depth limit, or a run of 19 digits), not on
 every frame.
 
+The module is longer than most (about 650 lines) because it is the whole vocabulary:
+every frame of both directions, their codec and its error wording, in one place that
+a reader (or a port to another language) reads top to bottom.
+
 Schema evolution (the msgspec rule): a new field of an existing frame must have a
 default, so older peers' frames still decode. Client frames forbid unknown fields (a
 typo never passes silently); server frames ignore them, so an older client reads a
@@ -54,21 +58,26 @@ __all__ = [
     "CLOSE_UNAUTHORIZED",
     "FATAL_CLOSE_CODES",
     "PROTOCOL_VERSION",
+    "SERVER_FRAME_TYPES",
     "AckFrame",
     "ChangesFrame",
     "ClientFrame",
+    "ClientId",
     "ConflictItem",
     "EmbeddedState",
     "ErrorFrame",
     "HelloFrame",
     "Limits",
     "MutFrame",
+    "MutateBody",
     "OpResultItem",
     "PingFrame",
     "PongFrame",
     "ProtocolError",
     "RejectFrame",
     "ServerFrame",
+    "ServerPingFrame",
+    "ServerPongFrame",
     "SnapshotFrame",
     "SubFrame",
     "UnsubFrame",
@@ -78,11 +87,14 @@ __all__ = [
     "changes_text",
     "decode_client_frame",
     "decode_embedded_state",
+    "decode_mutate_body",
     "decode_server_frame",
     "encode",
     "encode_item",
     "encode_text",
     "error_frame",
+    "peek",
+    "refusal_frame",
     "snapshot_frame",
 ]
 
@@ -174,6 +186,9 @@ class Limits:
 
 # --- frames from the client ------------------------------------------------------------
 
+ClientId = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
+"""A client id: 8 to 128 characters, one per page instance (tab)."""
+
 
 class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t", omit_defaults=True):
     pass
@@ -181,7 +196,7 @@ class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t", omi
 
 class HelloFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="hello"):
     v: int
-    client: Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
+    client: ClientId
     schema_: Annotated[str, msgspec.Meta(max_length=128)] = msgspec.field(name="schema")
     auth: dict[str, Any] | None = None
     acked: Annotated[int, msgspec.Meta(ge=0)] = 0
@@ -215,6 +230,16 @@ class PingFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="ping
 
 class PongFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="pong"):
     n: int | None = None
+
+
+class MutateBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of ``POST /sync/mutate``: a ``mut`` frame (without ``t``) and what a
+    WebSocket client says in ``hello``. ``mut`` stays undecoded here so that a malformed
+    one with a readable id can be refused for good, as on a WebSocket."""
+
+    client: ClientId
+    mut: dict[str, Any]
+    acked: Any = None  # an int > 0 is used; anything else is ignored
 
 
 ClientFrame = HelloFrame | SubFrame | UnsubFrame | MutFrame | PingFrame | PongFrame
@@ -429,6 +454,7 @@ _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
 _state_decoder = msgspec.json.Decoder(EmbeddedState)
+_body_decoder = msgspec.json.Decoder(MutateBody)
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _INT64 = range(-(1 << 63), 1 << 64)  # what orjson (and most JSON peers) can carry
 
@@ -481,6 +507,22 @@ def decode_client_frame(data: str | bytes | Mapping[str, Any], limits: Limits) -
     ):
         _check_values(msgspec.structs.asdict(frame), limits, getattr(frame, "id", None))
     return frame
+
+
+def decode_mutate_body(body: bytes) -> MutateBody:
+    """The body of ``POST /sync/mutate``; raise :class:`ProtocolError` (a 400)."""
+    try:
+        return _body_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        if "`$.client`" in str(exc) and "length" in str(exc):
+            raise ProtocolError("bad_frame", "client id must have 8 to 128 characters") from None
+        if "`$.mut`" in str(exc):
+            raise ProtocolError("bad_frame", "mut must be an object") from None
+        raise ProtocolError("bad_frame", 'body must be {"client": "<id>", "mut": {...}}') from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("bad_frame", "body is nested too deep") from None
 
 
 class _Peek(msgspec.Struct):

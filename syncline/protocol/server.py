@@ -37,7 +37,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..exceptions import SynclineError
+from ..exceptions import InvalidMutation, SynclineError
 from ..results import Ack
 from .frames import (
     CLIENT_FRAME_TYPES,
@@ -59,6 +59,8 @@ from .frames import (
     WelcomeFrame,
     ack_frame,
     decode_client_frame,
+    decode_mutate_body,
+    encode,
     error_frame,
     peek,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "REFUSALS",
     "TRANSITIONS",
     "Hello",
+    "HttpMutate",
     "Limits",
     "Mutate",
     "Ping",
@@ -135,6 +138,25 @@ class Mutate:
     mutation: dict[str, Any]  # decoded by the engine, so a bad op uses up its id
     mutation_id: int
     refusal: ProtocolError | None = None  # refused before decoding; still uses up the id
+
+    def refused(self) -> InvalidMutation | None:
+        """The refusal as the engine stores it (``Engine.apply(refusal=...)``), with the
+        protocol's reason as its code: ``bad_frame``, ``limit``, ``too_large``."""
+        if self.refusal is None:
+            return None
+        refusal = InvalidMutation(str(self.refusal))
+        refusal.code = self.refusal.code
+        return refusal
+
+
+@dataclass(frozen=True)
+class HttpMutate:
+    """A ``POST /sync/mutate`` decoded: who sends it, which answers it holds (as
+    ``hello.acked``), and the mutation, refused or not, as on a WebSocket."""
+
+    client_id: str
+    acked: int
+    mutate: Mutate
 
 
 @dataclass(frozen=True)
@@ -206,6 +228,25 @@ class ServerProtocol:
         self.state = next_state
         return event
 
+    def receive_mutate_body(self, body: bytes) -> HttpMutate:
+        """Decode a ``POST /sync/mutate`` body (its size bounded by the caller) by the
+        rules of a ``mut`` frame; raise :class:`ProtocolError` when it cannot be
+        attributed to a mutation. HTTP is stateless: each request is a connection that
+        said hello and sends one mutation, without a rate bucket."""
+        envelope = decode_mutate_body(body)
+        acked = envelope.acked
+        self.state, self.client_id = State.READY, envelope.client
+        raw = encode({**envelope.mut, "t": "mut"})
+        try:
+            frame = decode_client_frame(raw, self.limits)
+        except ProtocolError as exc:
+            mutate = self._refuse_mutation(envelope.mut.get("id"), exc)
+        else:
+            assert isinstance(frame, MutFrame)
+            mutate = self._mut(frame)
+        valid = isinstance(acked, int) and not isinstance(acked, bool) and acked > 0
+        return HttpMutate(envelope.client, acked if valid else 0, mutate)
+
     def _hello(self, frame: HelloFrame) -> Event:
         if frame.v != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -224,7 +265,7 @@ class ServerProtocol:
     def _unsub(self, frame: UnsubFrame) -> Event:
         return Unsubscribe(list(frame.queries))
 
-    def _mut(self, frame: MutFrame) -> Event:
+    def _mut(self, frame: MutFrame) -> Mutate:
         if len(frame.ops) > self.limits.max_ops:
             error = ProtocolError(
                 "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
