@@ -291,3 +291,27 @@ def test_acks_and_rejects() -> None:
         "message": "no",
         "id": "c1",
     }
+
+
+def test_rate_refusals_in_a_row_say_when_there_is_room_for_all_of_them() -> None:
+    """A client that resends every refused mutation after the longest retry_after finds
+    room for all of them: no second round of refusals (the pacing docs/protocol.md
+    describes)."""
+    p = in_state(State.READY, Limits(mutations_per_second=10, mutation_burst=3))
+    for mid in (1, 2, 3):
+        assert p.receive(raw({**FRAMES["mut"], "id": mid}), 0.0).refusal is None  # type: ignore[union-attr]
+    waits = [refused(p, raw({**FRAMES["mut"], "id": mid}), 0.0).retry_after for mid in (4, 5, 6)]
+    assert waits == [pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3)]
+    later = 0.0 + max(w for w in waits if w is not None)
+    for mid in (4, 5, 6):
+        assert p.receive(raw({**FRAMES["mut"], "id": mid}), later).refusal is None  # type: ignore[union-attr]
+
+
+def test_a_mut_before_hello_is_out_of_order_however_malformed_or_large() -> None:
+    p = ServerProtocol(Limits(max_frame_bytes=1000))
+    for frame in (
+        {"t": "mut", "id": 4, "ops": [], "extra": 1},
+        {"t": "mut", "id": 4, "ops": ["x" * 2000]},
+    ):
+        error = refused(p, raw(frame))
+        assert (error.code, str(error), error.ref) == ("bad_state", "send hello before mut", 4)

@@ -55,6 +55,7 @@ __all__ = [
     "CLOSE_RESTART",
     "CLOSE_REVOKED",
     "CLOSE_SLOW",
+    "CLOSE_TOO_BIG",
     "CLOSE_UNAUTHORIZED",
     "FATAL_CLOSE_CODES",
     "PROTOCOL_VERSION",
@@ -105,6 +106,7 @@ PROTOCOL_VERSION: Final = 1
 CLOSE_NORMAL: Final = 1000
 CLOSE_INVALID_DATA: Final = 1007  # a text frame that is not UTF-8 (the transport's)
 CLOSE_POLICY: Final = 1008
+CLOSE_TOO_BIG: Final = 1009  # a frame over the transport's message limit (the transport's)
 CLOSE_INTERNAL: Final = 1011
 CLOSE_RESTART: Final = 1012  # the server is shutting down: reconnect (to another node)
 CLOSE_HEARTBEAT: Final = 4000
@@ -117,7 +119,8 @@ CLOSE_SLOW: Final = 4008
 CLOSE_CODES: Final[Mapping[int, str]] = {
     CLOSE_NORMAL: "normal",
     CLOSE_INVALID_DATA: "invalid UTF-8 in a text frame",
-    CLOSE_POLICY: "policy (a binary frame)",
+    CLOSE_POLICY: "origin refused (sent before the upgrade: the client sees HTTP 403)",
+    CLOSE_TOO_BIG: "a frame over the transport's message limit",
     CLOSE_INTERNAL: "internal error",
     CLOSE_RESTART: "server shutting down",
     CLOSE_HEARTBEAT: "heartbeat timeout",

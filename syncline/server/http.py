@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..cursor import Cursor
-from ..exceptions import CursorError, QueryError
+from ..exceptions import ClientIdTaken, CursorError, QueryError
 from ..model import Principal
 from ..protocol.frames import (
     ServerFrame,
@@ -111,6 +111,8 @@ class HttpEndpoints:
             return _json(frame)
         except HttpError as exc:
             return exc.response()
+        except ClientIdTaken as exc:  # checking acked found the id is another's
+            return _json(error_frame(exc.code, str(exc)), status=403)
         except ProtocolError as exc:
             return _json(exc.frame(), status=400 if exc.code != "client_id_taken" else 403)
 
