@@ -315,3 +315,36 @@ def test_a_mut_before_hello_is_out_of_order_however_malformed_or_large() -> None
     ):
         error = refused(p, raw(frame))
         assert (error.code, str(error), error.ref) == ("bad_state", "send hello before mut", 4)
+
+
+def test_the_fan_out_fast_path_builds_the_changes_frame_the_struct_defines() -> None:
+    from syncline.protocol.frames import (
+        ChangesFrame,
+        changes_text,
+        decode_server_frame,
+        encode_item,
+    )
+
+    items = {'q"1': [{"k": "remove", "c": "cards", "id": "c1"}], "q2": []}
+    text = changes_text("e", 4, 7, {q: [encode_item(i) for i in v] for q, v in items.items()})
+    frame = ChangesFrame(from_="e.4", to="e.7", q=items)
+    assert orjson.loads(text) == orjson.loads(encode(frame))
+    assert decode_server_frame(text) == frame
+
+
+def test_decode_server_frame_refuses_what_a_client_cannot_use() -> None:
+    from syncline.protocol.frames import AckFrame, decode_server_frame
+
+    ack = decode_server_frame('{"t":"ack","mid":1,"status":"applied","seq":null,"new":1}')
+    assert ack == AckFrame(mid=1, status="applied", seq=None)  # unknown fields ignored
+    for data, code in (
+        ("{nope", "bad_json"),
+        ('{"t":"hug"}', "unknown_frame"),
+        ('{"t":"ack","mid":"1","status":"applied","seq":null}', "bad_frame"),
+        ('{"t":"ack","mid":1,"status":"applied"}', "bad_frame"),  # seq is required
+    ):
+        with pytest.raises(ProtocolError) as info:
+            decode_server_frame(data)
+        assert info.value.code == code, data
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_server_frame('{"t":"ping"}', max_bytes=4)
