@@ -44,7 +44,7 @@ from .model import Principal, Schema
 from .ops import Mutation, Op, parse_mutation
 from .query import Query
 from .record import LogEntry, Record
-from .results import Ack, Changes, OpResult, Snapshot
+from .results import WHOLE_CONFLICT, Ack, Changes, OpResult, Snapshot
 from .store.base import ReadTx, Store, WriteTx
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
@@ -187,6 +187,8 @@ class Engine:
         if has_conflict and mode == "whole":
             for r in results:  # nothing was applied, so nothing was overwritten or merged
                 r.overwritten, r.merged = [], []
+                if r.status == "applied":  # and no op says so (docs/protocol.md, Conflict)
+                    r.status, r.reason = "dropped", WHOLE_CONFLICT
             return Ack(mutation_id or 0, "conflict", results=results)
         changed = {k: r for k, r in working.items() if r is not None and r is not before[k]}
         for (cname, rid), record in changed.items():

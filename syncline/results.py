@@ -13,7 +13,11 @@ from typing import Any, Literal
 from .cursor import Cursor
 from .query import Query
 
-__all__ = ["Ack", "AckStatus", "Changes", "FieldConflict", "OpResult", "Snapshot"]
+__all__ = ["WHOLE_CONFLICT", "Ack", "AckStatus", "Changes", "FieldConflict", "OpResult", "Snapshot"]
+
+WHOLE_CONFLICT = "not applied: another op of this whole-mode mutation conflicts"
+"""The ``reason`` of an op that would have applied, in a whole-mode ``conflict`` ack:
+nothing of the mutation was applied, so the op says ``dropped``, not ``applied``."""
 
 
 @dataclass(frozen=True)

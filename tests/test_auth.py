@@ -209,6 +209,22 @@ async def test_a_client_id_cannot_be_taken_over_by_another_principal(tmp_path: P
             assert b.frames[-1]["code"] == "client_id_taken"
 
 
+async def test_http_refuses_a_client_id_of_another_principal_with_403(tmp_path: Path) -> None:
+    async with tenants_server(tmp_path) as (host, _, _):
+        async with RawClient.connect(
+            host, SCHEMA, client_id="shared-tab-02", auth={"token": "alice-token"}
+        ) as a:
+            await a.mutate([note("a1", "acme")], 1)
+        async with httpx.AsyncClient(
+            base_url=f"http://{host}", headers={"authorization": "Bearer bob-token"}
+        ) as http:
+            for extra in ({}, {"acked": 1}):  # acked is checked against the id's owner too
+                body = {"client": "shared-tab-02", "mut": {"id": 2, "ops": []}, **extra}
+                refused = await http.post("/sync/mutate", json=body)
+                assert refused.status_code == 403, refused.text
+                assert refused.json()["code"] == "client_id_taken"
+
+
 async def test_ending_a_session_closes_its_connections(tmp_path: Path) -> None:
     async with tenants_server(tmp_path) as (host, _, sync):
         async with (

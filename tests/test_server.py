@@ -620,3 +620,117 @@ async def test_an_asgi_middleware_sees_its_own_connections_context_in_send(tmp_p
             await b.expect("changes")
     assert {me for me, _ in seen} == {"conn1", "conn2"}
     assert all(me == got for me, got in seen), seen
+
+
+def raw_text_frame(payload: bytes) -> bytes:
+    """A masked client text frame carrying ``payload`` as is (valid UTF-8 or not)."""
+    mask = b"\x01\x02\x03\x04"
+    assert len(payload) < 126
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+class TestAsDocumented:
+    """The departures a client written from docs/protocol.md alone found, one by one."""
+
+    async def test_a_foreign_origin_is_refused_with_403_before_the_upgrade(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with RawClient.connect(host, BOARD, origin="http://evil.example"):
+                    pass
+            assert refused.value.response.status_code == 403
+
+    async def test_ops_of_a_whole_mode_conflict_never_say_applied(self, tmp_path: Path) -> None:
+        status = {"op": "update", "c": "cards", "id": "c1", "base": {"status": 1}}
+        async with running(tmp_path) as (host, engine, _):
+            async with RawClient.connect(host, BOARD) as a, RawClient.connect(host, BOARD) as b:
+                moved = {**status, "set": {"status": "doing"}, "prev": {"status": "todo"}}
+                assert (await a.mutate([moved], 1))["status"] == "applied"
+                before = await dump(engine)
+                mine = {**status, "set": {"status": "done"}, "prev": {"status": "todo"}}
+                vote = {"op": "incr", "c": "cards", "id": "c1", "field": "votes", "by": 1}
+                ack = await b.mutate([mine, vote], 1, mode="whole")
+                assert (ack["status"], ack["seq"]) == ("conflict", None)
+                assert [r["status"] for r in ack["results"]] == ["conflict", "dropped"]
+                assert "whole-mode mutation conflicts" in ack["results"][1]["reason"]
+                assert await dump(engine) == before  # nothing of it applied, votes included
+
+    async def test_a_ping_without_n_is_answered_by_a_pong_without_n(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as c:
+                await c.send({"t": "ping"})
+                assert await c.ws.recv() == '{"t":"pong"}'
+                await c.send({"t": "ping", "n": 3})
+                assert orjson.loads(await c.ws.recv()) == {"t": "pong", "n": 3}
+
+    async def test_a_binary_frame_is_refused_though_it_carries_json(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            before = await dump(engine)
+            async with RawClient.connect(host, BOARD) as c:
+                mut = {"t": "mut", "id": 1, "ops": [title("c1", "binary", 1)]}
+                await c.ws.send(orjson.dumps(mut))  # bytes: a binary frame
+                error = await c.expect("error")
+                assert error["code"] == "bad_frame" and "binary" in error["message"]
+                assert await dump(engine) == before
+                # The connection goes on, and id 1 was not used up.
+                assert (await c.mutate([title("c1", "text", 1)], 1))["status"] == "applied"
+
+    async def test_a_mutation_of_several_mib_is_refused_by_id_and_uses_it_up(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, engine, _):
+            before = await dump(engine)
+            async with RawClient.connect(host, BOARD, max_size=None) as c:
+                huge = title("c1", "x" * (4 << 20), 1)  # 4 MiB, four times the frame limit
+                refused = await c.mutate([huge], 1)
+                assert (refused["t"], refused["permanent"], refused["code"]) == (
+                    "reject",
+                    True,
+                    "too_large",
+                )
+                assert await dump(engine) == before
+                assert (await c.mutate([title("c1", "small", 1)], 2))["status"] == "applied"
+
+    async def test_invalid_utf8_closes_with_1007_and_shutdown_with_1012(
+        self, tmp_path: Path
+    ) -> None:
+        hello = {"t": "hello", "v": 1, "client": "utf8-client-1", "schema": BOARD.hash}
+        async with running(tmp_path) as (host, _, sync):
+            bad = await StalledClient.connect(host, [hello])
+            assert orjson.loads((await bad.next_frame())[1])["t"] == "welcome"
+            bad.writer.write(raw_text_frame(b'{"t":"ping","n":"\xff\xfe"}'))
+            assert (await bad.close_code())[0] == 1007
+            bad.close()
+            async with RawClient.connect(host, BOARD) as c:
+                await sync.stop()
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await c.recv()
+                assert c.ws.close_code == 1012 and c.ws.close_reason == "server shutting down"
+
+    async def test_a_failing_query_of_a_sub_is_named_in_ref(self, tmp_path: Path) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as c:
+                await c.send(
+                    {"t": "sub", "queries": {"fine": {"c": "cards"}, "broken": {"c": "nope"}}}
+                )
+                error = await c.expect("error")
+                assert (error["code"], error["ref"]) == ("query", "broken")
+
+    async def test_unknown_fields_of_an_op_are_invalid_and_of_a_frame_bad_frame(
+        self, tmp_path: Path
+    ) -> None:
+        async with running(tmp_path) as (host, _, _):
+            async with RawClient.connect(host, BOARD) as c:
+                op = {**title("c1", "x", 1), "colour": "red"}
+                in_op = await c.mutate([op], 1)
+                assert (in_op["t"], in_op["permanent"], in_op["code"]) == (
+                    "reject",
+                    True,
+                    "invalid",
+                )
+                in_frame = await c.mutate([title("c1", "x", 1)], 2, colour="red")
+                assert (in_frame["t"], in_frame["code"]) == ("reject", "bad_frame")
+                assert in_frame["permanent"] is True

@@ -37,7 +37,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..exceptions import SynclineError
+from ..exceptions import InvalidMutation, SynclineError
 from ..results import Ack
 from .frames import (
     CLIENT_FRAME_TYPES,
@@ -59,6 +59,8 @@ from .frames import (
     WelcomeFrame,
     ack_frame,
     decode_client_frame,
+    decode_mutate_body,
+    encode,
     error_frame,
     peek,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "REFUSALS",
     "TRANSITIONS",
     "Hello",
+    "HttpMutate",
     "Limits",
     "Mutate",
     "Ping",
@@ -136,6 +139,25 @@ class Mutate:
     mutation_id: int
     refusal: ProtocolError | None = None  # refused before decoding; still uses up the id
 
+    def refused(self) -> InvalidMutation | None:
+        """The refusal as the engine stores it (``Engine.apply(refusal=...)``), with the
+        protocol's reason as its code: ``bad_frame``, ``limit``, ``too_large``."""
+        if self.refusal is None:
+            return None
+        refusal = InvalidMutation(str(self.refusal))
+        refusal.code = self.refusal.code
+        return refusal
+
+
+@dataclass(frozen=True)
+class HttpMutate:
+    """A ``POST /sync/mutate`` decoded: who sends it, which answers it holds (as
+    ``hello.acked``), and the mutation, refused or not, as on a WebSocket."""
+
+    client_id: str
+    acked: int
+    mutate: Mutate
+
 
 @dataclass(frozen=True)
 class Ping:
@@ -160,6 +182,7 @@ class ServerProtocol:
     welcomed: bool = False
     _tokens: float = -1.0
     _last_refill: float = 0.0
+    _refused: int = 0  # mutations refused for the rate since the last one accepted
 
     # --- frames in ----------------------------------------------------------------------
 
@@ -182,15 +205,17 @@ class ServerProtocol:
                 f"frame of {len(raw)} bytes exceeds the limit of {self.limits.max_frame_bytes}",
             )
             kind, mid = peek(raw)
-            if kind == "mut":
-                return self._refuse_mutation(mid, error)
-            raise error
+            if kind != "mut":
+                raise error
+            self._check_accepts("mut", mid)
+            return self._refuse_mutation(mid, error)
         try:
             frame = decode_client_frame(raw, self.limits)
         except ProtocolError as exc:
             kind, mid = peek(raw)
             if kind != "mut":
                 raise
+            self._check_accepts("mut", mid)
             # Every mut frame costs a token, well-formed or not: refusing a malformed
             # one is a durable write too.
             self._spend_token(mid, now)
@@ -198,13 +223,37 @@ class ServerProtocol:
         if isinstance(frame, MutFrame):
             self._spend_token(frame.id, now)
         kind = _TYPE_OF[type(frame)]
-        next_state = TRANSITIONS[self.state].get(kind)
-        if next_state is None:
-            code, message = REFUSALS[self.state]
-            raise ProtocolError(code, message.format(t=kind), ref=getattr(frame, "id", None))
+        next_state = self._check_accepts(kind, getattr(frame, "id", None))
         event: Event = _EVENT_OF[type(frame)](self, frame)
         self.state = next_state
         return event
+
+    def _check_accepts(self, kind: str, ref: Any) -> State:
+        """The state a ``kind`` frame leads to; refuse it if this state takes none."""
+        next_state = TRANSITIONS[self.state].get(kind)
+        if next_state is None:
+            code, message = REFUSALS[self.state]
+            raise ProtocolError(code, message.format(t=kind), ref=ref)
+        return next_state
+
+    def receive_mutate_body(self, body: bytes) -> HttpMutate:
+        """Decode a ``POST /sync/mutate`` body (its size bounded by the caller) by the
+        rules of a ``mut`` frame; raise :class:`ProtocolError` when it cannot be
+        attributed to a mutation. HTTP is stateless: each request is a connection that
+        said hello and sends one mutation, without a rate bucket."""
+        envelope = decode_mutate_body(body)
+        acked = envelope.acked
+        self.state, self.client_id = State.READY, envelope.client
+        raw = encode({**envelope.mut, "t": "mut"})
+        try:
+            frame = decode_client_frame(raw, self.limits)
+        except ProtocolError as exc:
+            mutate = self._refuse_mutation(envelope.mut.get("id"), exc)
+        else:
+            assert isinstance(frame, MutFrame)
+            mutate = self._mut(frame)
+        valid = isinstance(acked, int) and not isinstance(acked, bool) and acked > 0
+        return HttpMutate(envelope.client, acked if valid else 0, mutate)
 
     def _hello(self, frame: HelloFrame) -> Event:
         if frame.v != PROTOCOL_VERSION:
@@ -224,7 +273,7 @@ class ServerProtocol:
     def _unsub(self, frame: UnsubFrame) -> Event:
         return Unsubscribe(list(frame.queries))
 
-    def _mut(self, frame: MutFrame) -> Event:
+    def _mut(self, frame: MutFrame) -> Mutate:
         if len(frame.ops) > self.limits.max_ops:
             error = ProtocolError(
                 "limit", f"a mutation may hold at most {self.limits.max_ops} ops", ref=frame.id
@@ -271,7 +320,11 @@ class ServerProtocol:
             )
 
     def _take_token(self, now: float) -> float:
-        """Spend one mutation token; return 0, or the seconds until one is available."""
+        """Spend one mutation token; return 0, or the seconds until the bucket holds a
+        token for this mutation and for every one refused before it since the last
+        accepted: a client that resends its refused mutations after the longest
+        ``retry_after`` finds room for all of them, instead of one (and a refusal of
+        each of the others) per wait."""
         rate, burst = self.limits.mutations_per_second, self.limits.mutation_burst
         if self._tokens < 0:
             self._tokens, self._last_refill = float(burst), now
@@ -279,8 +332,10 @@ class ServerProtocol:
         self._last_refill = now
         if self._tokens >= 1:
             self._tokens -= 1
+            self._refused = 0
             return 0.0
-        return (1 - self._tokens) / rate
+        self._refused = min(self._refused + 1, burst)
+        return (self._refused - self._tokens) / rate
 
     def close(self) -> None:
         self.state = State.CLOSED

@@ -1,0 +1,240 @@
+"""The HTTP endpoints, for clients without WebSocket: ``POST /sync/mutate``, the long
+poll ``GET /sync/pull``, and the browser client's modules ``GET /sync/<name>.js``.
+
+A mutation posted here is decoded by the same rules as a ``mut`` frame
+(:meth:`~syncline.protocol.server.ServerProtocol.receive_mutate_body`) and answered
+with the same ``ack``/``reject`` frames; refusals of the request itself are ``error``
+frames with an HTTP status (``docs/protocol.md``, "HTTP").
+
+Long polls wait for the head this process last heard of (:meth:`HttpEndpoints.advanced`,
+called once per reader step that moved it, whichever node committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import time
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..cursor import Cursor
+from ..exceptions import ClientIdTaken, CursorError, QueryError
+from ..model import Principal
+from ..protocol.frames import (
+    ServerFrame,
+    changes_frame,
+    encode,
+    error_frame,
+    snapshot_frame,
+)
+from ..protocol.server import ProtocolError, ServerProtocol
+from ..query import Query
+
+if TYPE_CHECKING:
+    from .app import SynclineServer
+
+__all__ = ["HttpEndpoints"]
+
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+class HttpError(Exception):
+    """A refused request: its HTTP status, and the ``error`` frame's code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+    def response(self) -> Response:
+        return _json(error_frame(self.code, str(self)), status=self.status)
+
+
+class HttpEndpoints:
+    def __init__(self, server: SynclineServer) -> None:
+        self.server = server
+        self.engine = server.engine
+        self.head = 0  # the newest commit this process heard of (long polls wait for it)
+        self._head_changed = asyncio.Condition()
+        self._polls: dict[str, int] = {}  # long polls waiting, per principal
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the head, for long polls -------------------------------------------------------
+
+    def advanced(self, head: int) -> None:
+        """The node's log reader moved to ``head``: wake the long polls."""
+        self.head = max(self.head, head)
+        if not self._polls:  # no long poll waits (each one counts in _polls while it does)
+            return
+        task = asyncio.get_running_loop().create_task(self._notify_pullers())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify_pullers(self) -> None:
+        async with self._head_changed:
+            self._head_changed.notify_all()
+
+    # --- POST /sync/mutate --------------------------------------------------------------
+
+    async def _principal(self, request: Request) -> Principal:
+        principal = await self.server.authenticate_as(request, None)
+        if principal is None:
+            raise HttpError(401, "unauthorized", "authentication failed")
+        return principal
+
+    async def mutate(self, request: Request) -> Response:
+        """``POST /sync/mutate``: ``{"client": id, "mut": {id, ops, base, mode}}``."""
+        try:
+            if not self.server.origin_allowed(request):
+                raise HttpError(403, "origin", "origin not allowed")
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                # A cross-site form cannot send this type without a CORS preflight.
+                raise HttpError(415, "content_type", "send the mutation as application/json")
+            await self.server.start()
+            principal = await self._principal(request)  # before reading any body
+            body = await self._read_body(request)
+            posted = ServerProtocol(self.server.limits).receive_mutate_body(body)
+            if posted.acked and posted.mutate.refusal is None:
+                # HTTP clients say which answers they hold here, as hello.acked does.
+                last = await self.engine.client_last(principal, posted.client_id)
+                await self.engine.confirm_acks(posted.client_id, min(posted.acked, last))
+            mutate = posted.mutate
+            frame = await self.server.apply(
+                principal, posted.client_id, mutate.mutation, mutate.refused()
+            )
+            return _json(frame)
+        except HttpError as exc:
+            return exc.response()
+        except ClientIdTaken as exc:  # checking acked found the id is another's
+            return _json(error_frame(exc.code, str(exc)), status=403)
+        except ProtocolError as exc:
+            return _json(exc.frame(), status=400 if exc.code != "client_id_taken" else 403)
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it passes the frame limit."""
+        limit = self.server.limits.max_frame_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise HttpError(413, "too_large", f"body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, "too_large", f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # --- GET /sync/pull -----------------------------------------------------------------
+
+    async def pull(self, request: Request) -> Response:
+        """``GET /sync/pull?queries=<json>&since=<cursor>&wait=<s>``: a long poll."""
+        try:
+            await self.server.start()
+            principal = await self._principal(request)
+            params = request.query_params
+            queries = self._queries(params.get("queries", ""))
+            wait = _wait_seconds(params.get("wait"), self.server.pull_timeout)
+            since_token = params.get("since")
+            if since_token is None:
+                snap = await self.engine.snapshot(principal, queries)
+                return _no_store(snapshot_frame(snap))
+            since = Cursor.parse(since_token)
+            key = self.engine.principal_key(principal)
+            most = self.server.max_polls_per_principal
+            if self._polls.get(key, 0) >= most:
+                raise HttpError(429, "rate", f"at most {most} pulls at once per user")
+            self._polls[key] = self._polls.get(key, 0) + 1
+            try:
+                return await self._long_poll(principal, since, queries, wait)
+            finally:
+                self._polls[key] -= 1
+                if not self._polls[key]:
+                    del self._polls[key]
+        except HttpError as exc:
+            return exc.response()
+        except (QueryError, CursorError) as exc:
+            return _json(error_frame(exc.code, str(exc)), status=400)
+
+    def _queries(self, raw: str) -> dict[str, Query]:
+        try:
+            obj = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            raise HttpError(
+                400, "bad_frame", "queries must be a JSON object of {id: query}"
+            ) from None
+        if not isinstance(obj, dict) or not obj or len(obj) > self.server.limits.max_subscriptions:
+            raise HttpError(
+                400, "bad_frame", "queries must be a non-empty JSON object of {id: query}"
+            )
+        return {qid: Query.parse(q, self.engine.schema) for qid, q in obj.items()}
+
+    async def _long_poll(
+        self, principal: Principal, since: Cursor, queries: dict[str, Query], wait: float
+    ) -> Response:
+        deadline = time.monotonic() + wait
+        while True:
+            if self.head > since.seq or time.monotonic() >= deadline:
+                try:
+                    changes = await self.engine.changes_since(principal, since, queries)
+                except CursorError as exc:
+                    if exc.code == "cursor_ahead":
+                        raise
+                    snap = await self.engine.snapshot(principal, queries)
+                    return _no_store(snapshot_frame(snap, reset=exc.code))
+                if changes.cursor.seq > since.seq or time.monotonic() >= deadline:
+                    return _no_store(changes_frame(changes))
+                self.head = max(self.head, changes.cursor.seq)
+            async with self._head_changed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await self._head_changed.wait()
+
+    # --- GET /sync/<module>.js ----------------------------------------------------------
+
+    async def client_module(self, request: Request) -> Response:
+        """``GET /sync/client.js`` and its sibling modules: the browser client."""
+        module = request.path_params["module"]
+        if not _MODULE_NAME.fullmatch(module):
+            return _not_found(f"no browser module named {module!r}")
+        try:
+            source = resources.files("syncline").joinpath(f"static/{module}.js").read_text()
+        except (FileNotFoundError, IsADirectoryError):
+            return _not_found(f"no browser module named {module!r}")
+        # Revalidated on every load, so a deploy never mixes old and new modules.
+        return Response(source, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+def _wait_seconds(raw: str | None, limit: float) -> float:
+    """The ``wait`` parameter of a pull: finite seconds from 0 to ``limit``."""
+    if raw is None:
+        return limit
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or not 0 <= value <= limit:
+        raise HttpError(400, "bad_frame", f"wait must be a number of seconds from 0 to {limit:g}")
+    return value
+
+
+def _not_found(message: str) -> Response:
+    return _json(error_frame("not_found", message), status=404)
+
+
+def _json(frame: ServerFrame, *, status: int = 200) -> Response:
+    return Response(encode(frame), status_code=status, media_type="application/json")
+
+
+def _no_store(frame: ServerFrame) -> Response:
+    return Response(
+        encode(frame),
+        media_type="application/json",
+        headers={"Cache-Control": "private, no-store"},
+    )

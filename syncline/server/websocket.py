@@ -1,0 +1,194 @@
+"""The WebSocket endpoint: one handler task per connection reads frames, hands each to
+the connection's :class:`~syncline.protocol.server.ServerProtocol`, and acts on the
+event it answers (authenticate a ``hello``, join the log reader for a ``sub``, apply a
+``mut``). Every frame sent is built by the protocol (``docs/protocol.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from ..cursor import Cursor
+from ..exceptions import ClientIdTaken, CursorError, QueryError
+from ..protocol.frames import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    FATAL_CLOSE_CODES,
+    AckFrame,
+)
+from ..protocol.server import (
+    Event,
+    Hello,
+    Mutate,
+    Ping,
+    Pong,
+    ProtocolError,
+    Subscribe,
+    Unsubscribe,
+)
+from ..query import Query
+from .connection import Connection
+
+if TYPE_CHECKING:
+    from .app import SynclineServer
+
+__all__ = ["WebSocketEndpoint"]
+
+log = logging.getLogger("syncline.server")
+
+
+class WebSocketEndpoint:
+    def __init__(self, server: SynclineServer) -> None:
+        self.server = server
+        self.engine = server.engine
+
+    async def serve(self, ws: WebSocket) -> None:
+        """Run one connection: read frames until the client leaves or someone asks it to
+        close (overflow, revoke, shutdown, a fatal protocol error, a failed write)."""
+        server = self.server
+        if not server.origin_allowed(ws):
+            # Refused before the upgrade: the ASGI server answers HTTP 403.
+            await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
+            return
+        await server.start()
+        await ws.accept()
+        conn = Connection(ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon)
+        server.connections.add(conn)
+        conn.task = asyncio.current_task()
+        try:
+            await self._read_loop(conn)
+        except asyncio.CancelledError:
+            # close_later's interruption is taken back; any other cancellation goes on.
+            if not conn.took_back_interruption():
+                raise
+        finally:
+            conn.task = None
+            conn.flush()  # what the connection said last (an error, say) goes before the close
+            server.connections.discard(conn)
+            server.reader.leave(conn)
+            conn.protocol.close()
+            await conn.stop_writing()
+            if (
+                ws.application_state != WebSocketState.DISCONNECTED
+                and ws.client_state != WebSocketState.DISCONNECTED
+            ):
+                code, reason = conn.close_reason or (CLOSE_NORMAL, "")
+                # A consumer that stopped reading may never take the close frame: give up
+                # after a while; the transport is closed when this handler returns.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        ws.close(code=code, reason=reason[:120]), server.close_timeout
+                    )
+
+    async def _read_loop(self, conn: Connection) -> None:
+        """Read and handle frames in turn; silence is watched by the server's watcher."""
+        ws = conn.ws
+        clock = asyncio.get_running_loop().time
+        while conn.close_reason is None:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                conn.close_reason = conn.close_reason or (CLOSE_NORMAL, "client left")
+                return
+            conn.heard, conn.pinged = math.inf, False  # not silent while handling it
+            if not await self._receive(conn, message):
+                return
+            conn.heard = clock()
+            del message  # an idle connection keeps no frame it was sent
+
+    async def _receive(self, conn: Connection, message: Mapping[str, Any]) -> bool:
+        """Handle one client frame; False when the connection must close."""
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""  # a binary frame: the protocol refuses it
+        try:
+            event = conn.protocol.receive(data, time.monotonic())
+            await self._handle(conn, event)
+        except ProtocolError as exc:
+            conn.send_frame(exc.frame())
+            if exc.fatal:
+                conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
+                return False
+        except Exception:
+            # A bug of ours or of the application's hooks: say so without details,
+            # log them, and close; the client reconnects and resumes.
+            log.exception("unexpected error on a connection")
+            conn.send_frame(conn.protocol.internal_error())
+            conn.close_later(CLOSE_INTERNAL, "internal error")
+            return False
+        return True
+
+    async def _handle(self, conn: Connection, event: Event) -> None:
+        if isinstance(event, Hello):
+            await self._hello(conn, event)
+        elif isinstance(event, Subscribe):
+            await self._subscribe(conn, event)
+        elif isinstance(event, Unsubscribe):
+            for qid in event.query_ids:
+                conn.queries.pop(qid, None)
+        elif isinstance(event, Mutate):
+            await self._mutate(conn, event)
+        elif isinstance(event, Ping):
+            conn.send_frame(conn.protocol.pong(event))
+        elif isinstance(event, Pong):
+            pass
+
+    async def _hello(self, conn: Connection, hello: Hello) -> None:
+        engine = self.engine
+        principal = await self.server.authenticate_as(conn.ws, hello.credentials)
+        if principal is None:
+            raise ProtocolError("unauthorized", "authentication failed", fatal=True)
+        if hello.schema_hash != engine.schema.hash:
+            raise ProtocolError(
+                "reload",
+                f"schema {hello.schema_hash!r} differs from the server's "
+                f"{engine.schema.hash!r}: reload the page; pending mutations are kept "
+                "and replayed after the reload",
+                fatal=True,
+            )
+        conn.principal = principal
+        conn.principal_key = engine.principal_key(principal)
+        conn.read_key = engine.read_key(principal)
+        conn.client_id = hello.client_id
+        try:
+            last = await engine.client_last(principal, hello.client_id)
+        except ClientIdTaken as exc:
+            raise ProtocolError(exc.code, str(exc), fatal=True) from None
+        if hello.acked:
+            await engine.confirm_acks(hello.client_id, min(hello.acked, last))
+        head = await engine.head()
+        conn.send_frame(conn.protocol.welcome(head.epoch, str(head), last))
+
+    async def _subscribe(self, conn: Connection, sub: Subscribe) -> None:
+        queries: dict[str, Query] = {}
+        for qid, q in sub.queries.items():
+            try:
+                queries[qid] = self.server.shared_query(Query.parse(q, self.engine.schema))
+            except QueryError as exc:  # says which query of the sub failed
+                raise ProtocolError(exc.code, str(exc), ref=qid) from None
+        try:
+            since = Cursor.parse(sub.since) if sub.since is not None else None
+        except CursorError as exc:
+            raise ProtocolError(exc.code, str(exc)) from None
+        conn.protocol.check_subscriptions(len(conn.queries.keys() | queries.keys()))
+        try:
+            await self.server.reader.join(conn, queries, since)
+        except CursorError as exc:
+            raise ProtocolError(exc.code, str(exc)) from None
+
+    async def _mutate(self, conn: Connection, event: Mutate) -> None:
+        frame = await self.server.apply(
+            conn.principal, conn.client_id, event.mutation, event.refused()
+        )
+        if isinstance(frame, AckFrame) and frame.seq:
+            conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
+            self.server.reader.notify()  # so the stream reaches the ack's seq even if idle
+        conn.send_frame(frame)
