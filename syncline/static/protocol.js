@@ -40,7 +40,7 @@
 // mutations stay on top of it. A welcome from another database (another epoch) makes
 // every pending mutation unacked again, so each is sent to the new database.
 
-import { CursorError, formatCursor, parseCursor } from "./cursor.js";
+import { CursorError, formatCursor } from "./cursor.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject } from "./json.js";
 import { mutFrame, recordKey } from "./ops.js";
 import { parseQuery } from "./query.js";
@@ -174,8 +174,6 @@ export class ClientProtocol {
     this.state = "closed";
     /** @type {Map<string, Dict>} every query asked for, as written */
     this.wanted = new Map();
-    /** @type {Map<string, Set<string>>} the records the server holds in each query */
-    this.members = new Map();
     /** @type {string | null} */
     this.epoch = null;
     /** @type {number | null} */
@@ -531,49 +529,13 @@ export class ClientProtocol {
 
   /** @param {unknown} snapshot @returns {ClientEvent[]} */
   _loadSnapshot(snapshot) {
-    const cursor = parseCursor(need(snapshot, "cursor"));
-    if (this.replica.cursor !== null && cursor.epoch !== this.replica.cursor.epoch) {
-      this.members.clear();
-    }
-    const events = this.replica.loadSnapshot(snapshot);
-    const queries = /** @type {Dict} */ (need(snapshot, "queries"));
-    const records = /** @type {Dict} */ (need(snapshot, "records"));
-    for (const qid of Object.keys(queries)) {
-      const coll = String(need(queries[qid], "c"));
-      const rows = /** @type {unknown[]} */ (getOwn(records, qid) ?? []);
-      this.members.set(qid, new Set(rows.map((r) => recordKey(coll, String(need(r, "id"))))));
-    }
-    return fromReplicaAll(events);
+    return fromReplicaAll(this.replica.loadSnapshot(snapshot));
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
   _onChanges(frame, _now) {
     const events = this.replica.applyChanges(frame);
     this._resuming = false;
-    const q = /** @type {Dict} */ (need(frame, "q"));
-    for (const qid of Object.keys(q)) {
-      const query = this.replica.queries.get(qid);
-      if (query === undefined) continue;
-      let members = this.members.get(qid);
-      if (members === undefined) {
-        members = new Set();
-        this.members.set(qid, members);
-      }
-      for (const item of /** @type {unknown[]} */ (q[qid])) {
-        const k = getOwn(item, "k");
-        const c = hasOwn(item, "c") ? String(getOwn(item, "c")) : query.collection;
-        if (k === "reset") {
-          members.clear();
-          for (const r of /** @type {unknown[]} */ (need(item, "records"))) {
-            members.add(recordKey(query.collection, String(need(r, "id"))));
-          }
-        } else if (k === "enter") {
-          members.add(recordKey(c, String(need(item, "id"))));
-        } else if (k === "remove") {
-          members.delete(recordKey(c, String(need(item, "id"))));
-        }
-      }
-    }
     return fromReplicaAll(events);
   }
 
