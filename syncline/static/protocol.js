@@ -44,7 +44,7 @@ import { CursorError, formatCursor } from "./cursor.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject } from "./json.js";
 import { mutFrame, recordKey } from "./ops.js";
 import { parseQuery } from "./query.js";
-import { need } from "./replica.js";
+import { need } from "./wire.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./replica.js").Replica} Replica */

@@ -9,7 +9,7 @@
 
 import { cloneJson, getOwn, isObject } from "./json.js";
 import { report } from "./observable.js";
-import { conflictFromWire } from "./replica.js";
+import { conflictFromWire } from "./wire.js";
 
 /** @typedef {import("./ops.js").Mutation} Mutation */
 /** @typedef {import("./replica.js").Draft} Draft */
