@@ -78,7 +78,10 @@ export class Session {
     this.closed = false;
   }
 
-  /** What the page should show: offline, connecting (a socket, no welcome yet) or live. @returns {Status} */
+  /**
+   * What the page should show: offline, connecting (a socket, no welcome yet) or live.
+   * @returns {Status}
+   */
   get status() {
     if (this.browserOffline) return "offline";
     if (this.protocol.state === "live") return "live";
