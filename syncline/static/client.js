@@ -23,7 +23,8 @@
 //   session.js    the connection loop: a socket at a time, jittered backoff, online /
 //                 offline (its state diagram is there); connection.js drives one socket
 //   storage.js    the pending queue kept durable (QueueKeeper) in IndexedDB
-//   tabs.js       other tabs: shared edits, the page's lock, adopting dead pages' queues
+//   tabs.js       other tabs: shared edits, and when to adopt dead pages' queues
+//                 (adopt.js sends them; locks.js holds the page's Web Lock)
 //   views.js      bound elements patched and live queries refreshed (bind.js patches)
 //   listeners.js  on(kind, listener)
 //   limits.js     what the server would refuse without using an id up
@@ -34,14 +35,15 @@ import { newClientId } from "./ids.js";
 import { isObject } from "./json.js";
 import { DEFAULT_LIMITS, limitProblem } from "./limits.js";
 import { Listeners } from "./listeners.js";
-import { Value, readonly, report } from "./observable.js";
+import { claimPage } from "./locks.js";
+import { Value, readonly } from "./observable.js";
 import { ClientProtocol, clientEvent } from "./protocol.js";
 import { parseQuery } from "./query.js";
 import { InvalidMutation, Replica } from "./replica.js";
 import { makeSchema } from "./schema.js";
 import { Session } from "./session.js";
 import { QueueKeeper, memoryStore, openStoreWithin } from "./storage.js";
-import { PageTabs, holdLock } from "./tabs.js";
+import { PageTabs } from "./tabs.js";
 import { Views } from "./views.js";
 
 export { newClientId, newId } from "./ids.js";
@@ -159,34 +161,34 @@ export class SyncClient {
     /** The number of mutations not yet confirmed (sent or not). */
     this.pending = readonly(this._pending);
     this._listeners = new Listeners();
-    this.views = new Views(
+    this._views = new Views(
       this.replica,
       options.bind === false ? null : (options.bind ?? doc ?? null),
       options.render,
     );
-    this.queue = new QueueKeeper(this.replica, memoryStore());
+    this._queue = new QueueKeeper(this.replica, memoryStore());
     const nav = /** @type {{onLine?: boolean} | undefined} */ (globalThis.navigator);
-    this.session = new Session(this.protocol, {
+    this._session = new Session(this.protocol, {
       openSocket: () => this._openSocket(),
       backoff: options.backoff,
       offline: Boolean(nav && nav.onLine === false),
-      settled: () => this.queue.settled(),
-      persist: () => this.queue.save(),
+      settled: () => this._queue.settled(),
+      persist: () => this._queue.save(),
       onEvents: (events) => this._after(events),
       onClosed: () => this._after([]),
-      onStatus: () => this._setStatus(this.session.status),
+      onStatus: () => this._setStatus(this._session.status),
     });
-    this.tabs = new PageTabs({
+    this._tabs = new PageTabs({
       replica: this.replica,
       protocol: this.protocol,
-      store: () => this.queue.store,
+      store: () => this._queue.store,
       openSocket: () => this._openSocket(),
       locks: options.locks,
       changed: () => this._after([]),
       adoptedEvent: (e, client) => this._dispatch(e, client),
       conflict: (draft) => this._listeners.emit("conflict", draft),
     });
-    /** @type {{release: () => void} | null} this page's Web Lock (tabs.js holdLock) */
+    /** @type {{release: () => void} | null} this page's Web Lock (locks.js) */
     this._lock = null;
     this._closed = false;
     /** @type {(() => void)[]} */
@@ -197,34 +199,26 @@ export class SyncClient {
 
   /** The store the pending queue is kept in (memory until IndexedDB is open). */
   get store() {
-    return this.queue.store;
+    return this._queue.store;
   }
 
   async _start() {
     const tabs = this.options.tabs !== false;
-    if (this.options.storage) this.queue.use(this.options.storage);
-    // The page's lock and the IndexedDB store open together, in the background: on a
-    // large page the browser answers them late (it is busy laying the page out), and
-    // neither the connection nor reading needs them. A write made meanwhile is saved,
-    // and so sent, once the store is in place (invariant 3): see QueueKeeper.
-    const locking = tabs
-      ? holdLock(this.clientId, this.options.locks === undefined ? undefined : this.options.locks)
-          .catch((exc) => {
-            report(exc);
-            return null;
-          })
-      : Promise.resolve(null);
-    const opening =
-      this.options.storage === false || this.options.storage
-        ? Promise.resolve(null)
-        : openStoreWithin(3000);
-    this.queue.waitFor(
-      Promise.all([locking, opening]).then(([lock, opened]) => this._held(tabs, lock, opened)),
-    );
+    if (this.options.storage) this._queue.use(this.options.storage);
+    // The page's lock and the IndexedDB store open in the background: neither the
+    // connection nor reading needs them. A write made meanwhile is saved, and so sent,
+    // once the store is in place (invariant 3): see QueueKeeper.
+    const storage = this.options.storage;
+    const claimed = claimPage(this.clientId, {
+      tabs,
+      locks: this.options.locks,
+      open: storage === false || storage ? null : () => openStoreWithin(3000),
+    });
+    this._queue.waitFor(claimed.then(({ lock, store }) => this._held(tabs, lock, store)));
     this._listen(globalThis, "online", () => this._online());
     this._listen(globalThis, "offline", () => this._offline());
     this._listen(globalThis, "pagehide", () => this._pageHide());
-    this.session.start();
+    this._session.start();
     // Hydrate while the handshake goes on: the socket's events are tasks, so the
     // protocol holds the page's state before the first of them runs.
     try {
@@ -242,24 +236,18 @@ export class SyncClient {
    * The lock and the store are ready: keep the store, listen to other tabs, adopt.
    * @param {boolean} tabs
    * @param {{release: () => void} | null} lock
-   * @param {QueueStore | null} opened
+   * @param {QueueStore | null} store  the store to keep (null: keep the one in use)
    */
-  _held(tabs, lock, opened) {
+  _held(tabs, lock, store) {
     if (this._closed) {
       lock?.release();
-      opened?.close();
+      store?.close();
       return;
     }
     this._lock = lock;
-    if (opened !== null) {
-      // Only a page that holds its lock may keep its queue where other pages look for
-      // queues to adopt: an unlocked queue could be adopted while this page still sends
-      // it, and one mutation would go out twice.
-      if (lock !== null) this.queue.use(opened);
-      else opened.close();
-    }
-    if (tabs) this.tabs.open();
-    if (tabs && this._lock !== null) void this.tabs.adopt();
+    if (store !== null) this._queue.use(store);
+    if (tabs) this._tabs.open();
+    if (tabs && this._lock !== null) void this._tabs.adopt();
   }
 
   /**
@@ -289,7 +277,7 @@ export class SyncClient {
    * another tab's edit), for good.
    */
   get pristine() {
-    return this.views.renders === 0;
+    return this._views.renders === 0;
   }
 
   /** Live, every subscription answered, nothing pending. */
@@ -319,7 +307,7 @@ export class SyncClient {
    * @returns {Observable<Dict[]>}
    */
   query(query) {
-    return this.views.query(parseQuery(query, this.replica.schema));
+    return this._views.query(parseQuery(query, this.replica.schema));
   }
 
   /**
@@ -329,7 +317,7 @@ export class SyncClient {
   subscribe(queries) {
     this._checkOpen();
     this.protocol.subscribe(queries);
-    this.session.flush();
+    this._session.flush();
   }
 
   // --- writing -----------------------------------------------------------------------
@@ -404,7 +392,7 @@ export class SyncClient {
       keys.length ? [clientEvent("changed", { mutationId: mutation?.id ?? null, keys })] : [],
     );
     // Send it now (once saved), not when the next server frame happens to arrive.
-    if (mutation !== null) this.session.flush();
+    if (mutation !== null) this._session.flush();
     return mutation;
   }
 
@@ -444,17 +432,17 @@ export class SyncClient {
    * @param {ClientEvent[]} events
    */
   _after(events) {
-    this.queue.save();
-    this.tabs.announce(false);
-    const all = [...events, ...this.tabs.refreshOverlay()];
+    this._queue.save();
+    this._tabs.announce(false);
+    const all = [...events, ...this._tabs.refreshOverlay()];
     /** @type {Set<string>} */
     const keys = new Set();
     for (const e of all) if (e.kind === "changed") for (const k of e.keys) keys.add(k);
-    if (keys.size) this.views.render(keys);
-    this._pending.set(this.replica.pending.length + this.tabs.adoptedCount);
-    const status = this.session.status;
-    if (status === "live" && this._status.value !== "live" && this.tabs.takeRetry()) {
-      queueMicrotask(() => void this.tabs.adopt());
+    if (keys.size) this._views.render(keys);
+    this._pending.set(this.replica.pending.length + this._tabs.adoptedCount);
+    const status = this._session.status;
+    if (status === "live" && this._status.value !== "live" && this._tabs.takeRetry()) {
+      queueMicrotask(() => void this._tabs.adopt());
     }
     this._setStatus(status);
     for (const e of events) this._dispatch(e);
@@ -492,32 +480,32 @@ export class SyncClient {
   /** The browser is back online: connect at once (no backoff wait), adopt if due. */
   _online() {
     if (this._closed) return;
-    this.session.online();
-    if (this.tabs.takeRetry()) void this.tabs.adopt();
+    this._session.online();
+    if (this._tabs.takeRetry()) void this._tabs.adopt();
   }
 
   /** The browser went offline: writes stay queued (saved) until it is back. */
   _offline() {
     if (this._closed) return;
-    this.session.offline();
+    this._session.offline();
     this._after([]);
   }
 
   _pageHide() {
-    this.tabs.bye();
-    this.queue.forgetIfEmpty();
+    this._tabs.bye();
+    this._queue.forgetIfEmpty();
   }
 
   /** Stop: close the connection, release this page's lock, stop listening to tabs. */
   close() {
     if (this._closed) return;
     this._closed = true;
-    this.session.close();
+    this._session.close();
     for (const undo of this._cleanup.splice(0)) undo();
-    this.tabs.close();
+    this._tabs.close();
     this._lock?.release();
     this._lock = null;
-    this.views.clear();
+    this._views.clear();
     this._setStatus("offline");
   }
 }
