@@ -1,4 +1,4 @@
-// Patching the server's HTML in place (docs/browser-client.md, Binding): an element carrying
+// Patching the server's HTML in place (DESIGN.md, SSR embedding): an element carrying
 // data-sl-id="<collection>:<id>" holds elements carrying data-sl-field="<field>"; when
 // the replica's view of that record changes, each bound field's textContent is set.
 // Nothing is re-rendered, no HTML is parsed (textContent only, never innerHTML), and a
