@@ -163,7 +163,7 @@ function asList(value) {
 }
 
 /**
- * An op as it travels (client/protocol.py op_wire): `inc` left out when unknown.
+ * An op as it travels (protocol/client.py op_wire): `inc` left out when unknown.
  * @param {Op} op
  * @returns {Record<string, unknown>}
  */

@@ -1,4 +1,4 @@
-// The client side of the wire protocol, sans I/O: a port of syncline/client/protocol.py
+// The client side of the wire protocol, sans I/O: a port of syncline/protocol/client.py
 // (docs/protocol.md is the contract; tests/fixtures/protocol/ checks both ports).
 //
 // Theory of operation. A ClientProtocol wraps a Replica. The I/O layer tells it when a
@@ -21,30 +21,22 @@
 //   any         connectionLost                 closed      (all is sent again next time)
 //   failed      anything                       failed      nothing: the app must reload
 //
-// Mutations (invariant 3). Each unacked mutation is sent once per connection, in id
-// order, at most maxInFlight unanswered at a time. The server answers a connection's
-// frames in order, so a temporary refusal (reject retry/rate, or an error rate naming the
-// mutation) of mutation n is followed by gap refusals of those sent after it: the
-// protocol waits until everything in flight is answered and retry_after has passed, then
-// sends again from n. A gap that names an id below every mutation it still holds means
-// the server never saw those ids (a new database, or an id the server refused without
-// using it up): the unacked mutations are renumbered from there. Resending is always
-// safe: an id the server already applied is answered with the original ack (replay).
-//
-// Subscriptions (invariants 6, 7). `wanted` holds every query the application asked for.
-// On welcome, the queries the replica holds are resumed by one sub since its cursor (the
-// first sub of the connection); any others get a sub without since, answered by a
-// snapshot. The subs follow the unacked mutations, so acks of mutations the server had
-// already applied arrive before the changes that contain them, and the view never shows
-// such a mutation twice. A snapshot marked reset replaces the queries' data; pending
-// mutations stay on top of it. A welcome from another database (another epoch) makes
-// every pending mutation unacked again, so each is sent to the new database.
+// Mutations (invariant 3): which unacked mutations go out, when, and from where they are
+// sent again after a refusal is the send window's job (sending.js). Subscriptions
+// (invariants 6, 7): what is wanted and what is answered is Subscriptions' job
+// (subscriptions.js); the replica holds the data. On welcome the subs follow the
+// unacked mutations, so acks of mutations the server had already applied arrive before
+// the changes that contain them, and the view never shows such a mutation twice. A
+// snapshot marked reset replaces the queries' data; pending mutations stay on top of it.
+// A welcome from another database (another epoch) makes every pending mutation unacked
+// again, so each is sent to the new database.
 
-import { CursorError, formatCursor, parseCursor } from "./cursor.js";
+import { CursorError } from "./cursor.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject } from "./json.js";
-import { mutFrame, recordKey } from "./ops.js";
-import { parseQuery } from "./query.js";
-import { need } from "./replica.js";
+import { recordKey } from "./ops.js";
+import { SendWindow } from "./sending.js";
+import { Subscriptions } from "./subscriptions.js";
+import { need } from "./wire.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./replica.js").Replica} Replica */
@@ -76,8 +68,6 @@ export const PROTOCOL_VERSION = 1;
 /** `error` codes after which reconnecting cannot help. */
 export const FATAL_CODES = new Set(["reload", "unauthorized", "version", "client_id_taken"]);
 const TEMPORARY_ERRORS = new Set(["rate", "retry"]);
-const CURSOR_ERRORS = new Set(["cursor", "cursor_ahead", "cursor_too_old", "cursor_reset"]);
-const SUB_ERRORS = new Set(["query", "limit", "bad_frame"]);
 
 /**
  * @param {EventKind} kind
@@ -167,15 +157,11 @@ export class ClientProtocol {
     this.credentials = options.credentials
       ? /** @type {Dict} */ (cloneJson(options.credentials))
       : null;
-    this.maxInFlight = options.maxInFlight ?? 50;
-    this.stallBackoff = options.stallBackoff ?? [0.05, 5.0];
     this.defaultRetryAfter = options.defaultRetryAfter ?? 0.1;
     /** @type {State} */
     this.state = "closed";
-    /** @type {Map<string, Dict>} every query asked for, as written */
-    this.wanted = new Map();
-    /** @type {Map<string, Set<string>>} the records the server holds in each query */
-    this.members = new Map();
+    this.subscriptions = new Subscriptions(replica);
+    this.window = new SendWindow(replica, options);
     /** @type {string | null} */
     this.epoch = null;
     /** @type {number | null} */
@@ -188,22 +174,11 @@ export class ClientProtocol {
     this._out = [];
     /** @type {Dict[]} */
     this._subsAfterWelcome = [];
-    /** @type {Set<string>} wanted queries that need a snapshot */
-    this._unanswered = new Set();
-    /** @type {Set<string>[]} subs sent, not yet answered */
-    this._subBatches = [];
-    this._resuming = false; // a sub since the cursor is not answered yet
-    /** @type {Map<string, Dict>} */
-    this._resumeQueries = new Map();
-    this._sentUpto = 0;
-    /** @type {Set<number>} */
-    this._inFlight = new Set();
-    /** @type {number | null} */
-    this._rewindTo = null;
-    /** @type {number | null} */
-    this._holdUntil = null;
-    this._stalls = 0; // resends since the last answer that made progress
-    this._stallWaited = false;
+  }
+
+  /** @type {Map<string, Dict>} every query asked for, as written */
+  get wanted() {
+    return this.subscriptions.wanted;
   }
 
   // --- what the application asks for -------------------------------------------------
@@ -237,11 +212,7 @@ export class ClientProtocol {
       records: need(state, "records"),
     };
     const events = this._loadSnapshot(snapshot);
-    const queries = /** @type {Dict} */ (snapshot.queries);
-    for (const qid of Object.keys(queries)) {
-      this.wanted.set(qid, /** @type {Dict} */ (cloneJson(queries[qid])));
-      this._unanswered.delete(qid);
-    }
+    this.subscriptions.hydrated(/** @type {Dict} */ (snapshot.queries));
     return events;
   }
 
@@ -251,19 +222,8 @@ export class ClientProtocol {
    * @param {Record<string, unknown>} queries
    */
   subscribe(queries) {
-    /** @type {Map<string, Dict>} */
-    const wires = new Map();
-    for (const qid of Object.keys(queries)) {
-      const q = queries[qid];
-      parseQuery(q, this.replica.schema); // refuse a bad query here, not later
-      wires.set(qid, /** @type {Dict} */ (cloneJson(q))); // sent as written
-    }
-    if (!wires.size) return;
-    for (const [qid, q] of wires) {
-      this.wanted.set(qid, q);
-      this._unanswered.add(qid);
-    }
-    if (this.state === "live") this._sendSub(wires);
+    const wires = this.subscriptions.want(queries);
+    if (wires.size && this.state === "live") this._out.push(this.subscriptions.sub(wires));
   }
 
   /**
@@ -272,12 +232,7 @@ export class ClientProtocol {
    * @returns {boolean}
    */
   answered(queryIds) {
-    for (const qid of queryIds) {
-      if (this.wanted.has(qid) && !(this.replica.queries.has(qid) && !this._unanswered.has(qid))) {
-        return false;
-      }
-    }
-    return true;
+    return this.subscriptions.answered(queryIds);
   }
 
   /**
@@ -286,11 +241,7 @@ export class ClientProtocol {
    */
   get synced() {
     return (
-      this.state === "live" &&
-      !this._resuming &&
-      this._subBatches.length === 0 &&
-      this._unanswered.size === 0 &&
-      this.replica.pending.length === 0
+      this.state === "live" && this.subscriptions.settled && this.replica.pending.length === 0
     );
   }
 
@@ -329,15 +280,8 @@ export class ClientProtocol {
   _resetConnection() {
     this._out = [];
     this._subsAfterWelcome = [];
-    this._subBatches = [];
-    this._resuming = false;
-    this._resumeQueries = new Map();
-    this._sentUpto = 0;
-    this._inFlight.clear();
-    this._rewindTo = null;
-    this._holdUntil = null;
-    this._stalls = 0;
-    this._stallWaited = false;
+    this.subscriptions.reset();
+    this.window.reset();
     this.closeRequested = null;
   }
 
@@ -350,47 +294,9 @@ export class ClientProtocol {
     const out = this._out;
     this._out = [];
     if (this.state !== "live") return out;
-    out.push(...this._mutationsToSend(now));
+    out.push(...this.window.next(now));
     out.push(...this._subsAfterWelcome);
     this._subsAfterWelcome = [];
-    return out;
-  }
-
-  /** @param {number} now @returns {Dict[]} */
-  _mutationsToSend(now) {
-    /** @type {Dict[]} */
-    const out = [];
-    if (this._holdUntil !== null) {
-      if (now < this._holdUntil) return out;
-      this._holdUntil = null;
-    }
-    if (this._rewindTo !== null) {
-      if (this._inFlight.size) return out; // wait for every answer to what was sent before
-      if (this._stalls && !this._stallWaited) {
-        // The last resend made no progress: wait longer each time, never spin.
-        const [base, most] = this.stallBackoff;
-        this._stallWaited = true;
-        this._holdUntil = now + Math.min(most, base * 2 ** (this._stalls - 1));
-        return out;
-      }
-      let unacked = this.replica.unacked().map((m) => m.id);
-      if (unacked.length && this._rewindTo < unacked[0]) {
-        this._renumber(this._rewindTo);
-        unacked = this.replica.unacked().map((m) => m.id);
-      }
-      const start = unacked.length ? Math.min(this._rewindTo, ...unacked) : this._rewindTo;
-      this._sentUpto = start - 1;
-      this._rewindTo = null;
-      this._stalls += 1;
-      this._stallWaited = false;
-    }
-    for (const m of this.replica.unacked()) {
-      if (m.id <= this._sentUpto) continue;
-      if (this._inFlight.size >= this.maxInFlight) break;
-      out.push(mutFrame(m));
-      this._sentUpto = m.id;
-      this._inFlight.add(m.id);
-    }
     return out;
   }
 
@@ -400,7 +306,7 @@ export class ClientProtocol {
    * @returns {number | null}
    */
   nextDeadline() {
-    return this.state === "live" ? this._holdUntil : null;
+    return this.state === "live" ? this.window.holdUntil : null;
   }
 
   /**
@@ -475,42 +381,13 @@ export class ClientProtocol {
     }
     // The server never saw ids below our first unacked one: it lost them (another
     // database) or refused them without using them up. Take the ids it expects.
-    this._renumber(this.serverLast + 1);
+    this.window.renumber(this.serverLast + 1);
     this.state = "live";
-    /** @type {Map<string, Dict>} */
-    let resume = new Map();
-    for (const [q, w] of this.wanted) {
-      if (!this._unanswered.has(q) && this.replica.queries.has(q)) resume.set(q, w);
-    }
-    if (!resume.size || cursor === null) resume = new Map();
-    /** @type {Map<string, Dict>} */
-    const fresh = new Map();
-    for (const [q, w] of this.wanted) if (!resume.has(q)) fresh.set(q, w);
     // Subs go after the first mutations (dataToSend): answers to mutations the server
     // already applied (a lost ack) then arrive before the changes that hold them, so the
     // view never counts them twice.
-    if (resume.size && cursor !== null) {
-      this._resuming = true;
-      this._resumeQueries = resume;
-      this._subsAfterWelcome.push({
-        t: "sub",
-        queries: queriesObject(resume),
-        since: formatCursor(cursor),
-      });
-    }
-    if (fresh.size) this._sendSub(fresh, this._subsAfterWelcome);
+    this._subsAfterWelcome.push(...this.subscriptions.onWelcome(cursor));
     return [];
-  }
-
-  /**
-   * A sub without since: answered by a snapshot at the head.
-   * @param {Map<string, Dict>} queries
-   * @param {Dict[]} [out]
-   */
-  _sendSub(queries, out) {
-    for (const qid of queries.keys()) this._unanswered.add(qid);
-    this._subBatches.push(new Set(queries.keys()));
-    (out ?? this._out).push({ t: "sub", queries: queriesObject(queries) });
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
@@ -519,68 +396,28 @@ export class ClientProtocol {
     if (!isObject(queries)) throw new TypeError("queries must be an object");
     const qids = new Set(Object.keys(queries));
     const events = this._loadSnapshot(frame);
-    if (this._subBatches.length && isSubset(this._subBatches[0], qids)) this._subBatches.shift();
     const reset = getOwn(frame, "reset") ?? null;
-    if (reset !== null && this._resuming && isSubset(new Set(this._resumeQueries.keys()), qids)) {
-      this._resuming = false;
-    }
-    for (const q of qids) this._unanswered.delete(q);
+    this.subscriptions.onSnapshot(qids, reset);
     if (reset !== null) events.push(clientEvent("reset", { reason: String(reset) }));
     return events;
   }
 
   /** @param {unknown} snapshot @returns {ClientEvent[]} */
   _loadSnapshot(snapshot) {
-    const cursor = parseCursor(need(snapshot, "cursor"));
-    if (this.replica.cursor !== null && cursor.epoch !== this.replica.cursor.epoch) {
-      this.members.clear();
-    }
-    const events = this.replica.loadSnapshot(snapshot);
-    const queries = /** @type {Dict} */ (need(snapshot, "queries"));
-    const records = /** @type {Dict} */ (need(snapshot, "records"));
-    for (const qid of Object.keys(queries)) {
-      const coll = String(need(queries[qid], "c"));
-      const rows = /** @type {unknown[]} */ (getOwn(records, qid) ?? []);
-      this.members.set(qid, new Set(rows.map((r) => recordKey(coll, String(need(r, "id"))))));
-    }
-    return fromReplicaAll(events);
+    return fromReplicaAll(this.replica.loadSnapshot(snapshot));
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
   _onChanges(frame, _now) {
     const events = this.replica.applyChanges(frame);
-    this._resuming = false;
-    const q = /** @type {Dict} */ (need(frame, "q"));
-    for (const qid of Object.keys(q)) {
-      const query = this.replica.queries.get(qid);
-      if (query === undefined) continue;
-      let members = this.members.get(qid);
-      if (members === undefined) {
-        members = new Set();
-        this.members.set(qid, members);
-      }
-      for (const item of /** @type {unknown[]} */ (q[qid])) {
-        const k = getOwn(item, "k");
-        const c = hasOwn(item, "c") ? String(getOwn(item, "c")) : query.collection;
-        if (k === "reset") {
-          members.clear();
-          for (const r of /** @type {unknown[]} */ (need(item, "records"))) {
-            members.add(recordKey(query.collection, String(need(r, "id"))));
-          }
-        } else if (k === "enter") {
-          members.add(recordKey(c, String(need(item, "id"))));
-        } else if (k === "remove") {
-          members.delete(recordKey(c, String(need(item, "id"))));
-        }
-      }
-    }
+    this.subscriptions.onChanges();
     return fromReplicaAll(events);
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
   _onAck(frame, _now) {
     const mid = toInt(need(frame, "mid"));
-    this._answered(mid);
+    this.window.answered(mid);
     const entry = this.replica.pending.find((p) => p.mutation.id === mid);
     const events = [clientEvent("ack", { mutationId: mid, frame: without(frame, []) })];
     if (entry !== undefined && !entry.acked) {
@@ -613,19 +450,16 @@ export class ClientProtocol {
   _onReject(frame, now) {
     const mid = toInt(need(frame, "mid"));
     if (hasOwn(frame, "permanent") ? frame.permanent : true) {
-      this._answered(mid);
+      this.window.answered(mid);
       const error = without(frame, ["t", "mid", "permanent", "replay"]);
       const ack = { mid, status: "rejected", seq: null, error };
       return fromReplicaAll(this.replica.applyAck(ack));
     }
-    this._inFlight.delete(mid);
+    this.window.refused(mid);
     if (getOwn(frame, "code") === "gap") {
-      this._rewind(toInt(need(frame, "expected")));
+      this.window.rewind(toInt(need(frame, "expected")));
     } else if (this.replica.unacked().some((m) => m.id === mid)) {
-      const retryAfter = getOwn(frame, "retry_after") ?? null;
-      const delay = retryAfter === null ? this.defaultRetryAfter : toSeconds(retryAfter);
-      this._hold(now + delay);
-      this._rewind(mid);
+      this.window.rewind(mid, now + this._retryAfter(frame));
     }
     return [];
   }
@@ -644,42 +478,29 @@ export class ClientProtocol {
     const unacked = new Set(this.replica.unacked().map((m) => m.id));
     if (typeof ref === "number" && Number.isInteger(ref) && unacked.has(ref)) {
       if (TEMPORARY_ERRORS.has(code)) {
-        this._inFlight.delete(ref);
-        const retryAfter = getOwn(frame, "retry_after") ?? null;
-        const delay = retryAfter === null ? this.defaultRetryAfter : toSeconds(retryAfter);
-        this._hold(now + delay);
-        this._rewind(ref);
+        this.window.refused(ref);
+        this.window.rewind(ref, now + this._retryAfter(frame));
         return events;
       }
       // Refused without using its id up: drop it; the ids after it will be renumbered
       // when the server asks for this one again (a gap).
-      this._answered(ref);
+      this.window.answered(ref);
       const error = without(frame, ["t", "ref"]);
       const ack = { mid: ref, status: "rejected", seq: null, error };
       return [...events, ...fromReplicaAll(this.replica.applyAck(ack))];
     }
-    if (CURSOR_ERRORS.has(code) && this._resuming) {
-      // The server cannot continue from this cursor: take fresh snapshots.
-      this._resuming = false;
-      const queries = this._resumeQueries;
-      this._resumeQueries = new Map();
-      this._sendSub(queries);
-    } else if (SUB_ERRORS.has(code) && (this._resuming || this._subBatches.length)) {
-      // Subs are answered in order, before anything sent after them.
-      /** @type {Iterable<string>} */
-      let refused;
-      if (this._resuming) {
-        this._resuming = false;
-        refused = [...this._resumeQueries.keys()];
-      } else {
-        refused = /** @type {Set<string>} */ (this._subBatches.shift());
-      }
-      for (const qid of [...refused]) {
-        this.wanted.delete(qid);
-        this._unanswered.delete(qid);
-      }
-    }
+    this._out.push(...this.subscriptions.onError(code));
     return events;
+  }
+
+  /**
+   * How long a temporary refusal asks to wait, seconds.
+   * @param {Dict} frame
+   * @returns {number}
+   */
+  _retryAfter(frame) {
+    const retryAfter = getOwn(frame, "retry_after") ?? null;
+    return retryAfter === null ? this.defaultRetryAfter : toSeconds(retryAfter);
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
@@ -694,41 +515,6 @@ export class ClientProtocol {
     return [];
   }
 
-  // --- mutation bookkeeping ----------------------------------------------------------
-
-  /** @param {number} mid */
-  _answered(mid) {
-    this._inFlight.delete(mid);
-    this._stalls = 0;
-  }
-
-  /** @param {number} until */
-  _hold(until) {
-    this._holdUntil = this._holdUntil === null ? until : Math.max(this._holdUntil, until);
-  }
-
-  /** @param {number} mid */
-  _rewind(mid) {
-    this._rewindTo = this._rewindTo === null ? mid : Math.min(this._rewindTo, mid);
-  }
-
-  /**
-   * Give the unacked mutations the ids first, first + 1, ... (the server never saw the
-   * ids they had). Only lowers ids, and never below an answered one.
-   * @param {number} first
-   */
-  _renumber(first) {
-    const unacked = this.replica.pending.filter((p) => !p.acked);
-    const ackedIds = this.replica.pending.filter((p) => p.acked).map((p) => p.mutation.id);
-    if (!unacked.length || first >= unacked[0].mutation.id) return;
-    if (ackedIds.length && first <= Math.max(...ackedIds)) return;
-    let newId = first;
-    for (const p of unacked) {
-      p.mutation = { ...p.mutation, id: newId };
-      newId += 1;
-    }
-    this.replica.nextId = newId;
-  }
 }
 
 /** @typedef {(this: ClientProtocol, frame: Dict, now: number) => ClientEvent[]} Handler */
@@ -744,24 +530,3 @@ const HANDLERS = Object.assign(Object.create(null), {
   ping: ClientProtocol.prototype._onPing,
   pong: ClientProtocol.prototype._onPong,
 });
-
-/**
- * {query id: query} as a null-prototype object (a query id may be "__proto__").
- * @param {Map<string, Dict>} queries
- * @returns {Dict}
- */
-function queriesObject(queries) {
-  const out = dict();
-  for (const [qid, q] of queries) out[qid] = q;
-  return out;
-}
-
-/**
- * @param {Set<string>} a
- * @param {Set<string>} b
- * @returns {boolean}  every element of a is in b
- */
-function isSubset(a, b) {
-  for (const x of a) if (!b.has(x)) return false;
-  return true;
-}

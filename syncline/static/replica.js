@@ -17,13 +17,20 @@
 //
 // Ops get their bases here: each updated field's base version comes from `server` (what
 // the server confirmed), each `prev` from the view (what the user saw). The replica does
-// no I/O: a transport feeds it frames and sends what it returns.
+// no I/O: a transport feeds it frames and sends what it returns. It is the one owner of
+// the client's state (the protocol keeps no copy): records, which records each query
+// holds (`_members`: a record no query holds is dropped), the queue. MutationBuilder
+// (builder.js) makes the ops; wire.js checks what the server sent.
 
 import { CursorError, parseCursor, sameCursor } from "./cursor.js";
+import { MutationBuilder } from "./builder.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject, toJson } from "./json.js";
 import { applyLocal, recordFromWire, recordKey } from "./ops.js";
 import { parseQuery, matches, sortRows } from "./query.js";
 import { collectionOf, makeSchema } from "./schema.js";
+import { conflictFromWire, integer, list, need, object } from "./wire.js";
+
+export { InvalidMutation, MutationBuilder } from "./builder.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./cursor.js").Cursor} Cursor */
@@ -70,20 +77,6 @@ import { collectionOf, makeSchema } from "./schema.js";
  * @property {Dict | null} error
  */
 
-/** A mutation the replica (or the server, for sure) would refuse. */
-export class InvalidMutation extends Error {
-  /**
-   * @param {string} message
-   * @param {{collection?: string, id?: string, field?: string}} [where]
-   */
-  constructor(message, where = {}) {
-    super(where.collection ? `${where.collection}/${where.id ?? ""}: ${message}` : message);
-    this.name = "InvalidMutation";
-    this.code = "invalid";
-    this.where = where;
-  }
-}
-
 /**
  * @param {ReplicaEventKind} kind
  * @param {Partial<ReplicaEvent>} [rest]
@@ -91,55 +84,6 @@ export class InvalidMutation extends Error {
  */
 function event(kind, rest = {}) {
   return { kind, mutationId: null, keys: [], fields: [], draft: null, error: null, ...rest };
-}
-
-/**
- * An own property that must be there; a TypeError (a malformed frame) otherwise.
- * @param {unknown} obj
- * @param {string} key
- * @returns {unknown}
- */
-export function need(obj, key) {
-  if (!hasOwn(obj, key)) throw new TypeError(`missing '${key}'`);
-  return /** @type {Dict} */ (obj)[key];
-}
-
-/** @param {unknown} value @param {string} what @returns {unknown[]} */
-function list(value, what) {
-  if (!Array.isArray(value)) throw new TypeError(`${what} must be a list`);
-  return value;
-}
-
-/** @param {unknown} value @param {string} what @returns {Dict} */
-function object(value, what) {
-  if (!isObject(value)) throw new TypeError(`${what} must be an object`);
-  return value;
-}
-
-/** @param {unknown} value @param {string} what @returns {number} */
-function integer(value, what) {
-  if (typeof value !== "number" || !Number.isInteger(value)) {
-    throw new TypeError(`${what} must be an integer`);
-  }
-  return value;
-}
-
-/**
- * A conflict from the wire, in fresh objects.
- * @param {unknown} c
- * @returns {Conflict}
- */
-export function conflictFromWire(c) {
-  const field = need(c, "field");
-  return {
-    c: String(need(c, "c")),
-    id: String(need(c, "id")),
-    field: field === null ? null : String(field),
-    base: cloneJson(need(c, "base")),
-    mine: cloneJson(need(c, "mine")),
-    theirs: cloneJson(need(c, "theirs")),
-    theirs_v: integer(need(c, "theirs_v"), "theirs_v"),
-  };
 }
 
 export class Replica {
@@ -585,144 +529,4 @@ function row(r) {
   for (const k of Object.keys(r.data)) out[k] = r.data[k];
   out.id = r.id;
   return out;
-}
-
-/** Collects ops for one mutation, filling in bases from the replica. */
-export class MutationBuilder {
-  /** @param {Replica} replica */
-  constructor(replica) {
-    this._replica = replica;
-    /** @type {Op[]} */
-    this.ops = [];
-    /** @type {Mutation | null} */
-    this.mutation = null;
-    /** @type {Map<string, Rec | null>} */
-    this._scratch = new Map();
-  }
-
-  /** @param {string} collection @param {string} id @returns {Rec | null} */
-  _current(collection, id) {
-    const key = recordKey(collection, id);
-    if (this._scratch.has(key)) return this._scratch.get(key) ?? null;
-    return this._replica.view().get(key) ?? null;
-  }
-
-  /** @param {Op} op */
-  _opsAppend(op) {
-    if (typeof op.c !== "string" || op.c.length < 1 || op.c.length > 64) {
-      throw new InvalidMutation("a collection name has 1 to 64 characters");
-    }
-    if (typeof op.id !== "string" || op.id.length < 1 || op.id.length > 128) {
-      throw new InvalidMutation("a record id has 1 to 128 characters", { collection: op.c });
-    }
-    const coll = collectionOf(this._replica.schema, op.c);
-    if (coll === null) {
-      throw new InvalidMutation("unknown collection", { collection: op.c, id: op.id });
-    }
-    this._scratch.set(recordKey(op.c, op.id), applyLocal(coll, this._current(op.c, op.id), op));
-    this.ops.push(op);
-  }
-
-  /** @param {string} collection @param {string} id @param {Record<string, unknown>} fields */
-  insert(collection, id, fields) {
-    this._opsAppend({ op: "insert", c: collection, id, fields: jsonObject(fields, "fields") });
-  }
-
-  /** @param {string} collection @param {string} id @param {Record<string, unknown>} fields */
-  update(collection, id, fields) {
-    const set = jsonObject(fields, "fields");
-    const current = this._current(collection, id);
-    if (current === null || current.deleted) {
-      throw new InvalidMutation("no such record here", { collection, id });
-    }
-    const confirmed = this._confirmed(collection, id);
-    const base = /** @type {Record<string, number>} */ (dict());
-    const prev = dict();
-    for (const f of Object.keys(set)) {
-      base[f] = confirmed ? (/** @type {number | undefined} */ (getOwn(confirmed.fv, f)) ?? 0) : 0;
-      prev[f] = cloneJson(getOwn(current.data, f) ?? null);
-    }
-    const inc = confirmed ? confirmed.inc : null;
-    this._opsAppend({ op: "update", c: collection, id, set, base, prev, inc });
-  }
-
-  /**
-   * The server's version, unless a pending insert made a new incarnation here (whose
-   * number only the server knows).
-   * @param {string} collection
-   * @param {string} id
-   * @returns {Rec | null}
-   */
-  _confirmed(collection, id) {
-    /** @param {Op} o */
-    const inserts = (o) => o.op === "insert" && o.c === collection && o.id === id;
-    if (this._replica.pending.some((p) => p.mutation.ops.some(inserts))) return null;
-    if (this.ops.some(inserts)) return null;
-    return this._replica.server.get(recordKey(collection, id)) ?? null;
-  }
-
-  /** @param {string} collection @param {string} id */
-  delete(collection, id) {
-    const confirmed = this._confirmed(collection, id);
-    this._opsAppend({ op: "delete", c: collection, id, inc: confirmed ? confirmed.inc : null });
-  }
-
-  /** @param {string} collection @param {string} id @param {string} field @param {number} [by] */
-  increment(collection, id, field, by = 1) {
-    if (!Number.isInteger(by))
-      throw new InvalidMutation("an increment is an integer", { collection, id, field });
-    this._opsAppend({ op: "incr", c: collection, id, field, by });
-  }
-
-  /** @param {string} collection @param {string} id @param {string} field @param {...SetValue} values */
-  add(collection, id, field, ...values) {
-    this._opsAppend({
-      op: "add",
-      c: collection,
-      id,
-      field,
-      values: setValues(values, collection, id, field),
-    });
-  }
-
-  /** @param {string} collection @param {string} id @param {string} field @param {...SetValue} values */
-  remove(collection, id, field, ...values) {
-    const cursor = this._replica.cursor;
-    const base = cursor !== null ? cursor.seq : 0;
-    this._opsAppend({
-      op: "remove",
-      c: collection,
-      id,
-      field,
-      values: setValues(values, collection, id, field),
-      base,
-    });
-  }
-}
-
-/**
- * @param {unknown} value
- * @param {string} what
- * @returns {Dict}
- */
-function jsonObject(value, what) {
-  const data = toJson(value);
-  if (!isObject(data)) throw new InvalidMutation(`${what} must be an object`);
-  return data;
-}
-
-/**
- * @param {unknown[]} values
- * @param {string} collection
- * @param {string} id
- * @param {string} field
- * @returns {SetValue[]}
- */
-function setValues(values, collection, id, field) {
-  for (const v of values) {
-    if (typeof v !== "string" && !Number.isInteger(v)) {
-      throw new InvalidMutation("set elements are strings or integers", { collection, id, field });
-    }
-  }
-  return /** @type {SetValue[]} */ ([...values]);
 }

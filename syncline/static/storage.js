@@ -8,7 +8,8 @@
 // private modes), a memory store keeps the page working without surviving it.
 
 import { cloneJson, getOwn, isObject } from "./json.js";
-import { conflictFromWire } from "./replica.js";
+import { report } from "./observable.js";
+import { conflictFromWire } from "./wire.js";
 
 /** @typedef {import("./ops.js").Mutation} Mutation */
 /** @typedef {import("./replica.js").Draft} Draft */
@@ -49,6 +50,84 @@ export function queueOf(replica) {
     drafts: replica.drafts,
     saved: Date.now(),
   };
+}
+
+/**
+ * What decides whether the queue must be saved again.
+ * @param {Replica} r
+ * @returns {string}
+ */
+function queueSig(r) {
+  return JSON.stringify([
+    r.nextId,
+    r.pending.map((p) => [p.mutation.id, p.acked, p.seq]),
+    r.drafts.map((d) => d.mutationId),
+  ]);
+}
+
+/**
+ * Keeps one page's queue saved: save() after anything moved queues a save when the
+ * queue changed, in order, into whichever store the page keeps once it has one
+ * (use()); settled() resolves when every queued save is durable, so the connection
+ * sends nothing that is not on disk (invariant 3).
+ */
+export class QueueKeeper {
+  /**
+   * @param {Replica} replica
+   * @param {QueueStore} store  the store until use() gives the page's own
+   */
+  constructor(replica, store) {
+    this.replica = replica;
+    this.store = store;
+    /** @type {Promise<unknown>} every queued save, in order */
+    this._saving = Promise.resolve();
+    /** @type {Promise<unknown>} settles once the page's lock and store are in place */
+    this._ready = Promise.resolve();
+    /** @type {string | null} the queue as last saved (null: save whatever it is) */
+    this._sig = queueSig(replica);
+  }
+
+  /**
+   * Saves wait for this: the store the page keeps is not known before it settles.
+   * @param {Promise<unknown>} ready
+   */
+  waitFor(ready) {
+    this._ready = ready;
+  }
+
+  /** @param {QueueStore} store  the store the page keeps from now on */
+  use(store) {
+    this.store = store;
+  }
+
+  /** Queue a save if the queue changed since the last one. */
+  save() {
+    const sig = queueSig(this.replica);
+    if (sig === this._sig) return;
+    this._sig = sig;
+    const queue = queueOf(this.replica);
+    this._saving = this._saving
+      .then(() => this._ready)
+      .then(() => this.store.save(queue))
+      .catch(report);
+  }
+
+  /** Resolves when every queued save is durable (the same promise until a new save). */
+  settled() {
+    return this._saving;
+  }
+
+  /**
+   * The page goes: with nothing to adopt, leave no queue behind (best effort; the page
+   * may stay in the back-forward cache, so the next change saves it again).
+   */
+  forgetIfEmpty() {
+    if (this.replica.pending.length || this.replica.drafts.length) return;
+    this._sig = null;
+    const store = this.store;
+    const client = this.replica.clientId;
+    this._saving = this._saving.then(() => store.remove(client)).catch(() => {});
+  }
 }
 
 /**

@@ -7,69 +7,29 @@
 //   mutation until this tab's own cursor reaches the seq of its ack (the same rule as for
 //   its own, invariant 8), so no tab flickers; one that ended without effect (refused,
 //   conflicted) leaves at once.
-// * Adoption. A queue in IndexedDB whose lock is free belongs to a page that is gone.
-//   A page takes that lock (so no other page adopts the same queue) and sends the
-//   queue's unanswered mutations under the dead page's client id and numbers, over a
-//   separate short-lived WebSocket, then deletes the queue: a mutation the server had
-//   already applied is answered as a replay, so each takes effect exactly once
-//   (invariant 3). Drafts and refusals are handed to the adopting page. While it sends
-//   them, the adopting page shows them (onShow: the same PeerMutation list a tab
-//   announces, with each ack's seq), so they show at once and until its cursor reaches
-//   their commit, and counts them as pending.
+// * Adoption (adopt.js): a page sends the queues of pages that are gone; the page's
+//   lock (locks.js) tells which those are.
+// * PageTabs ties these together for one page: it announces this page's edits, shows
+//   the peers' and the adopted ones (the replica's overlay), and adopts dead pages'
+//   queues when it gets its lock, when a peer says bye, and again once live if a queue
+//   could not be sent.
 
+import { adoptOrphans } from "./adopt.js";
 import { cloneJson, getOwn, isObject } from "./json.js";
-import { Link } from "./connection.js";
-import { ClientProtocol } from "./protocol.js";
-import { Replica } from "./replica.js";
-import { queueOf, restoreQueue } from "./storage.js";
+import { report } from "./observable.js";
+import { clientEvent } from "./protocol.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./cursor.js").Cursor} Cursor */
 /** @typedef {import("./ops.js").Op} Op */
 /** @typedef {import("./replica.js").Draft} Draft */
-/** @typedef {import("./schema.js").Schema} Schema */
 /** @typedef {import("./storage.js").QueueStore} QueueStore */
-/** @typedef {import("./storage.js").SavedQueue} SavedQueue */
+/** @typedef {import("./replica.js").Replica} Replica */
+/** @typedef {import("./protocol.js").ClientProtocol} ClientProtocol */
 /** @typedef {import("./protocol.js").ClientEvent} ClientEvent */
 /** @typedef {import("./connection.js").SocketLike} SocketLike */
 
 export const CHANNEL_NAME = "syncline";
-
-/** @param {string} clientId @returns {string} */
-export function lockName(clientId) {
-  return `syncline-client:${clientId}`;
-}
-
-/** @returns {LockManager | null} */
-function defaultLocks() {
-  return typeof navigator !== "undefined" && navigator.locks ? navigator.locks : null;
-}
-
-/**
- * Take this page's lock and hold it until release() (or the page's end). Resolves once
- * granted; null where Web Locks are missing (no adoption is possible there).
- * @param {string} clientId
- * @param {LockManager | null} [locks]
- * @returns {Promise<{release: () => void} | null>}
- */
-export async function holdLock(clientId, locks = defaultLocks()) {
-  if (!locks) return null;
-  /** @type {() => void} */
-  let release = () => {};
-  /** @type {Promise<void>} */
-  const held = new Promise((resolve) => {
-    release = resolve;
-  });
-  await new Promise((granted, failed) => {
-    locks
-      .request(lockName(clientId), () => {
-        granted(undefined);
-        return held;
-      })
-      .catch(failed);
-  });
-  return { release };
-}
 
 // --- sharing optimistic edits -------------------------------------------------------
 
@@ -224,135 +184,188 @@ export class TabChannel {
   }
 }
 
-// --- adopting the queues of dead pages ----------------------------------------------
+// --- one page among its tabs ----------------------------------------------------------
+
+/** The kinds of answers to adopted mutations the application hears of. */
+const ADOPTED_EVENTS = new Set(["conflict", "overwritten", "merged", "rejected", "dropped"]);
 
 /**
- * @typedef {object} AdoptOptions
- * @property {QueueStore} store
- * @property {string} clientId  this page's own (never adopted)
- * @property {Schema} schema
- * @property {string | null} schemaHash
- * @property {Dict | null} [credentials]
- * @property {() => SocketLike} openSocket  a new WebSocket to the sync endpoint
- * @property {(events: ClientEvent[], client: string) => void} [onEvents]  answers to adopted mutations
- * @property {(client: string, epoch: string | null, muts: PeerMutation[]) => void} [onShow]
- *   the queue's mutations to show, as they stand: at once, then after every answer (one
- *   acked with a seq stays listed; one that ended without effect leaves the list)
- * @property {(drafts: Draft[], client: string) => void} [onDrafts]  the dead page's open drafts
+ * @typedef {object} TabsHost  what PageTabs needs of its page
+ * @property {Replica} replica
+ * @property {ClientProtocol} protocol  its schema hash and credentials serve adoption
+ * @property {() => QueueStore} store  the store the page keeps (where dead pages' queues are)
+ * @property {() => SocketLike} openSocket
  * @property {LockManager | null} [locks]
- * @property {number} [attempts]  connections to try per queue before leaving it for later
- * @property {number} [retryDelay]  ms between them (doubling)
+ * @property {() => void} changed  something moved: the page does its bookkeeping
+ * @property {(e: ClientEvent, client: string) => void} adoptedEvent  an answer to an
+ *   adopted mutation, for the application
+ * @property {(draft: Draft) => void} conflict  a draft a dead page left, for the application
  */
 
-/**
- * Adopt every saved queue whose page is gone. Resolves with the client ids adopted.
- * @param {AdoptOptions} options
- * @returns {Promise<string[]>}
- */
-export async function adoptOrphans(options) {
-  const locks = options.locks === undefined ? defaultLocks() : options.locks;
-  if (!locks) return [];
-  /** @type {string[]} */
-  const adopted = [];
-  for (const queue of await options.store.list()) {
-    if (queue.client === options.clientId) continue;
-    const done = await locks.request(
-      lockName(queue.client),
-      { ifAvailable: true },
-      async (lock) => {
-        if (lock === null) return false; // its page lives, or another page adopts it
-        const fresh = await options.store.load(queue.client); // read again, under the lock
-        if (fresh === null) return false;
-        return adoptQueue(fresh, options);
-      },
-    );
-    if (done) adopted.push(queue.client);
+/** One page's part in sharing edits with its tabs and adopting dead pages' queues. */
+export class PageTabs {
+  /** @param {TabsHost} host */
+  constructor(host) {
+    this.host = host;
+    this.clientId = host.replica.clientId;
+    /** @type {TabChannel | null} */
+    this._channel = null;
+    this._peers = new PeerEdits();
+    /** Dead pages' queues this page is sending: shown and counted until confirmed. */
+    this._adopted = new PeerEdits();
+    /** @type {Op[][]} the overlay last given to the replica */
+    this._overlay = [];
+    /** @type {string | null} */
+    this._editsSig = null;
+    this._adopting = false;
+    /** A queue could not be adopted: try again once this page is live again. */
+    this._retry = false;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._adoptTimer = null;
+    this._closed = false;
   }
-  return adopted;
-}
 
-/**
- * Send one dead page's unanswered mutations, then delete its queue. False if they could
- * not all be answered (the queue stays for a later page).
- * @param {SavedQueue} queue
- * @param {AdoptOptions} options
- * @returns {Promise<boolean>}
- */
-export async function adoptQueue(queue, options) {
-  const replica = new Replica(options.schema, queue.client);
-  restoreQueue(replica, queue);
-  if (queue.drafts.length && options.onDrafts) options.onDrafts([...queue.drafts], queue.client);
-  replica.drafts = [];
-  const protocol = new ClientProtocol(replica, {
-    schemaHash: options.schemaHash,
-    credentials: options.credentials ?? null,
-  });
-  /** @type {Promise<unknown>} */
-  let saving = Promise.resolve();
-  const save = () => {
-    const snapshot = queueOf(replica);
-    saving = saving.then(() => options.store.save(snapshot)).catch(() => {});
-  };
-  save(); // the drafts now belong to the adopting page
-  // What the adopting page shows: the unanswered mutations, and those acked with a seq
-  // (its cursor has yet to reach them). The replica forgets a mutation on its ack (it
-  // holds no subscription), so the seqs are kept here.
-  /** @type {Map<number, Op[]>} */
-  const opsOf = new Map();
-  /** @type {Map<number, PeerMutation>} */
-  const committed = new Map();
-  const remember = () => {
-    for (const p of replica.pending) opsOf.set(p.mutation.id, p.mutation.ops);
-  };
-  const show = () => {
-    if (!options.onShow) return;
-    /** @type {Map<number, PeerMutation>} */
-    const muts = new Map(committed);
-    for (const p of replica.pending) {
-      if (!muts.has(p.mutation.id))
-        muts.set(p.mutation.id, {
-          id: p.mutation.id,
-          ops: p.mutation.ops,
-          acked: p.acked,
-          seq: p.seq,
-        });
+  /** Listen to the other tabs and say hello (they answer with their edits). */
+  open() {
+    if (this._closed) return;
+    this._channel = new TabChannel(this.clientId, (message) => this._onMessage(message));
+    this._channel.post({ t: "hello", client: this.clientId });
+  }
+
+  /** How many adopted mutations are still unconfirmed (counted as pending). */
+  get adoptedCount() {
+    return this._adopted.count();
+  }
+
+  /** Whether a queue is waiting to be adopted again; asking clears it. */
+  takeRetry() {
+    const retry = this._retry;
+    this._retry = false;
+    return retry;
+  }
+
+  /**
+   * Tell other tabs this tab's pending mutations, when they changed (or when asked).
+   * @param {boolean} force
+   */
+  announce(force) {
+    if (!this._channel) return;
+    const replica = this.host.replica;
+    const muts = replica.pending.map((p) => ({
+      id: p.mutation.id,
+      ops: p.mutation.ops,
+      acked: p.acked,
+      seq: p.seq,
+    }));
+    const epoch = replica.cursor?.epoch ?? null;
+    const sig = JSON.stringify([epoch, muts.map((m) => [m.id, m.acked, m.seq])]);
+    if (!force && sig === this._editsSig) return;
+    this._editsSig = sig;
+    this._channel.post({ t: "edits", client: this.clientId, epoch, muts });
+  }
+
+  /**
+   * Give the replica the peers' and adopted edits still to show; "changed" events for
+   * the records concerned if that overlay moved.
+   * @returns {ClientEvent[]}
+   */
+  refreshOverlay() {
+    const replica = this.host.replica;
+    const cursor = replica.cursor;
+    // Adopted queues were made before anything this page does: under it, like peers'.
+    const overlay = [...this._adopted.overlay(cursor), ...this._peers.overlay(cursor)];
+    const same =
+      overlay.length === this._overlay.length &&
+      overlay.every((ops, i) => ops === this._overlay[i]);
+    if (same) return [];
+    this._overlay = overlay;
+    return replica.setOverlay(overlay).map((e) => clientEvent(e.kind, { keys: e.keys }));
+  }
+
+  /** @param {TabMessage} message */
+  _onMessage(message) {
+    if (this._closed) return;
+    if (message.t === "hello") {
+      this.announce(true);
+      return;
     }
-    options.onShow(queue.client, protocol.epoch ?? null, [...muts.values()]);
-  };
-  remember();
-  show();
-  const attempts = options.attempts ?? 5;
-  let delay = options.retryDelay ?? 250;
-  for (let attempt = 0; attempt < attempts && replica.unacked().length; attempt++) {
-    if (attempt) {
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay *= 2;
+    if (message.t === "bye") {
+      this._peers.forget(message.client);
+      // Its lock is released as the page goes: look for its queue a little later.
+      if (this._adoptTimer === null) {
+        this._adoptTimer = setTimeout(() => {
+          this._adoptTimer = null;
+          void this.adopt();
+        }, 1000);
+      }
+    } else {
+      this._peers.update(message.client, message.epoch, message.muts);
     }
-    await new Promise((resolve) => {
-      const link = new Link(protocol, options.openSocket(), {
-        settled: () => saving,
-        onSent: remember, // ids may have been renumbered on welcome
-        onEvents(events) {
-          for (const e of events) {
-            const seq = e.kind === "ack" ? getOwn(e.frame, "seq") : null;
-            const ops = e.mutationId === null ? undefined : opsOf.get(e.mutationId);
-            if (e.mutationId !== null && typeof seq === "number" && ops !== undefined)
-              committed.set(e.mutationId, { id: e.mutationId, ops, acked: true, seq });
-          }
-          show();
-          const answered = events.filter((e) => e.kind !== "changed" && e.kind !== "ack");
-          if (answered.length && options.onEvents) options.onEvents(answered, queue.client);
-          replica.drafts = []; // handed over with the conflict events
-          save();
-          if (!replica.unacked().length) link.close(1000, "client: adopted queue sent");
+    this.host.changed();
+  }
+
+  /** Adopt every queue whose page is gone (one run at a time). */
+  async adopt() {
+    if (this._adopting || this._closed) return;
+    this._adopting = true;
+    const host = this.host;
+    try {
+      await adoptOrphans({
+        store: host.store(),
+        clientId: this.clientId,
+        schema: host.replica.schema,
+        schemaHash: host.protocol.schemaHash,
+        credentials: host.protocol.credentials,
+        openSocket: host.openSocket,
+        locks: host.locks,
+        onShow: (client, epoch, muts) => {
+          if (this._closed) return;
+          this._adopted.update(client, epoch, muts);
+          host.changed();
         },
-        onClose: resolve,
+        onEvents: (events, client) => {
+          for (const e of events) {
+            if (e.kind === "conflict" && e.draft) host.replica.drafts.push(e.draft);
+            if (ADOPTED_EVENTS.has(e.kind)) host.adoptedEvent(e, client);
+          }
+          host.changed();
+        },
+        onDrafts: (drafts) => {
+          host.replica.drafts.push(...drafts);
+          host.changed();
+          for (const draft of drafts) host.conflict(draft);
+        },
       });
-    });
-    if (protocol.state === "failed") break; // refused for good: leave it for a page that can
+      // A queue shown here but no longer stored was sent (by this page: everything in
+      // it is answered; or by another): stop showing what has no answer. One still
+      // stored could not be sent: keep showing it, and try again once live.
+      const stored = new Set((await host.store().list()).map((q) => q.client));
+      this._retry = false;
+      for (const client of this._adopted.clients()) {
+        if (stored.has(client)) this._retry = true;
+        else this._adopted.forget(client);
+      }
+      host.changed();
+    } catch (exc) {
+      report(exc);
+    } finally {
+      this._adopting = false;
+    }
   }
-  await saving;
-  if (replica.unacked().length) return false;
-  await options.store.remove(queue.client);
-  return true;
+
+  /** The page is being hidden (perhaps for good): tell the other tabs. */
+  bye() {
+    this._channel?.post({ t: "bye", client: this.clientId });
+  }
+
+  /** Stop: no more adoption, say bye, stop listening. */
+  close() {
+    this._closed = true;
+    if (this._adoptTimer !== null) clearTimeout(this._adoptTimer);
+    this._adoptTimer = null;
+    this._retry = false;
+    this.bye();
+    this._channel?.close();
+    this._channel = null;
+  }
 }

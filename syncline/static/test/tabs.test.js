@@ -6,7 +6,9 @@ import { test } from "node:test";
 import { Replica } from "../replica.js";
 import { makeSchema } from "../schema.js";
 import { memoryStore, queueOf } from "../storage.js";
-import { PeerEdits, adoptOrphans, decodeTabMessage, holdLock, lockName } from "../tabs.js";
+import { adoptOrphans } from "../adopt.js";
+import { holdLock, lockName } from "../locks.js";
+import { PeerEdits, decodeTabMessage } from "../tabs.js";
 import { BOARD } from "./board.js";
 import { FakeLocks, FakeSocket, settle } from "./fakes.js";
 
