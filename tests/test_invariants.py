@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from syncline import ClientIdTaken, Engine, Insert, InvalidMutation, Query, Replica, Schema, Update
 from syncline.model import Collection
 from syncline.ops import Delete, Increment
+from syncline.ssr import embed_json, read_page
 from syncline.store import Store
 
 from .live import RawClient
@@ -538,3 +539,20 @@ async def test_garbage_frames_are_answered_and_leave_data_and_bystanders_alone(
             assert await bystander.recv() == {"t": "pong", "n": 1}
     if not acked:
         assert await logical_dump(engine) == before
+
+
+# --- design: pages embed the field policies the browser merges by -----------------------
+
+
+async def test_a_page_embeds_the_field_policies_of_each_collection_it_queries(
+    store: Store,
+) -> None:
+    """Design (protocol and fan-out): the embedded state carries each queried
+    collection's field policies (``fields``), so the browser's optimistic edits merge
+    as the server's will; collections the page does not query are not described."""
+    engine = Engine(BOARD, store)
+    state = await read_page(engine, "reader", {"a": {"c": "cards"}, "b": {"c": "lists"}})
+    wire = orjson.loads(embed_json(state.to_wire()))
+    described = BOARD.describe()
+    assert wire["fields"] == {"cards": described["cards"], "lists": described["lists"]}
+    assert wire["fields"]["cards"]["description"]["kind"] == "text"
