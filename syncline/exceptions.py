@@ -20,9 +20,12 @@ The tree::
     │   ├── CursorReset          from another database epoch: drop local state and reload
     │   └── CursorAhead          above the database head: the client is confused
     ├── StoreError               the storage backend failed or was misused
+    │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
+    ├── ProtocolMisuse           (syncline.protocol) local code called the protocol
+    │                            out of turn (a bug here, not the peer's)
     └── ClientFailed             (syncline.client) the server refused this client for
                                  good: reload, unauthorized, client id taken
 

@@ -22,6 +22,8 @@ PURE_MODULES = [
     "syncline.protocol",
     "syncline.protocol.server",
     "syncline.protocol.client",
+    "syncline.protocol.frames",
+    "syncline.protocol.pacing",
 ]
 
 IO_MODULES = ["asyncio", "websockets", "sqlite3", "asyncpg", "redis", "starlette", "uvicorn"]
