@@ -1,5 +1,8 @@
 """The client side of the wire protocol, sans I/O (``docs/protocol.md`` is the contract).
 
+One module (about 600 lines) because every handler reads and moves the same state
+machine; the send window lives apart in :mod:`syncline.protocol.pacing`.
+
 Theory of operation. A :class:`ClientProtocol` wraps a :class:`~syncline.replica.Replica`.
 The I/O layer tells it when a connection opens (:meth:`~ClientProtocol.connection_made`)
 and closes (:meth:`~ClientProtocol.connection_lost`), feeds it every frame the server
