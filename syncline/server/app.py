@@ -74,6 +74,7 @@ class SynclineServer:
         retention: float | None = 7 * 24 * 3600.0,
         trim_every: float = 3600.0,
         max_polls_per_principal: int = 4,
+        max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
     ) -> None:
         from ..fanout.reader import LogReader
@@ -90,6 +91,12 @@ class SynclineServer:
         self.retention = retention
         self.trim_every = trim_every
         self.max_polls_per_principal = max_polls_per_principal
+        self.max_connections_per_principal = max_connections_per_principal
+        # A snapshot must fit the send queue, which lets no larger frame out.
+        self.max_snapshot_bytes = max(
+            1, min(self.limits.max_snapshot_bytes, max_queue_bytes - 1024)
+        )
+        """What one snapshot or pull may carry here (the records and the queries echoed)."""
         self._trimmer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.reader = LogReader(engine)
