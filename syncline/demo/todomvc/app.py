@@ -49,7 +49,7 @@ SCHEMA = Schema(
         Collection(
             "todos",
             Todo,
-            read=lambda session, todo: todo["session"] == session,
+            read_filter=lambda session: {"session": session},  # filtered in the store
             write=lambda session, before, after: _own(session, before) and _own(session, after),
         )
     ]
