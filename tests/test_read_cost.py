@@ -5,19 +5,28 @@ larger than its byte budget is refused before it is built."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import pytest
 from pydantic import BaseModel
+from starlette.applications import Starlette
 
-from syncline import Collection, Engine, Insert, Query, Queryable, Schema, Update
+from syncline import Collection, Engine, Insert, Query, Queryable, QueryError, Schema, Update
+from syncline.client import Client
 from syncline.cost import ByteBucket, ReadBudget
 from syncline.exceptions import ReadLimitExceeded, SchemaError
-from syncline.protocol.frames import SnapshotFrame, encode, shared_records
+from syncline.protocol.frames import Limits, SnapshotFrame, encode, shared_records
+from syncline.server.app import SynclineServer
 from syncline.store.base import Store
+from syncline.store.sqlite import SQLiteStore
+
+from .live import serve
+from .schemas import BOARD
 
 
 class Todo(BaseModel):
@@ -149,3 +158,34 @@ def test_a_byte_bucket_refills_over_a_minute() -> None:
     assert bucket.available(0.0) == 0
     assert bucket.available(30.0) == 300 and not bucket.full(30.0)
     assert bucket.full(60.0)
+
+
+async def test_the_python_client_reports_a_sub_refused_for_its_size_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    engine = Engine(BOARD, store)
+    async with engine.transaction("admin") as tx:
+        tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
+        tx.apply(Insert(c="lists", id="l1", fields={"board_id": "b1"}))
+        for i in range(20):
+            fields = {"list_id": "l1", "title": "x" * 500}
+            tx.apply(Insert(c="cards", id=f"c{i:02}", fields=fields))
+    sync = SynclineServer(engine, limits=Limits(max_snapshot_bytes=4_000))
+    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
+    try:
+        async with serve(app) as host:
+            async with Client(f"ws://{host}/sync", BOARD) as client, asyncio.timeout(20):
+                # Two copies of one 1 KB answer fit; 10 copies would not.
+                one = {"c": "cards", "limit": 2}
+                await client.subscribe({"a": one, "b": one})
+                with pytest.raises(QueryError, match="max_snapshot_bytes"):
+                    await client.subscribe({f"q{i}": one for i in range(10)})
+                assert client.last_error and client.last_error["ref"] in {
+                    f"q{i}" for i in range(1, 10)
+                }
+                assert "q0" not in client.protocol.wanted and "a" in client.protocol.wanted
+                assert len(client.query({"c": "cards", "limit": 2})) == 2
+    finally:
+        await store.close()
