@@ -25,7 +25,7 @@ from syncline.server.app import SynclineServer
 from syncline.store.base import Store
 from syncline.store.sqlite import SQLiteStore
 
-from .live import serve
+from .live import RawClient, serve
 from .schemas import BOARD
 
 
@@ -187,5 +187,39 @@ async def test_the_python_client_reports_a_sub_refused_for_its_size_and_goes_on(
                 }
                 assert "q0" not in client.protocol.wanted and "a" in client.protocol.wanted
                 assert len(client.query({"c": "cards", "limit": 2})) == 2
+    finally:
+        await store.close()
+
+
+async def test_a_catch_up_larger_than_the_limit_is_answered_by_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    # 10 ids of one query resumed from an old cursor: 10 copies of 20 removes would pass
+    # the limit; the fresh snapshot (10 empty answers) does not.
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    await store.open()
+    engine = Engine(BOARD, store)
+    async with engine.transaction("admin") as tx:
+        tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
+        for lid in ("l1", "l2"):
+            tx.apply(Insert(c="lists", id=lid, fields={"board_id": "b1"}))
+        for i in range(20):
+            tx.apply(Insert(c="cards", id=f"card-{i:02}", fields={"list_id": "l1"}))
+    sync = SynclineServer(engine, limits=Limits(max_snapshot_bytes=6_000))
+    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
+    query = {"c": "cards", "where": {"list_id": "l1"}}
+    try:
+        async with serve(app) as host, RawClient.connect(host, BOARD) as raw:
+            first = await raw.subscribe({"q": query})
+            assert first["t"] == "snapshot" and len(first["records"]["q"]) == 20
+            async with engine.transaction("admin") as tx:
+                for i in range(20):
+                    tx.apply(Update(c="cards", id=f"card-{i:02}", set={"list_id": "l2"}))
+            async with RawClient.connect(host, BOARD) as again:
+                queries = {f"q{i}": query for i in range(10)}
+                answer = await again.subscribe(queries, since=first["cursor"])
+            assert answer["t"] == "snapshot", answer
+            assert answer["reset"] == "changes_too_large"
+            assert answer["records"] == {f"q{i}": [] for i in range(10)}
     finally:
         await store.close()
