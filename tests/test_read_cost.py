@@ -6,8 +6,9 @@ larger than its byte budget is refused before it is built."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,42 +161,11 @@ def test_a_byte_bucket_refills_over_a_minute() -> None:
     assert bucket.full(60.0)
 
 
-async def test_the_python_client_reports_a_sub_refused_for_its_size_and_goes_on(
-    tmp_path: Path,
-) -> None:
-    store = SQLiteStore(tmp_path / "db.sqlite3")
-    await store.open()
-    engine = Engine(BOARD, store)
-    async with engine.transaction("admin") as tx:
-        tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
-        tx.apply(Insert(c="lists", id="l1", fields={"board_id": "b1"}))
-        for i in range(20):
-            fields = {"list_id": "l1", "title": "x" * 500}
-            tx.apply(Insert(c="cards", id=f"c{i:02}", fields=fields))
-    sync = SynclineServer(engine, limits=Limits(max_snapshot_bytes=4_000))
-    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
-    try:
-        async with serve(app) as host:
-            async with Client(f"ws://{host}/sync", BOARD) as client, asyncio.timeout(20):
-                # Two copies of one 1 KB answer fit; 10 copies would not.
-                one = {"c": "cards", "limit": 2}
-                await client.subscribe({"a": one, "b": one})
-                with pytest.raises(QueryError, match="max_snapshot_bytes"):
-                    await client.subscribe({f"q{i}": one for i in range(10)})
-                assert client.last_error and client.last_error["ref"] in {
-                    f"q{i}" for i in range(1, 10)
-                }
-                assert "q0" not in client.protocol.wanted and "a" in client.protocol.wanted
-                assert len(client.query({"c": "cards", "limit": 2})) == 2
-    finally:
-        await store.close()
-
-
-async def test_a_catch_up_larger_than_the_limit_is_answered_by_a_snapshot(
-    tmp_path: Path,
-) -> None:
-    # 10 ids of one query resumed from an old cursor: 10 copies of 20 removes would pass
-    # the limit; the fresh snapshot (10 empty answers) does not.
+@contextlib.asynccontextmanager
+async def board_server(
+    tmp_path: Path, limits: Limits, cards: dict[str, dict[str, Any]]
+) -> AsyncIterator[tuple[str, Engine]]:
+    """A live server over BOARD (lists l1, l2) with ``cards``, under ``limits``."""
     store = SQLiteStore(tmp_path / "db.sqlite3")
     await store.open()
     engine = Engine(BOARD, store)
@@ -203,23 +173,51 @@ async def test_a_catch_up_larger_than_the_limit_is_answered_by_a_snapshot(
         tx.apply(Insert(c="boards", id="b1", fields={"name": "B"}))
         for lid in ("l1", "l2"):
             tx.apply(Insert(c="lists", id=lid, fields={"board_id": "b1"}))
-        for i in range(20):
-            tx.apply(Insert(c="cards", id=f"card-{i:02}", fields={"list_id": "l1"}))
-    sync = SynclineServer(engine, limits=Limits(max_snapshot_bytes=6_000))
-    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
-    query = {"c": "cards", "where": {"list_id": "l1"}}
+        for rid, fields in cards.items():
+            tx.apply(Insert(c="cards", id=rid, fields=fields))
+    sync = SynclineServer(engine, limits=limits)
     try:
-        async with serve(app) as host, RawClient.connect(host, BOARD) as raw:
-            first = await raw.subscribe({"q": query})
-            assert first["t"] == "snapshot" and len(first["records"]["q"]) == 20
-            async with engine.transaction("admin") as tx:
-                for i in range(20):
-                    tx.apply(Update(c="cards", id=f"card-{i:02}", set={"list_id": "l2"}))
-            async with RawClient.connect(host, BOARD) as again:
-                queries = {f"q{i}": query for i in range(10)}
-                answer = await again.subscribe(queries, since=first["cursor"])
-            assert answer["t"] == "snapshot", answer
-            assert answer["reset"] == "changes_too_large"
-            assert answer["records"] == {f"q{i}": [] for i in range(10)}
+        async with serve(Starlette(routes=sync.routes, lifespan=sync.lifespan)) as host:
+            yield host, engine
     finally:
         await store.close()
+
+
+async def test_the_python_client_reports_a_sub_refused_for_its_size_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    cards = {f"c{i:02}": {"list_id": "l1", "title": "x" * 500} for i in range(20)}
+    async with board_server(tmp_path, Limits(max_snapshot_bytes=4_000), cards) as (host, _):
+        async with Client(f"ws://{host}/sync", BOARD) as client, asyncio.timeout(20):
+            # Two copies of one 1 KB answer fit; 10 copies would not.
+            one = {"c": "cards", "limit": 2}
+            await client.subscribe({"a": one, "b": one})
+            with pytest.raises(QueryError, match="max_snapshot_bytes"):
+                await client.subscribe({f"q{i}": one for i in range(10)})
+            assert client.last_error and client.last_error["ref"] in {f"q{i}" for i in range(1, 10)}
+            assert "q0" not in client.protocol.wanted and "a" in client.protocol.wanted
+            assert len(client.query({"c": "cards", "limit": 2})) == 2
+
+
+async def test_a_catch_up_larger_than_the_limit_is_answered_by_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    # 10 ids of one query resumed from an old cursor: 10 copies of 20 removes would pass
+    # the limit; the fresh snapshot (10 empty answers) does not.
+    cards = {f"card-{i:02}": {"list_id": "l1"} for i in range(20)}
+    query = {"c": "cards", "where": {"list_id": "l1"}}
+    async with (
+        board_server(tmp_path, Limits(max_snapshot_bytes=6_000), cards) as (host, engine),
+        RawClient.connect(host, BOARD) as raw,
+    ):
+        first = await raw.subscribe({"q": query})
+        assert first["t"] == "snapshot" and len(first["records"]["q"]) == 20
+        async with engine.transaction("admin") as tx:
+            for i in range(20):
+                tx.apply(Update(c="cards", id=f"card-{i:02}", set={"list_id": "l2"}))
+        async with RawClient.connect(host, BOARD) as again:
+            queries = {f"q{i}": query for i in range(10)}
+            answer = await again.subscribe(queries, since=first["cursor"])
+        assert answer["t"] == "snapshot", answer
+        assert answer["reset"] == "changes_too_large"
+        assert answer["records"] == {f"q{i}": [] for i in range(10)}
