@@ -44,7 +44,11 @@ class Sessions:
 
     def read(self, conn: HTTPConnection) -> str | None:
         """The session id of a valid cookie this server issued, or None."""
-        value = conn.cookies.get(self.cookie_name(conn))
+        return self.verify(conn.cookies.get(self.cookie_name(conn), ""))
+
+    def verify(self, value: str) -> str | None:
+        """The session id a cookie value carries, if this server signed it and it is
+        younger than ``max_age``; else None."""
         if not value:
             return None
         try:

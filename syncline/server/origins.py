@@ -131,6 +131,8 @@ class OriginPolicy:
         host = _host_of(host_header)
         if self.hosts is not None:
             return host is not None and host in self.hosts
+        if not host_header:
+            return True  # no name to re-point (and no browser: browsers always send Host)
         server = conn.scope.get("server")
         if server and _is_loopback_address(str(server[0])):
             return host is not None and _is_loopback_name(host)
