@@ -1,0 +1,213 @@
+"""``syncline serve`` with its defaults bounds what a connection may cost: trickled or
+idle request heads are closed at the header timeout, oversized heads are refused
+before they are buffered, a WebSocket message over the frame limit closes with 1009
+before it is read, and with ``--compress`` a deflate bomb stops inflating there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from syncline.cli import app
+from syncline.protocol.frames import CLOSE_TOO_BIG
+from syncline.serving import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+
+from .test_serve import ROOT, free_port, wait_until_up
+
+MiB = 1 << 20
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, *options: str) -> Iterator[tuple[int, int]]:
+    """``syncline serve examples.notes.app:app`` on a free port: (port, pid)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"]
+        + ["--db", str(tmp_path / "notes.sqlite3"), "--port", str(port), *options],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(port, proc)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def peak_rss(pid: int) -> int:
+    """The process's high-water resident set (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/pid/status")
+
+
+def responsive(port: int) -> bool:
+    return httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+
+
+def test_slowloris_connections_are_closed_at_the_header_timeout(tmp_path: Path) -> None:
+    with served(tmp_path) as (port, _pid):
+        trickling = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        for s in trickling:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sel = selectors.DefaultSelector()
+        for s in trickling + idle:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        opened = time.monotonic()
+        deadline = opened + DEFAULT_HEADER_TIMEOUT + 20
+        open_ = set(trickling + idle)
+        answers: list[bytes] = []
+        served_meanwhile = False
+        next_trickle = opened
+        try:
+            while open_ and time.monotonic() < deadline:
+                if time.monotonic() >= next_trickle:  # one more header line a second
+                    for s in open_ & set(trickling):
+                        with contextlib.suppress(OSError):
+                            s.send(b"X-Slow: 1\r\n")
+                    next_trickle += 1
+                if not served_meanwhile and time.monotonic() > opened + 2:
+                    served_meanwhile = responsive(port)  # a visitor is served meanwhile
+                for key, _ in sel.select(timeout=0.2):
+                    s = key.fileobj
+                    assert isinstance(s, socket.socket)
+                    try:
+                        data = s.recv(4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        answers.append(data)
+                    else:
+                        sel.unregister(s)
+                        open_.discard(s)
+            assert not open_, (
+                f"{len(open_)} of 350 slow connections still open "
+                f"{time.monotonic() - opened:.0f} s after opening"
+            )
+            assert served_meanwhile
+            assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[:3]
+            assert responsive(port)
+        finally:
+            for s in trickling + idle:
+                s.close()
+
+
+def test_an_oversized_request_head_is_refused_with_431(tmp_path: Path) -> None:
+    with served(tmp_path) as (port, _pid):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            # Just over the limit, then wait: the server reads it all and answers.
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * DEFAULT_MAX_HEADER_BYTES)
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+        assert b"request line and headers exceed" in answer
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /" + b"a" * (2 * DEFAULT_MAX_HEADER_BYTES) + b" HTTP/1.1\r\n")
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer
+        # A head within the limit is still served.
+        page = httpx.get(
+            f"http://127.0.0.1:{port}/", headers={"x-fine": "a" * 8000}, timeout=10
+        )
+        assert page.status_code == 200
+
+
+def test_a_50_mb_request_head_is_cut_off_and_the_server_stays_responsive(
+    tmp_path: Path,
+) -> None:
+    with served(tmp_path) as (port, _pid):
+        chunk = b"a" * MiB
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            with contextlib.suppress(OSError):  # reset or broken pipe: refused
+                while sent < 50 * MiB:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+        assert sent < 50 * MiB, "the server took a 50 MB header"
+        assert responsive(port)
+
+
+def test_a_websocket_message_over_the_frame_limit_closes_1009_unread(tmp_path: Path) -> None:
+    with served(tmp_path) as (port, pid):
+        # A frame header announcing 15 MiB and a little of it: refused on the header.
+        assert asyncio.run(announce_and_close_code(port, 15 * MiB)) == CLOSE_TOO_BIG
+        # The whole 15 MiB sent: not buffered on the way to being refused.
+        before = peak_rss(pid)
+        asyncio.run(send_and_close_code(port, "x" * (15 * MiB), compression=None))
+        grown = peak_rss(pid) - before
+        assert grown < 4 * MiB, f"peak RSS grew {grown / MiB:.1f} MiB for a refused message"
+        assert responsive(port)
+
+
+def test_a_deflate_bomb_with_compress_stops_inflating_at_the_limit(tmp_path: Path) -> None:
+    with served(tmp_path, "--compress") as (port, pid):
+        before = peak_rss(pid)
+        bomb = "0" * (15 * MiB)  # about 15 KB on the wire
+        code = asyncio.run(send_and_close_code(port, bomb, compression="deflate", times=30))
+        assert code == CLOSE_TOO_BIG
+        grown = peak_rss(pid) - before
+        assert grown < 4 * MiB, f"peak RSS grew {grown / MiB:.1f} MiB for a deflate bomb"
+        assert responsive(port)
+
+
+async def announce_and_close_code(port: int, length: int) -> int | None:
+    """Send a masked text frame's header announcing ``length`` bytes, then 64 KiB of it."""
+    async with connect(f"ws://127.0.0.1:{port}/sync", compression=None) as ws:
+        header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big") + b"\0\0\0\0"
+        ws.transport.write(header + b"x" * 65536)
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)  # nothing comes before the close
+        await asyncio.wait_for(ws.wait_closed(), 15)
+        return ws.close_code
+
+
+async def send_and_close_code(
+    port: int, message: str, *, compression: str | None, times: int = 1
+) -> int | None:
+    """Send ``message`` up to ``times`` times, each followed by a ping whose pong says the
+    server read it; the close code the server sent (None: it took them all)."""
+    async with connect(
+        f"ws://127.0.0.1:{port}/sync", compression=compression, max_size=None
+    ) as ws:
+        if compression:
+            extensions = ws.response.headers.get("sec-websocket-extensions", "")
+            assert extensions.startswith("permessage-deflate"), extensions
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(times):
+                await ws.send(message)
+                await asyncio.wait_for(await ws.ping(), 30)
+            return None
+        await asyncio.wait_for(ws.wait_closed(), 30)
+        return ws.close_code
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_every_limit_is_an_option_with_its_default_in_help(command: str) -> None:
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+    for option, default in [
+        ("--ws-max-size", "[default: 0]"),
+        ("--max-header-bytes", f"[default: {DEFAULT_MAX_HEADER_BYTES}]"),
+        ("--timeout-header", f"[default: {DEFAULT_HEADER_TIMEOUT}]"),
+        ("--timeout-keep-alive", "[default: 5]"),
+        ("--limit-concurrency", "[default: 0]"),
+    ]:
+        assert option in out and default in out, f"{option} {default} not in {command} --help"
+    assert "1 MiB by default" in out and "ulimit -n" in out
