@@ -28,15 +28,16 @@ from syncline.serving import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 from .test_serve import ROOT, free_port, wait_until_up
 
 MiB = 1 << 20
+SERVE = [sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"]
 
 
 @contextlib.contextmanager
 def served(tmp_path: Path, *options: str) -> Iterator[tuple[int, int]]:
     """``syncline serve examples.notes.app:app`` on a free port: (port, pid)."""
     port = free_port()
+    db = str(tmp_path / "notes.sqlite3")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"]
-        + ["--db", str(tmp_path / "notes.sqlite3"), "--port", str(port), *options],
+        [*SERVE, "--db", db, "--port", str(port), *options],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -123,9 +124,7 @@ def test_an_oversized_request_head_is_refused_with_431(tmp_path: Path) -> None:
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 431 "), answer
         # A head within the limit is still served.
-        page = httpx.get(
-            f"http://127.0.0.1:{port}/", headers={"x-fine": "a" * 8000}, timeout=10
-        )
+        page = httpx.get(f"http://127.0.0.1:{port}/", headers={"x-fine": "a" * 8000}, timeout=10)
         assert page.status_code == 200
 
 
@@ -184,9 +183,7 @@ async def send_and_close_code(
 ) -> int | None:
     """Send ``message`` up to ``times`` times, each followed by a ping whose pong says the
     server read it; the close code the server sent (None: it took them all)."""
-    async with connect(
-        f"ws://127.0.0.1:{port}/sync", compression=compression, max_size=None
-    ) as ws:
+    async with connect(f"ws://127.0.0.1:{port}/sync", compression=compression, max_size=None) as ws:
         if compression:
             extensions = ws.response.headers.get("sec-websocket-extensions", "")
             assert extensions.startswith("permessage-deflate"), extensions
