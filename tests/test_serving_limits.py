@@ -183,7 +183,9 @@ async def send_and_close_code(
 ) -> int | None:
     """Send ``message`` up to ``times`` times, each followed by a ping whose pong says the
     server read it; the close code the server sent (None: it took them all)."""
-    async with connect(f"ws://127.0.0.1:{port}/sync", compression=compression, max_size=None) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{port}/sync", compression=compression, max_size=None, max_queue=None
+    ) as ws:
         if compression:
             extensions = ws.response.headers.get("sec-websocket-extensions", "")
             assert extensions.startswith("permessage-deflate"), extensions
