@@ -167,6 +167,29 @@ def test_a_deflate_bomb_with_compress_stops_inflating_at_the_limit(tmp_path: Pat
         assert responsive(port)
 
 
+def test_past_the_connection_limit_new_requests_are_answered_503(tmp_path: Path) -> None:
+    async def hold_and_get(port: int) -> tuple[int, int]:
+        held = [await connect(f"ws://127.0.0.1:{port}/sync") for _ in range(20)]
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                over = (await http.get(f"http://127.0.0.1:{port}/")).status_code
+            for _ in range(2):  # the limit counts the request's own connection too
+                await held.pop().close()
+            deadline = time.monotonic() + 10
+            under = over
+            while under == 503 and time.monotonic() < deadline:  # until the server sees it
+                await asyncio.sleep(0.05)
+                async with httpx.AsyncClient(timeout=10) as http:
+                    under = (await http.get(f"http://127.0.0.1:{port}/")).status_code
+            return over, under
+        finally:
+            for ws in held:
+                await ws.close()
+
+    with served(tmp_path, "--limit-concurrency", "20") as (port, _pid):
+        assert asyncio.run(hold_and_get(port)) == (503, 200)
+
+
 async def announce_and_close_code(port: int, length: int) -> int | None:
     """Send a masked text frame's header announcing ``length`` bytes, then 64 KiB of it."""
     async with connect(f"ws://127.0.0.1:{port}/sync", compression=None) as ws:
