@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import selectors
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -63,8 +65,21 @@ def responsive(port: int) -> bool:
 
 
 def test_slowloris_connections_are_closed_at_the_header_timeout(tmp_path: Path) -> None:
-    with served(tmp_path) as (port, _pid):
+    """Idle sockets, trickled heads and a trickled second head on a keep-alive connection
+    are answered 408 and closed; meanwhile a page is served and a long poll that outlasts
+    the header timeout is not cut."""
+    with served(tmp_path) as (port, _pid), ThreadPoolExecutor(1) as pool:
+        base = f"http://127.0.0.1:{port}/sync/pull"
+        queries = json.dumps({"n": {"c": "notes"}})
+        cursor = httpx.get(base, params={"queries": queries}, timeout=10).json()["cursor"]
+        wait = DEFAULT_HEADER_TIMEOUT + 5
+        params = {"queries": queries, "since": cursor, "wait": str(wait)}
+        poll = pool.submit(httpx.get, base, params=params, timeout=wait + 30)
+        kept_alive = socket.create_connection(("127.0.0.1", port), timeout=10)
+        kept_alive.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept_alive).startswith(b"HTTP/1.1 200 ")
         trickling = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        trickling.append(kept_alive)
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
         for s in trickling:
             s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -100,15 +115,36 @@ def test_slowloris_connections_are_closed_at_the_header_timeout(tmp_path: Path) 
                         sel.unregister(s)
                         open_.discard(s)
             assert not open_, (
-                f"{len(open_)} of 350 slow connections still open "
+                f"{len(open_)} of {len(trickling + idle)} slow connections still open "
                 f"{time.monotonic() - opened:.0f} s after opening"
             )
             assert served_meanwhile
+            assert len(answers) == len(trickling + idle)
             assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[:3]
+            assert b"request headers not received within" in answers[0]
+            polled = poll.result()
+            assert polled.status_code == 200  # a long poll held past the header timeout
+            assert polled.elapsed.total_seconds() > DEFAULT_HEADER_TIMEOUT
             assert responsive(port)
         finally:
             for s in trickling + idle:
                 s.close()
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response with a content-length, read from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536) or b"EOF"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(ln for ln in head.lower().split(b"\r\n") if ln.startswith(b"content-length:")).split(
+            b":"
+        )[1]
+    )
+    while len(body) < length:
+        body += s.recv(65536)
+    return data
 
 
 def test_an_oversized_request_head_is_refused_with_431(tmp_path: Path) -> None:
@@ -120,7 +156,7 @@ def test_an_oversized_request_head_is_refused_with_431(tmp_path: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 431 "), answer
         assert b"request line and headers exceed" in answer
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"GET /" + b"a" * (2 * DEFAULT_MAX_HEADER_BYTES) + b" HTTP/1.1\r\n")
+            s.sendall(b"GET /" + b"a" * (DEFAULT_MAX_HEADER_BYTES + 1000) + b" HTTP/1.1\r\n")
             answer = s.recv(4096)
         assert answer.startswith(b"HTTP/1.1 431 "), answer
         # A head within the limit is still served.
