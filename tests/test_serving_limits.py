@@ -269,3 +269,27 @@ def test_every_limit_is_an_option_with_its_default_in_help(command: str) -> None
     ]:
         assert option in out and default in out, f"{option} {default} not in {command} --help"
     assert "1 MiB by default" in out and "ulimit -n" in out
+
+
+def test_the_websocket_limit_is_the_served_apps_own_frame_limit() -> None:
+    """Read from the SynclineServer the app reaches (routes, mounts, wrapping middleware)
+    or its module holds; Limits' default when there is none."""
+    from starlette.applications import Starlette
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.routing import Mount
+
+    from syncline import Engine
+    from syncline.protocol.frames import Limits
+    from syncline.server.app import SynclineServer
+    from syncline.serving import frame_limit_of
+    from syncline.store import store_from_url
+
+    from .schemas import board_schema
+
+    sync = SynclineServer(
+        Engine(board_schema(), store_from_url("memory:")), limits=Limits(max_frame_bytes=3 * MiB)
+    )
+    mounted = GZipMiddleware(Starlette(routes=[Mount("/api", app=sync.app)]))
+    assert frame_limit_of(mounted) == 3 * MiB
+    assert frame_limit_of(sync.app) == 3 * MiB
+    assert frame_limit_of(Starlette()) == Limits.max_frame_bytes == MiB
