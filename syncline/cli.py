@@ -68,7 +68,8 @@ TimeoutHeader = Annotated[
     typer.Option(
         min=0.1,
         help="Seconds from a connection's opening (or a request's first byte) to the end "
-        "of its headers; slower heads (slowloris) are answered 408 and closed.",
+        "of its headers; slower heads (slowloris) are answered 408 and closed, and idle "
+        "connections closed.",
         rich_help_panel=_LIMITS,
     ),
 ]

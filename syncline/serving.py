@@ -170,8 +170,12 @@ def bounded_http_protocol(max_header_bytes: int, header_timeout: float) -> type[
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            if self._in_head and not self.transport.is_closing():
+            if not self._in_head or self.transport.is_closing():
+                return
+            if self._head_bytes:  # a request under way is told why
                 self._refuse(408, f"request headers not received within {header_timeout:g} s")
+            else:  # an idle connection (a browser's preconnect, say) closes silently
+                self.transport.close()
 
         def _refuse(self, status: int, message: str) -> None:
             """Answer (unless a response is under way on this connection) and close."""
