@@ -17,11 +17,12 @@ import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
-
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from typing import TYPE_CHECKING, Any
 
 from .protocol.frames import Limits
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -117,6 +118,7 @@ class ServingLimits:
 def bounded_http_protocol(max_header_bytes: int, header_timeout: float) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a request-head size limit (answered 431) and a
     head deadline (answered 408), both counted before the parser sees a byte."""
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # True from the connection's opening or a request's end until its headers end.
