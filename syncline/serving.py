@@ -142,7 +142,8 @@ def bounded_http_protocol(max_header_bytes: int, header_timeout: float) -> type[
             room = max_header_bytes - self._head_bytes
             head = data[:room] if len(data) > room else data
             self._head_bytes += len(head)
-            super().data_received(head)
+            if head:
+                super().data_received(head)
             if len(head) == len(data) or self.transport.is_closing():
                 return
             if self.transport.get_protocol() is not self:
