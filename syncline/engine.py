@@ -51,6 +51,7 @@ from .query import Query
 from .record import LogEntry, Record
 from .results import WHOLE_CONFLICT, Ack, Changes, OpResult, Snapshot
 from .store.base import ReadTx, Store, WriteTx
+from .textcheck import name_problem
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
 
@@ -111,6 +112,8 @@ class Engine:
         """
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
             raise InvalidMutation("client id must be a string of 1 to 128 characters")
+        if (problem := name_problem(client_id)) is not None:
+            raise InvalidMutation(f"client id {problem}")
         pkey = self.principal_key(principal)
         parse_error: InvalidMutation | None = None
         if isinstance(mutation, Mutation):
