@@ -220,7 +220,8 @@ async def test_http_refuses_a_client_id_of_another_principal_with_403(tmp_path: 
         async with httpx.AsyncClient(
             base_url=f"http://{host}", headers={"authorization": "Bearer bob-token"}
         ) as http:
-            for extra in ({}, {"acked": 1}):  # acked is checked against the id's owner too
+            malformed = {"acked": 1, "mut": {"id": 2, "ops": "not a list"}}
+            for extra in ({}, {"acked": 1}, malformed):  # acked is checked against the owner too
                 body = {"client": "shared-tab-02", "mut": {"id": 2, "ops": []}, **extra}
                 refused = await http.post("/sync/mutate", json=body)
                 assert refused.status_code == 403, refused.text
