@@ -64,6 +64,14 @@ def _clean_name(value: str) -> str:
 
 
 FieldName = Annotated[StrictStr, AfterValidator(_clean_name)]
+
+
+def _clean_element(value: str | int) -> str | int:
+    return _clean_name(value) if isinstance(value, str) else value
+
+
+SetElement = Annotated[StrictStr | StrictInt, AfterValidator(_clean_element)]
+"""Set elements are keys too (of the adds each element remembers)."""
 RecordId = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_clean_name)]
 CollectionName = Annotated[
     StrictStr, Field(min_length=1, max_length=64), AfterValidator(_clean_name)
@@ -103,13 +111,13 @@ class Increment(_Op):
 class SetAdd(_Op):
     op: Literal["add"] = "add"
     field: FieldName
-    values: list[StrictStr | StrictInt]
+    values: list[SetElement]
 
 
 class SetRemove(_Op):
     op: Literal["remove"] = "remove"
     field: FieldName
-    values: list[StrictStr | StrictInt]
+    values: list[SetElement]
     base: StrictInt = 0
 
 

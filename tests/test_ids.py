@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncline import Engine, InvalidMutation
+from syncline import Engine, Insert, InvalidMutation
 from syncline.protocol.frames import (
     Limits,
     ProtocolError,
@@ -40,6 +40,12 @@ REFUSED_OPS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"op": "incr", "c": "boards", "id": "b1", "field": "v\x00"}, "ops.0.incr.field"),
     ({"op": "add", "c": "boards", "id": "b1", "field": "t\udfff", "values": []}, "ops.0.add.field"),
+    # set elements are keys of the adds they remember; a lone surrogate used to crash
+    ({"op": "add", "c": "cards", "id": "c1", "field": "labels", "values": ["a\ud800"]}, "values.0"),
+    (
+        {"op": "remove", "c": "cards", "id": "c1", "field": "labels", "values": ["\udc00"]},
+        "values.0",
+    ),
 ]
 
 
@@ -48,6 +54,12 @@ async def test_a_name_with_nul_or_a_lone_surrogate_is_refused_for_good_on_every_
     store: Store, op: dict[str, Any], where: str
 ) -> None:
     engine = Engine(BOARD, store)
+    async with engine.transaction("admin") as tx:  # a card for the set ops to reach
+        tx.apply(
+            Insert(c="boards", id="b0", fields={"name": "B"}),
+            Insert(c="lists", id="l0", fields={"board_id": "b0"}),
+            Insert(c="cards", id="c1", fields={"list_id": "l0"}),
+        )
     refused = await engine.apply("alice", "tab-ids-1", {"id": 1, "ops": [op]})
     assert refused.status == "rejected" and refused.error is not None, refused
     assert refused.error["code"] == "invalid"
@@ -55,7 +67,7 @@ async def test_a_name_with_nul_or_a_lone_surrogate_is_refused_for_good_on_every_
     kept = await engine.apply("alice", "tab-ids-1", {"id": 1, "ops": [op]})
     assert kept.replay and kept.error == refused.error  # the id is used up, the reason kept
     nxt = await engine.apply("alice", "tab-ids-1", {"id": 2, "ops": [BOARD_INSERT]})
-    assert (nxt.status, nxt.seq) == ("applied", 1)  # the queue moves on
+    assert (nxt.status, nxt.seq) == ("applied", 2)  # the queue moves on
 
 
 @pytest.mark.parametrize("client_id", ["tab\x00ids-1", "tab\ud800ids-1"])
