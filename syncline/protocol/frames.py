@@ -623,6 +623,8 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError, limits: Limits) -> Protoc
         obj = msgspec.json.decode(raw)
     except RecursionError:
         return _too_deep(limits.max_depth, None)
+    except msgspec.DecodeError as decode_error:  # "0:": typed decoding failed on the 0 first
+        return ProtocolError("bad_json", f"frame is not valid JSON: {decode_error}")
     if not isinstance(obj, dict):
         return ProtocolError("bad_frame", f"a frame is a JSON object, not {_json_type(obj)}")
     kind = obj.get("t")
