@@ -28,9 +28,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
+import orjson
+
 from .changes import query_items, touched_keys
+from .cost import ReadBudget
 from .cursor import Cursor
 from .exceptions import (
     ClientIdTaken,
@@ -394,32 +398,102 @@ class Engine:
 
     # --- reads ------------------------------------------------------------------------
 
-    async def snapshot(self, principal: Principal, queries: Mapping[str, Query]) -> Snapshot:
-        """Read several queries and their cursor in one transaction (invariant 6)."""
+    async def snapshot(
+        self,
+        principal: Principal,
+        queries: Mapping[str, Query],
+        *,
+        budget: ReadBudget | None = None,
+    ) -> Snapshot:
+        """Read several queries and their cursor in one transaction (invariant 6);
+        identical queries are read once. ``budget`` bounds what the answer may cost
+        (:class:`ReadLimitExceeded` past it)."""
         async with self.store.read() as tx:
             cursor = Cursor(await tx.epoch(), await tx.head())
-            results = {qid: await self.run_query(tx, principal, q) for qid, q in queries.items()}
+            results = await self.run_queries(tx, principal, queries, budget)
         return Snapshot(cursor, results, dict(queries))
 
+    async def run_queries(
+        self,
+        tx: ReadTx,
+        principal: Principal,
+        queries: Mapping[str, Query],
+        budget: ReadBudget | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each query's records. Queries with the same key are read once and share one
+        list; every copy is charged to ``budget`` (each is sent), by its encoded size,
+        before the next query is read: an answer too large is refused, not built."""
+        read: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for qid, query in queries.items():
+            key = query.key
+            found = read.get(key)
+            if found is None:
+                records = await self.run_query(tx, principal, query, budget)
+                size = len(orjson.dumps(records)) if budget is not None else 0
+                found = read[key] = (records, size)
+            if budget is not None:
+                budget.spend(qid, found[1] + 2 * len(qid) + len(key) + 8)  # with its echo
+            out[qid] = found[0]
+        return out
+
     async def run_query(
-        self, tx: ReadTx, principal: Principal, query: Query
+        self,
+        tx: ReadTx,
+        principal: Principal,
+        query: Query,
+        budget: ReadBudget | None = None,
     ) -> list[dict[str, Any]]:
+        """One query's records as the principal may read them. A ``read_filter`` is
+        ANDed into the store's query (the store filters, orders and limits); a callable
+        ``read`` rule is asked about every row the query matches, at most
+        ``budget.scan_left`` rows (:class:`ReadLimitExceeded` beyond)."""
         coll = self.schema[query.collection]
-        ruled = coll.read is not None or self.schema.rules_declared
-        records = await tx.query_wire(query, apply_limit=not ruled)
-        if ruled:
-            may_read, visible = self.schema.may_read, coll.visible
-            records = [r for r in records if may_read(principal, coll, visible(r["id"], r["data"]))]
-            if query.limit is not None:
-                records = records[: query.limit]
-        return records
+        if coll.read_filter is not None:
+            allowed = self.schema.read_conditions(principal, coll)
+            if allowed is None:
+                return []
+            narrowed = replace(query, conditions=query.conditions + allowed.conditions)
+            return await tx.query_wire(narrowed)
+        if not self.schema.rules_declared:
+            return await tx.query_wire(query)
+        if coll.read is None:  # rules elsewhere, none here: nothing is readable
+            return []
+        may_read, visible = self.schema.may_read, coll.visible
+        cap = budget.scan_left if budget is not None else None
+        if cap is None:
+            rows = await tx.query_wire(query, apply_limit=False)
+            records = [r for r in rows if may_read(principal, coll, visible(r["id"], r["data"]))]
+            return records[: query.limit] if query.limit is not None else records
+        assert budget is not None
+        # A limited query first reads a few rows more than its limit, and only if the
+        # rule refused too many of them up to the cap; one row more than the cap says
+        # whether the cap was reached. The rows of the last read are what it scanned.
+        reads = [cap + 1]
+        if query.limit is not None and query.limit * 4 + 16 <= cap:
+            reads.insert(0, query.limit * 4 + 16)
+        for n in reads:
+            rows = await tx.query_wire(replace(query, limit=n))
+            records = [r for r in rows if may_read(principal, coll, visible(r["id"], r["data"]))]
+            if query.limit is not None and len(records) >= query.limit:
+                budget.scan(len(rows))
+                return records[: query.limit]
+            if len(rows) < n:  # every matching row was read
+                budget.scan(len(rows))
+                return records
+        raise budget.refuse_scan(coll.name)
 
     async def head(self) -> Cursor:
         async with self.store.read() as tx:
             return Cursor(await tx.epoch(), await tx.head())
 
     async def changes_since(
-        self, principal: Principal, since: Cursor | str, queries: Mapping[str, Query]
+        self,
+        principal: Principal,
+        since: Cursor | str,
+        queries: Mapping[str, Query],
+        *,
+        budget: ReadBudget | None = None,
     ) -> Changes:
         """The net effect on ``queries`` of everything committed after ``since``.
 
@@ -436,7 +510,7 @@ class Engine:
             if since.seq < floor:
                 raise CursorTooOld(f"cursor {since} is older than the retained log (from {floor})")
             entries = await tx.log(since.seq, head) if since.seq < head else []
-            out = await self.read_changes(tx, principal, entries, queries)
+            out = await self.read_changes(tx, principal, entries, queries, budget)
         return Changes(since, Cursor(epoch, head), out)
 
     async def read_changes(
@@ -445,6 +519,7 @@ class Engine:
         principal: Principal,
         entries: list[LogEntry],
         queries: Mapping[str, Query],
+        budget: ReadBudget | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         """Each query's net effect of ``entries`` (read in ``tx``, up to its head)."""
         current = await current_records(tx, entries)
@@ -452,7 +527,8 @@ class Engine:
         for qid, query in queries.items():
             items = query_items(self.schema, principal, query, entries, current)
             if items is None:
-                items = [{"k": "reset", "records": await self.run_query(tx, principal, query)}]
+                window = await self.run_query(tx, principal, query, budget)
+                items = [{"k": "reset", "records": window}]
             out[qid] = items
         return out
 

@@ -5,6 +5,7 @@ The tree::
     SynclineError
     ├── SchemaError              the application declared its model wrongly (local misuse)
     ├── QueryError               a query names an unknown collection or a non-queryable field
+    ├── ReadLimitExceeded        a snapshot or pull would cost more than a limit allows
     ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
     │   ├── InvalidMutation      malformed op, wrong type, unknown or missing field
     │   ├── RecordNotFound       update/delete/increment of a record that never existed
@@ -50,6 +51,7 @@ __all__ = [
     "MutationRefused",
     "PolicyViolation",
     "QueryError",
+    "ReadLimitExceeded",
     "RecordExists",
     "RecordNotFound",
     "RetryLater",
@@ -75,6 +77,18 @@ class QueryError(SynclineError):
     """A query cannot be run as written."""
 
     code = "query"
+
+
+class ReadLimitExceeded(SynclineError):
+    """A snapshot or pull would send more bytes, or scan more rows under a callable read
+    rule, than a limit allows; the message names the limit. ``ref`` is the query id
+    whose answer passed it (None when no single query did)."""
+
+    code = "limit"
+
+    def __init__(self, message: str, *, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
 
 
 def _where(collection: str | None, record_id: str | None, field: str | None) -> str:

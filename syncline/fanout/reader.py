@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..changes import query_items
+from ..cost import ReadBudget
 from ..cursor import Cursor
 from ..engine import Engine, current_records
-from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld
+from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld, ReadLimitExceeded
 from ..model import Principal
-from ..protocol.frames import SnapshotFrame, changes_text, encode_item
+from ..protocol.frames import SnapshotFrame, changes_text, encode_item, shared_records
 from ..query import Query
 from ..record import LogEntry, Record
 from ..store.base import ReadTx
@@ -127,6 +128,7 @@ class _Join:
     queries: dict[str, Query] | None  # None: a fresh snapshot of what the connection holds
     since: Cursor | None
     done: asyncio.Future[None]
+    budget: ReadBudget | None = None  # what its answer may cost (None: unbounded)
 
 
 @dataclass
@@ -186,12 +188,17 @@ class LogReader:
     # --- connections --------------------------------------------------------------------
 
     async def join(
-        self, conn: Subscriber, queries: dict[str, Query] | None, since: Cursor | None
+        self,
+        conn: Subscriber,
+        queries: dict[str, Query] | None,
+        since: Cursor | None,
+        budget: ReadBudget | None = None,
     ) -> None:
         """Queue ``queries`` for ``conn`` (None: resend everything it holds as a fresh
-        snapshot); returns once their first frame was handed over."""
+        snapshot); returns once their first frame was handed over. Raises
+        :class:`ReadLimitExceeded` when the answer would pass ``budget``."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._joins.append(_Join(conn, queries, since, done))
+        self._joins.append(_Join(conn, queries, since, done, budget))
         self._wake.set()
         await done
 
@@ -317,17 +324,22 @@ class LogReader:
                 reason = _check_cursor(j.since, self.epoch, head, await tx.floor())
                 if reason is None:
                     entries = await tx.log(j.since.seq, head) if j.since.seq < head else []
-                    changes = await self.engine.read_changes(tx, conn.principal, entries, queries)
+                    changes = await self.engine.read_changes(
+                        tx, conn.principal, entries, queries, j.budget
+                    )
                     part = ChangesPart(self.epoch, j.since.seq, head)
                     part.items = {
                         q: [encode_item(i) for i in items] for q, items in changes.items()
                     }
-                    return _Served(j, queries, changes=part)
+                    most = j.budget.max_bytes if j.budget is not None else None
+                    if most is None or part.size <= most:
+                        return _Served(j, queries, changes=part)
+                    reason = "changes_too_large"  # a fresh snapshot is smaller, or refused
                 return _Served(
-                    j, queries, snapshot=await self._snapshot(tx, conn, queries, head, reason)
+                    j, queries, snapshot=await self._snapshot(tx, j, queries, head, reason)
                 )
-            return _Served(j, queries, snapshot=await self._snapshot(tx, conn, queries, head, None))
-        except CursorError as exc:
+            return _Served(j, queries, snapshot=await self._snapshot(tx, j, queries, head, None))
+        except (CursorError, ReadLimitExceeded) as exc:
             j.done.set_exception(exc)
         except Exception as exc:  # one failing join must not fail the others
             log.exception("serving a subscription failed")
@@ -351,15 +363,18 @@ class LogReader:
             j.done.set_result(None)
 
     async def _snapshot(
-        self, tx: ReadTx, conn: Subscriber, queries: dict[str, Query], head: int, reset: str | None
+        self,
+        tx: ReadTx,
+        j: _Join,
+        queries: dict[str, Query],
+        head: int,
+        reset: str | None,
     ) -> SnapshotFrame:
-        records = {
-            qid: await self.engine.run_query(tx, conn.principal, q) for qid, q in queries.items()
-        }
+        records = await self.engine.run_queries(tx, j.conn.principal, queries, j.budget)
         return SnapshotFrame(
             cursor=f"{self.epoch}.{head}",
             queries={qid: q.to_wire() for qid, q in queries.items()},
-            records=records,
+            records=shared_records(records),
             reset=reset,
         )
 

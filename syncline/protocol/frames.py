@@ -59,6 +59,7 @@ __all__ = [
     "CLOSE_REVOKED",
     "CLOSE_SLOW",
     "CLOSE_TOO_BIG",
+    "CLOSE_TOO_MANY",
     "CLOSE_UNAUTHORIZED",
     "FATAL_CLOSE_CODES",
     "PROTOCOL_VERSION",
@@ -99,6 +100,7 @@ __all__ = [
     "error_frame",
     "peek",
     "refusal_frame",
+    "shared_records",
     "snapshot_frame",
 ]
 
@@ -118,6 +120,7 @@ CLOSE_RELOAD: Final = 4002
 CLOSE_PROTOCOL: Final = 4003
 CLOSE_REVOKED: Final = 4004
 CLOSE_SLOW: Final = 4008
+CLOSE_TOO_MANY: Final = 4009
 
 CLOSE_CODES: Final[Mapping[int, str]] = {
     CLOSE_NORMAL: "normal",
@@ -132,12 +135,14 @@ CLOSE_CODES: Final[Mapping[int, str]] = {
     CLOSE_PROTOCOL: "protocol error",
     CLOSE_REVOKED: "session revoked",
     CLOSE_SLOW: "too slow",
+    CLOSE_TOO_MANY: "too many connections for this principal",
 }
 """Every close code the server uses, with what it means (the document's list)."""
 
 FATAL_CLOSE_CODES: Final[Mapping[str, int]] = {
     "unauthorized": CLOSE_UNAUTHORIZED,
     "reload": CLOSE_RELOAD,
+    "too_many_connections": CLOSE_TOO_MANY,
 }
 """The close code after a fatal ``error`` of this code; any other fatal one: 4003."""
 
@@ -179,7 +184,8 @@ class ProtocolError(SynclineError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one connection may send; every transport enforces the same ones."""
+    """What one connection may send, and what one request may cost the server; every
+    transport enforces the same ones (``docs/security.md`` lists them)."""
 
     max_frame_bytes: int = 1 << 20
     max_ops: int = 500
@@ -188,6 +194,23 @@ class Limits:
     mutations_per_second: float = 50.0
     mutation_burst: int = 200
     max_depth: int = 32
+    max_snapshot_bytes: int = 3 << 20
+    """Encoded bytes of records one snapshot (a ``sub``'s answer) or pull may carry,
+    every copy of a query sent under several ids counted; past it the request is
+    refused with ``error`` ``limit`` (HTTP 413). The queries echoed count too, and the
+    server lowers it to fit its send queue (``max_queue_bytes`` less 1 KiB)."""
+    snapshot_bytes_per_minute: int = 32 << 20
+    """Snapshot bytes one connection (over HTTP, one principal's pulls) may be sent in
+    a minute, refilled continuously; past it, ``error`` ``limit`` until it refills."""
+    max_scan_rows: int = 20_000
+    """Rows one snapshot or pull may read under callable read rules (declared as
+    ``read``, asked row by row in Python); ``read_filter`` rules scan nothing extra."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_snapshot_bytes", "snapshot_bytes_per_minute", "max_scan_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
 
 
 # --- frames from the client ------------------------------------------------------------
@@ -443,9 +466,23 @@ def snapshot_frame(snapshot: Snapshot, *, reset: str | None = None) -> SnapshotF
     return SnapshotFrame(
         cursor=wire["cursor"],
         queries=wire["queries"],
-        records=wire["records"],
+        records=shared_records(wire["records"]),
         reset=reset,
     )
+
+
+def shared_records(records: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """A snapshot's records, each distinct list encoded once: queries the engine read
+    once (one query under several ids) share one list, so their copies in the frame are
+    one encoded fragment repeated (:class:`msgspec.Raw`), not encoded per id."""
+    encoded: dict[int, msgspec.Raw] = {}
+    out: dict[str, Any] = {}
+    for qid, recs in records.items():
+        raw = encoded.get(id(recs))
+        if raw is None:
+            raw = encoded[id(recs)] = msgspec.Raw(_encoder.encode(recs))
+        out[qid] = raw
+    return out
 
 
 def changes_frame(changes: Changes) -> ChangesFrame:
