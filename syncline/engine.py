@@ -11,6 +11,11 @@ Theory of operation for :meth:`Engine.apply` (one write transaction per mutation
    (:func:`syncline.merge.resolve`); then every touched record is validated against its
    model, references are checked, and write rules see before and after (invariants 5,
    10). A permanent refusal is stored as the mutation's ack: it uses up the id.
+   Before any of that, a record the principal may not read is, to this mutation, a
+   record that does not exist (invariant 10): an op on it answers ``not_found``, an
+   insert over a live one goes on as a fresh insert and is refused (``forbidden``)
+   where it would have been written, and a reference to it is a missing reference.
+   An op that changes nothing still needs the write rule's consent.
 5. Under ``whole`` mode a conflict on a ``manual`` field applies nothing; the ack
    carries the conflict. Otherwise changed records are written, one log entry per
    record at one new ``seq``, and the ack is kept until the client confirms it.
@@ -44,16 +49,20 @@ from .exceptions import (
     RetryLater,
 )
 from .merge import resolve
-from .model import Principal, Schema
-from .ops import Mutation, Op, parse_mutation
+from .model import Collection, Principal, Schema
+from .ops import Insert, Mutation, Op, parse_mutation
 from .query import Query
 from .record import LogEntry, Record
 from .results import WHOLE_CONFLICT, Ack, Changes, OpResult, Snapshot
 from .store.base import ReadTx, Store, WriteTx
+from .textcheck import name_problem
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
 
 CommitListener = Callable[[int], None]
+
+FORBIDDEN = "the write rule refused this change"
+"""The one message of every ``forbidden`` refusal: it says nothing of the record's state."""
 
 
 class Engine:
@@ -107,6 +116,8 @@ class Engine:
         """
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
             raise InvalidMutation("client id must be a string of 1 to 128 characters")
+        if (problem := name_problem(client_id)) is not None:
+            raise InvalidMutation(f"client id {problem}")
         pkey = self.principal_key(principal)
         parse_error: InvalidMutation | None = None
         if isinstance(mutation, Mutation):
@@ -170,11 +181,25 @@ class Engine:
         before: dict[tuple[str, str], Record | None] = {}
         working: dict[tuple[str, str], Record | None] = {}
         results: list[OpResult] = []
+        phantoms: list[tuple[str, str]] = []  # inserts over live records hidden from principal
         for op in ops:
             coll = self.schema.collection(op.c, op.id)
             key = (op.c, op.id)
             if key not in working:
                 current = await tx.get(op.c, op.id)
+                if (
+                    not trusted
+                    and current is not None
+                    and not self._readable(principal, coll, current)
+                ):
+                    # To this principal the record does not exist (invariant 10): every
+                    # answer about it is the answer for an id never used. A live one's id
+                    # is still taken: an insert over it goes on as a fresh insert and is
+                    # refused where that insert would have been written.
+                    if isinstance(op, Insert) and not current.deleted:
+                        phantoms.append(key)
+                    if not (isinstance(op, Insert) and current.deleted):
+                        current = None
                 before[key] = current
                 working[key] = current
             new, result = resolve(
@@ -194,19 +219,27 @@ class Engine:
                 if r.status == "applied":  # and no op says so (docs/protocol.md, Conflict)
                     r.status, r.reason = "dropped", WHOLE_CONFLICT
             return Ack(mutation_id or 0, "conflict", results=results)
-        changed = {k: r for k, r in working.items() if r is not None and r is not before[k]}
-        for (cname, rid), record in changed.items():
+        changed: dict[tuple[str, str], Record] = {}
+        for (cname, rid), record in working.items():
             coll = self.schema.collections[cname]
-            if not record.deleted:
-                record.data = coll.validate(rid, record.data)
-            await self._check_refs(tx, cname, record, working)
             old = before[(cname, rid)]
             old_view = None if old is None or old.deleted else {**old.data, "id": rid}
+            if record is None or record is old:
+                # Nothing to write; still only for a principal who may write the record
+                # as it is (a no-op answers as the change would). A deleted one the
+                # principal may read stays dropped.
+                if not trusted and old_view is not None:
+                    self._check_write(principal, coll, rid, old_view, old_view)
+                continue
+            changed[(cname, rid)] = record
+            if not record.deleted:
+                record.data = coll.validate(rid, record.data)
+            await self._check_refs(tx, principal, cname, record, working, trusted=trusted)
             new_view = None if record.deleted else {**record.data, "id": rid}
-            if not self.schema.may_write(principal, coll, old_view, new_view):
-                raise Forbidden(
-                    "the write rule refused this change", collection=cname, record_id=rid
-                )
+            self._check_write(principal, coll, rid, old_view, new_view)
+        if phantoms:  # where a fresh insert would have been written: refused, the same way
+            cname, rid = phantoms[0]
+            raise Forbidden(FORBIDDEN, collection=cname, record_id=rid)
         if not changed:
             return Ack(mutation_id or 0, "applied", results=results)
         now = time.time()
@@ -236,19 +269,39 @@ class Engine:
                     principal, coll, coll.visible(c.id, view)
                 )
                 if not readable or not self.schema.may_write(principal, coll, view, view):
-                    raise Forbidden(
-                        "the write rule refused this change",
-                        collection=c.collection,
-                        record_id=c.id,
-                    )
+                    raise Forbidden(FORBIDDEN, collection=c.collection, record_id=c.id)
+
+    def _readable(self, principal: Principal, coll: Collection, record: Record) -> bool:
+        """May ``principal`` read ``record`` as stored? A tombstone keeps the fields
+        read rules see (:func:`syncline.merge.resolve`), so whoever could read the
+        record can still read that it was deleted."""
+        if not self.schema.rules_declared:
+            return True
+        return self.schema.may_read(principal, coll, coll.visible(record.id, record.data))
+
+    def _check_write(
+        self,
+        principal: Principal,
+        coll: Collection,
+        rid: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        if not self.schema.may_write(principal, coll, before, after):
+            raise Forbidden(FORBIDDEN, collection=coll.name, record_id=rid)
 
     async def _check_refs(
         self,
         tx: WriteTx,
+        principal: Principal,
         cname: str,
         record: Record,
         working: Mapping[tuple[str, str], Record | None],
+        *,
+        trusted: bool,
     ) -> None:
+        """Every reference names a live record; for a client, one it may read (a
+        reference to a record it may not read answers as one to a missing record)."""
         if record.deleted:
             return
         for spec in self.schema.collections[cname].fields.values():
@@ -259,7 +312,12 @@ class Engine:
                 continue
             key = (spec.ref, target_id)
             target = working[key] if key in working else await tx.get(*key)
-            if target is None or target.deleted:
+            target_coll = self.schema.collections[spec.ref]
+            if (
+                target is None
+                or target.deleted
+                or (not trusted and not self._readable(principal, target_coll, target))
+            ):
                 raise MissingReference(
                     f"refers to {spec.ref}/{target_id!r}, which does not exist",
                     collection=cname,
