@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 import websockets
 from starlette.applications import Starlette
@@ -21,7 +24,7 @@ from syncline import Engine, Insert
 from syncline.server.app import SynclineServer
 from syncline.store.base import Store
 
-from .conftest import GROUPED, PG_DSN, STORE_FACTORIES
+from .conftest import GROUPED, PG_DSN, STORE_FACTORIES, pg_unavailable
 from .live import RawClient, serve
 from .schemas import BOARD
 from .test_store_conformance import seed_for
@@ -189,3 +192,143 @@ def _cards() -> Any:
     from syncline import Query
 
     return Query.parse({"c": "cards"}, BOARD)
+
+
+# --- the database refuses writes --------------------------------------------------------
+
+
+async def sqlite_pragma(store: Any, statement: str) -> None:
+    """Run a PRAGMA on the SQLite store's writer connection (the one that writes)."""
+    await store._writer_conn().run(lambda db: db.execute(statement).fetchall())
+
+
+async def returning_client_goes_live_but_cannot_write(host: str, client_id: str) -> None:
+    """A client that holds the answer to mutation 1 reconnects while the database
+    refuses writes: welcomed, its subscription answered; its next mutation refused as
+    temporary with the condition's code."""
+    async with RawClient.connect(host, BOARD, client_id=client_id, hello=False) as client:
+        await client.send(
+            {"t": "hello", "v": 1, "client": client_id, "schema": BOARD.hash, "acked": 1}
+        )
+        welcome = await client.recv()
+        assert welcome["t"] == "welcome" and welcome["last"] == 1, welcome
+        snap = await client.subscribe(CARDS)
+        assert snap["t"] == "snapshot" and [r["id"] for r in snap["records"]["cards"]] == ["k1"]
+        refused = await client.mutate([card_insert("k2")], 2)
+        assert refused["t"] == "reject" and refused["permanent"] is False, refused
+        assert refused["code"] == "read_only" and "read-only" in refused["message"]
+    async with RawClient.connect(host, BOARD) as newcomer:  # binding it is refused: welcomed
+        assert newcomer.frames[0]["t"] == "welcome"
+
+
+async def test_sqlite_read_only_serves_returning_clients_and_refuses_writes_as_read_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running("sqlite", tmp_path) as (host, engine, _):
+        async with RawClient.connect(host, BOARD, client_id="returning-01") as client:
+            assert (await client.mutate([card_insert("k1")], 1))["t"] == "ack"
+        await sqlite_pragma(engine.store, "PRAGMA query_only = ON")  # SQLITE_READONLY
+        with caplog.at_level(logging.WARNING, "syncline.server"):
+            await returning_client_goes_live_but_cannot_write(host, "returning-01")
+            async with httpx.AsyncClient(base_url=f"http://{host}") as http:  # and over HTTP
+                body = {"client": "returning-01", "mut": {"id": 2, "ops": []}, "acked": 1}
+                refused = await http.post("/sync/mutate", json=body)
+                assert refused.status_code == 200, refused.text
+                assert refused.json()["code"] == "read_only", refused.text
+            await sqlite_pragma(engine.store, "PRAGMA query_only = OFF")
+            async with RawClient.connect(host, BOARD, client_id="returning-01") as client:
+                answer = await client.mutate([card_insert("k2")], 2)
+                assert answer["t"] == "ack" and answer["status"] == "applied", answer
+        began = [r for r in caplog.records if "refuses writes (read_only)" in r.getMessage()]
+        ended = [r for r in caplog.records if "takes writes again" in r.getMessage()]
+        assert len(began) == 1 and len(ended) == 1, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_full_sqlite_disk_refuses_mutations_as_storage_full_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running("sqlite", tmp_path) as (host, engine, _):
+        store: Any = engine.store
+        async with RawClient.connect(host, BOARD) as client:
+            assert (await client.mutate([card_insert("small")], 1))["t"] == "ack"
+            pages = await store.pragma("page_count")
+            await sqlite_pragma(store, f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL
+            big = {**card_insert("big"), "fields": {"list_id": "l1", "title": "x" * 60_000}}
+            with caplog.at_level(logging.WARNING, "syncline.server"):
+                for _ in range(3):  # resent, as a client does
+                    refused = await client.mutate([big], 2)
+                    assert refused["t"] == "reject" and refused["permanent"] is False
+                    assert refused["code"] == "storage_full", refused
+                await sqlite_pragma(store, "PRAGMA max_page_count = 1073741823")
+                answer = await client.mutate([big], 2)
+                assert answer["t"] == "ack" and answer["status"] == "applied", answer
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("refuses writes (storage_full)" in m for m in messages) == 1, messages
+        assert sum("takes writes again: 3 refused (storage_full)" in m for m in messages) == 1
+
+
+@contextlib.asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A database of this test's own (its DSN), dropped afterwards."""
+    name = f"syncline_faults_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(PG_DSN)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pg_unavailable(exc)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_DSN.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def test_postgres_read_only_serves_returning_clients_and_refuses_writes_as_read_only(
+    tmp_path: Path,
+) -> None:
+    from syncline.store.postgres import PostgresStore
+
+    async with pg_database() as dsn:
+        name = dsn.rsplit("/", 1)[1]
+        store = PostgresStore(dsn, max_size=4)
+        async with running("postgres", tmp_path, store=store) as (host, _, _):
+            async with RawClient.connect(host, BOARD, client_id="returning-02") as client:
+                assert (await client.mutate([card_insert("k1")], 1))["t"] == "ack"
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute(
+                    f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+                )
+                await store._open_pool().expire_connections()  # new sessions: read-only
+                await returning_client_goes_live_but_cannot_write(host, "returning-02")
+                await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+                await store._open_pool().expire_connections()
+            finally:
+                await admin.close()
+            async with RawClient.connect(host, BOARD, client_id="returning-02") as client:
+                answer = await client.mutate([card_insert("k2")], 2)
+                assert answer["t"] == "ack" and answer["status"] == "applied", answer
+
+
+# --- a client id is bound at hello ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", GROUPED)
+async def test_a_client_id_is_bound_at_hello(kind: str, tmp_path: Path) -> None:
+    """Another principal's hello with a client id that was welcomed, and never mutated,
+    is refused: the id was bound to its principal by the hello."""
+    async with running(kind, tmp_path, authenticate=_by_user) as (host, _, _):
+        async with RawClient.connect(host, BOARD, client_id="bound-at-hello", hello=False) as a:
+            assert (await a.hello(auth={"user": "alice"}))["t"] == "welcome"
+        async with RawClient.connect(host, BOARD, client_id="bound-at-hello", hello=False) as b:
+            refused = await b.hello(auth={"user": "mallory"})
+            assert refused["t"] == "error" and refused["code"] == "client_id_taken", refused
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await b.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
+        async with RawClient.connect(host, BOARD, client_id="bound-at-hello", hello=False) as a:
+            welcome = await a.hello(auth={"user": "alice"})
+            assert welcome["t"] == "welcome" and welcome["last"] == 0
+            assert (await a.mutate([card_insert("mine")], 1))["t"] == "ack"
