@@ -332,3 +332,50 @@ async def test_a_client_id_is_bound_at_hello(kind: str, tmp_path: Path) -> None:
             welcome = await a.hello(auth={"user": "alice"})
             assert welcome["t"] == "welcome" and welcome["last"] == 0
             assert (await a.mutate([card_insert("mine")], 1))["t"] == "ack"
+
+
+# --- which errors name which condition --------------------------------------------------
+
+
+def test_postgres_errors_name_their_condition() -> None:
+    from asyncpg import exceptions as pg
+
+    from syncline.exceptions import StorageFull, StoreReadOnly, StoreUnavailable
+    from syncline.store.postgres._errors import condition
+
+    assert condition(pg.DiskFullError("no space")) is StorageFull
+    assert condition(pg.ReadOnlySQLTransactionError("read-only")) is StoreReadOnly
+    for lost in (
+        pg.ConnectionDoesNotExistError("gone"),
+        pg.AdminShutdownError("terminating connection due to administrator command"),
+        pg.CannotConnectNowError("the database system is starting up"),
+        pg.TooManyConnectionsError("too many clients"),
+        pg.InterfaceError("connection is closed"),
+        ConnectionResetError("reset"),
+    ):
+        assert condition(lost) is StoreUnavailable, lost
+    assert condition(pg.UniqueViolationError("duplicate key")) is None
+    assert condition(ValueError("a bug")) is None
+
+
+def test_sqlite_errors_name_their_condition(tmp_path: Path) -> None:
+    from syncline.exceptions import StorageFull, StoreError, StoreReadOnly
+    from syncline.store.sqlite._errors import store_error
+
+    db = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
+    db.execute("CREATE TABLE t (x TEXT)")
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.Error) as full:
+        db.execute("INSERT INTO t VALUES (?)", ("x" * 100_000,))
+    db.execute("PRAGMA query_only = ON")
+    with pytest.raises(sqlite3.Error) as read_only:
+        db.execute("DELETE FROM t")
+    with pytest.raises(sqlite3.Error) as bug:
+        db.execute("SELECT * FROM missing")
+    db.close()
+    assert type(store_error("x", full.value)) is StorageFull
+    assert type(store_error("x", read_only.value)) is StoreReadOnly
+    assert type(store_error("x", bug.value)) is StoreError
+    wrapped = StoreError("the group was rolled back")
+    wrapped.__cause__ = full.value
+    assert type(store_error("y", wrapped)) is StorageFull  # found on the way
