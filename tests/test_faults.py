@@ -318,7 +318,7 @@ async def test_postgres_read_only_serves_returning_clients_and_refuses_writes_as
 # --- a client id is bound at hello ------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", GROUPED)
+@pytest.mark.parametrize("kind", sorted(STORE_FACTORIES))
 async def test_a_client_id_is_bound_at_hello(kind: str, tmp_path: Path) -> None:
     """Another principal's hello with a client id that was welcomed, and never mutated,
     is refused: the id was bound to its principal by the hello."""
