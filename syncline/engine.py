@@ -377,10 +377,40 @@ class Engine:
             raise ClientIdTaken(client_id)
         return state.last
 
-    async def confirm_acks(self, client_id: str, upto: int) -> None:
-        """The client holds every ack up to ``upto``: stop keeping them."""
-        async with self.store.write() as tx:
-            await tx.confirm_acks(client_id, upto)
+    async def bind_client(self, principal: Principal, client_id: str) -> int:
+        """At ``hello``: the client's last mutation id, binding a new client id to
+        ``principal`` (invariant 4); :class:`ClientIdTaken` if it is another's. Binding
+        is a write, made only for an id not bound yet: if the store refuses it
+        (:class:`StoreError`), the first mutation binds the id instead."""
+        pkey = self.principal_key(principal)
+        async with self.store.read() as tx:
+            state = await tx.client(client_id)
+        if state is None:
+            async with self.store.write() as wtx:
+                state = await wtx.client(client_id)
+                if state is None and await wtx.advance_client(client_id, pkey, 0, 0):
+                    return 0
+                state = state or await wtx.client(client_id)
+        if state is None:  # nothing bound it and it could not be bound: no store does that
+            return 0
+        if state.principal != pkey:
+            raise ClientIdTaken(client_id)
+        return state.last
+
+    async def confirm_acks(self, client_id: str, upto: int) -> bool:
+        """The client holds every ack up to ``upto``: stop keeping them. Acks go in
+        order (a confirmation or a trim removes all up to some id), so when the ack of
+        ``upto`` is gone, none before it is kept either, and nothing is written: a
+        returning client does not need a database that takes writes. True if acks were
+        removed."""
+        if upto < 1:
+            return False
+        async with self.store.read() as tx:
+            if await tx.ack(client_id, upto) is None:
+                return False
+        async with self.store.write() as wtx:
+            await wtx.confirm_acks(client_id, upto)
+        return True
 
     @asynccontextmanager
     async def transaction(self, principal: Principal) -> AsyncIterator[ServerTransaction]:

@@ -64,6 +64,7 @@ __all__ = [
     "FATAL_CLOSE_CODES",
     "PROTOCOL_VERSION",
     "SERVER_FRAME_TYPES",
+    "STORE_REFUSALS",
     "AckFrame",
     "ChangesFrame",
     "ClientFrame",
@@ -138,6 +139,16 @@ CLOSE_CODES: Final[Mapping[int, str]] = {
     CLOSE_TOO_MANY: "too many connections for this principal",
 }
 """Every close code the server uses, with what it means (the document's list)."""
+
+STORE_REFUSALS: Final[Mapping[str, str]] = {
+    "retry": "the server could not store the mutation; retry",
+    "storage_full": "the server's storage is full, so the mutation was not stored; retry",
+    "read_only": "the server's database refuses writes (read-only), so the mutation was "
+    "not stored; retry",
+    "unavailable": "the server cannot reach its database, so the mutation was not stored; retry",
+}
+"""The temporary refusals (``reject`` ``permanent: false``) of a mutation the store could
+not write, by code: the condition of the database, when it is known."""
 
 FATAL_CLOSE_CODES: Final[Mapping[str, int]] = {
     "unauthorized": CLOSE_UNAUTHORIZED,

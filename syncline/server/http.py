@@ -107,7 +107,7 @@ class HttpEndpoints:
             if posted.acked and posted.mutate.refusal is None:
                 # HTTP clients say which answers they hold here, as hello.acked does.
                 last = await self.engine.client_last(principal, posted.client_id)
-                await self.engine.confirm_acks(posted.client_id, min(posted.acked, last))
+                await self.server.confirm_acks(posted.client_id, min(posted.acked, last))
             mutate = posted.mutate
             frame = await self.server.apply(
                 principal, posted.client_id, mutate.mutation, mutate.refused()

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded
+from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded, StoreError
 from ..protocol.frames import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -166,11 +166,15 @@ class WebSocketEndpoint:
         conn.read_key = engine.read_key(principal)
         conn.client_id = hello.client_id
         try:
-            last = await engine.client_last(principal, hello.client_id)
+            try:
+                last = await engine.bind_client(principal, hello.client_id)
+            except StoreError as exc:  # writes refused: the first mutation binds the id
+                self.server.store_episodes.failed(exc, "binding a client id at hello")
+                last = await engine.client_last(principal, hello.client_id)
         except ClientIdTaken as exc:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
-        if hello.acked:
-            await engine.confirm_acks(hello.client_id, min(hello.acked, last))
+        if hello.acked:  # best effort: a database that refuses writes still serves reads
+            await self.server.confirm_acks(hello.client_id, min(hello.acked, last))
         head = await engine.head()
         conn.send_frame(conn.protocol.welcome(head.epoch, str(head), last))
 
