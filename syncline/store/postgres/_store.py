@@ -137,8 +137,13 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
         await self._release(conn)
 
     async def _release(self, conn: Conn) -> None:
+        """Give ``conn`` back to the pool. Never raises: a connection whose reset fails
+        (it was lost) is terminated by the pool, which opens another when needed."""
         if self._pool is not None:
-            await self._pool.release(conn)
+            try:
+                await self._pool.release(conn)
+            except DB_ERRORS:
+                conn.terminate()
 
     async def _discard(self, conn: Conn) -> None:
         """Close a connection found lost (see :mod:`._lost`) and give its pool slot
@@ -198,11 +203,13 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
         except BaseException as exc:
             error, healthy = error or exc, False
         finally:
-            if conn is not None:
-                if not healthy:
-                    conn.terminate()  # PostgreSQL rolls back what it has not committed
-                await self._release(conn)
-        self._resolve(group, error)
+            try:
+                if conn is not None:
+                    if not healthy:
+                        conn.terminate()  # PostgreSQL rolls back what it has not committed
+                    await self._release(conn)
+            finally:
+                self._resolve(group, error)  # whatever happened, its writers are told
 
     # --- diagnostics and indexes ------------------------------------------------------
 

@@ -185,7 +185,8 @@ class Write(Read, WriteTx):
         open. Anything that interrupts a statement half way breaks the group."""
         g = self._group
         if g.broken is not None:
-            raise StoreError(f"an earlier write of this group failed: {g.broken}")
+            failed = StoreError(f"an earlier write of this group failed: {g.broken}")
+            raise failed from g.broken
         try:
             if g.conn is None:
                 await self._begin_group()
