@@ -11,9 +11,12 @@ separate concern, kept out of this module.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
-__all__ = ["LOST_ERRORS", "connection_lost"]
+__all__ = ["LOST_ERRORS", "connection_lost", "terminate"]
 
 LOST_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
@@ -46,3 +49,10 @@ def connection_lost(exc: BaseException | None) -> bool:
             return True  # (a DataError is an argument the codec refused)
         exc, seen = exc.__cause__, seen + 1
     return False
+
+
+def terminate(conn: Any) -> None:
+    """Close a pool connection at once. One the pool already took back (it does so when
+    the socket closes) raises nothing: it is gone already."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()

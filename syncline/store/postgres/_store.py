@@ -15,7 +15,7 @@ from ...model import Schema
 from .._group import GroupCommitStore
 from ..base import ReadTx
 from ._compile import indexes
-from ._lost import connection_lost
+from ._lost import connection_lost, terminate
 from ._schema import DB_ERRORS, MIGRATIONS, Statements, lock_key, migrate, reset
 from ._tx import PostgresGroup, Read, Write
 
@@ -133,7 +133,7 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
             if begun:
                 await conn.execute("ROLLBACK")
         except BaseException:
-            conn.terminate()
+            terminate(conn)
         await self._release(conn)
 
     async def _release(self, conn: Conn) -> None:
@@ -143,12 +143,12 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
             try:
                 await self._pool.release(conn)
             except DB_ERRORS:
-                conn.terminate()
+                terminate(conn)
 
     async def _discard(self, conn: Conn) -> None:
         """Close a connection found lost (see :mod:`._lost`) and give its pool slot
         back: the pool opens a new connection for the next caller."""
-        conn.terminate()
+        terminate(conn)
         await self._release(conn)
 
     # --- writes and group commit ------------------------------------------------------
@@ -206,7 +206,7 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
             try:
                 if conn is not None:
                     if not healthy:
-                        conn.terminate()  # PostgreSQL rolls back what it has not committed
+                        terminate(conn)  # PostgreSQL rolls back what it has not committed
                     await self._release(conn)
             finally:
                 self._resolve(group, error)  # whatever happened, its writers are told
