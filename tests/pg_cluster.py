@@ -176,7 +176,8 @@ class PgCluster:
     def remove(self) -> None:
         with contextlib.suppress(Exception):
             self.crash()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not os.environ.get("SYNCLINE_TEST_KEEP_PG"):  # kept: to read its server.log
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _children(pid: int) -> list[int]:
