@@ -44,6 +44,7 @@ EDITS: list[dict[str, Any]] = [
     {"op": "insert", "c": "cards", "id": "c9", "fields": {"list_id": "l1", "titel": "x"}},
     {"op": "insert", "c": "boards", "id": "b9", "fields": {"name": "n", "Owner": "ann"}},
     {"op": "insert", "c": "cards", "id": QUOTED + "2", "fields": {"list_id": "l1", "vote": 1}},
+    {"op": "insert", "c": "cards", "id": "c\t\u200b\x7f\n\U0001f98a", "fields": {"x": 1}},
     {"op": "update", "c": "cards", "id": "c1", "set": {"titel": "x"}},
     {"op": "update", "c": "cards", "id": "c1", "set": {"title": "x", "id": "c2"}},
     {"op": "update", "c": "cards", "id": QUOTED, "set": {"__proto__": "x"}},
