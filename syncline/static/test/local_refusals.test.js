@@ -9,9 +9,11 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { InvalidMutation, pyRepr } from "../builder.js";
+import { connect } from "../client.js";
 import { Replica } from "../replica.js";
 import { makeSchema } from "../schema.js";
 import { BOARD, KIT_DIR } from "./board.js";
+import { FakeElement, FakeLocks, FakeSocket, fakeDocument } from "./fakes.js";
 
 /** @typedef {import("../schema.js").Schema} Schema */
 
@@ -122,4 +124,34 @@ test("pyRepr writes strings as Python's repr does", () => {
   const odd = "a\tb\n\r\x00\x7f\u00a0\u200b\u2028é🦊";
   assert.equal(pyRepr(odd), "'a\\tb\\n\\r\\x00\\x7f\\xa0\\u200b\\u2028é🦊'");
   assert.equal(pyRepr("\ud800"), "'\\ud800'");
+});
+
+/** @param {Partial<import("../client.js").ConnectOptions>} options */
+async function page(options) {
+  return connect({
+    state: fixture.hydrate,
+    document: fakeDocument(new FakeElement({}, [])),
+    url: "ws://test/sync",
+    socket: (url) => /** @type {any} */ (new FakeSocket(url)),
+    storage: false,
+    locks: /** @type {any} */ (new FakeLocks()),
+    tabs: false,
+    ...options,
+  });
+}
+
+test("connect() refuses with the page's embedded fields, or a strict schema", async () => {
+  const embedded = await page({});
+  const title = () => embedded.increment("cards", "c1", "title");
+  assert.throws(title, { code: "policy", message: /^cards\/'c1'.title: incr needs a counter/ });
+  embedded.insert("card", "c9", {}); // not described here: the server's to refuse
+  assert.equal(embedded.pending.value, 1);
+  embedded.close();
+  const whole = makeSchema(BOARD, null, { strict: true });
+  const strict = await page({ schema: /** @type {any} */ (whole) });
+  const message = "card/'c9': unknown collection; declared: ['boards', 'cards', 'lists']";
+  assert.throws(() => strict.insert("card", "c9", {}), { message });
+  assert.equal(strict.pending.value, 0);
+  strict.close();
+  FakeSocket.instances = [];
 });
