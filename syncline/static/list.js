@@ -8,7 +8,7 @@
 // query becomes that record's row. Children with neither are left where they are.
 
 import { patchElement } from "./bind.js";
-import { hasOwn } from "./json.js";
+import { jsonEqual } from "./json.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 
@@ -53,21 +53,6 @@ function keyOf(el) {
   if (bound === null) return null;
   const i = bound.indexOf(":");
   return i < 0 ? null : bound.slice(i + 1);
-}
-
-/** @param {Dict} a @param {Dict} b @returns {boolean} */
-function sameRow(a, b) {
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
-  for (const k of ka) {
-    if (!hasOwn(b, k)) return false;
-    const u = a[k];
-    const v = b[k];
-    if (u === v) continue;
-    if (typeof u !== "object" || typeof v !== "object" || JSON.stringify(u) !== JSON.stringify(v))
-      return false;
-  }
-  return true;
 }
 
 /**
@@ -191,10 +176,11 @@ export function renderList(container, template, rows, options = {}) {
         if (collection !== undefined) entry.el.setAttribute("data-sl-id", `${collection}:${id}`);
         entry.el.setAttribute("data-id", id);
       }
-      const adopted = entry.row === null;
-      if (adopted ? !(first && options.pristine && entry.el.isConnected) : !sameRow(entry.row ?? {}, row)) {
-        fill(entry.el, row, { index: i, previous: entry.row });
-      }
+      // A new row is filled; an adopted one unless the server drew it from this very
+      // state (pristine); a shown one when its record changed.
+      const trusted = first && options.pristine === true && entry.el.isConnected;
+      const due = entry.row === null ? !trusted : !jsonEqual(entry.row, row);
+      if (due) fill(entry.el, row, { index: i, previous: entry.row });
       entry.row = row;
       if (!stay.has(id)) container.insertBefore(entry.el, anchor);
       anchor = entry.el;
