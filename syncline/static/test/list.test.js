@@ -134,7 +134,7 @@ test("bound by data attributes: rows carry data-sl-id, fields get their text", (
   assert.equal(document.querySelector("b"), null, "text, never HTML");
 });
 
-test("a unusable template or missing options are named errors", () => {
+test("an unusable template or missing options are named errors", () => {
   const { document, list, template } = page();
   const rows = new Value(/** @type {Dict[]} */ ([]));
   assert.throws(() => renderList(list, template, rows), ListError);
