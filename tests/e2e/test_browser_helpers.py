@@ -71,14 +71,15 @@ new MutationObserver((records) => {
 def page_html(state: Any) -> str:
     rows = "".join(
         f'<li data-id="{html.escape(r["id"])}"><span data-sl-field="title">'
-        f"{html.escape(r['title'])}</span></li>"
+        f"{html.escape(r['title'])}</span><input class=note></li>"
         for r in state.rows("items")
     )
     body = state.rows("notes")[0]["body"]
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>helpers</title></head><body>"
         f'<ul id="items">{rows}</ul>'
-        '<template id="row"><li><span data-sl-field="title"></span></li></template>'
+        '<template id="row"><li><span data-sl-field="title"></span><input class=note></li>'
+        "</template>"
         f'<textarea id="note">{html.escape(body)}</textarea>'
         f"{state.script_tag()}"
         f'<script type="module">{SCRIPT}</script></body></html>'
@@ -150,9 +151,17 @@ async def test_rows_follow_the_other_tab_as_the_same_nodes(browser: Browser, url
     await expect(items).to_have_text(["A", "D", "B", "C"])
     assert await mine.evaluate(same, ["a", "b", "c"])
 
+    # The user is typing in row c when the other tab moves it to the top.
+    await mine.locator("[data-id=c] input").fill("abcd")
+    await mine.evaluate("document.querySelector('[data-id=c] input').setSelectionRange(2, 3)")
     await theirs.evaluate("sync.update('items', 'c', { rank: 0 })")
     await expect(items).to_have_text(["C", "A", "D", "B"])
     assert await mine.evaluate(same, ["a", "b", "c"]), "a moved row is the same node"
+    focus = await mine.evaluate(
+        "(() => { const e = document.activeElement;"
+        " return [e.closest('li')?.dataset.id, e.selectionStart, e.selectionEnd]; })()"
+    )
+    assert focus == ["c", 2, 3], "the moved row's input keeps the focus and the selection"
 
     await theirs.evaluate("sync.update('items', 'b', { title: 'B!' })")
     await expect(items).to_have_text(["C", "A", "D", "B!"])
