@@ -3,21 +3,14 @@
 // replaces the value without moving the caret off its text.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { afterEach, test } from "node:test";
 
-import { bindInput, connect } from "../client.js";
-import { BOARD } from "./board.js";
-import { FakeElement, FakeLocks, FakeSocket, settle } from "./fakes.js";
+import { bindInput } from "../client.js";
+import { FakeSocket, settle } from "./fakes.js";
+import { hydratedClient } from "./hydrated.js";
 
 /** @typedef {import("../client.js").SyncClient} SyncClient */
 
-const HYDRATE = JSON.parse(
-  readFileSync(
-    new URL("../../../tests/fixtures/protocol/hydrate_then_subscribe_since.json", import.meta.url),
-    "utf8",
-  ),
-).steps[0].hydrate;
 const FOX = "The \u{1F98A} fox"; // c1's description, a text field
 
 /** @type {SyncClient[]} */
@@ -80,18 +73,7 @@ class FakeInput {
 }
 
 async function start() {
-  const state = new FakeElement({ id: "syncline-state" }, [JSON.stringify(HYDRATE)]);
-  const doc = /** @type {any} */ (new FakeElement({}, [state]));
-  doc.activeElement = null;
-  const sync = await connect({
-    document: doc,
-    url: "ws://test/sync",
-    socket: (url) => /** @type {any} */ (new FakeSocket(url)),
-    storage: false,
-    locks: /** @type {any} */ (new FakeLocks()),
-    schema: BOARD,
-    tabs: false,
-  });
+  const { sync, doc } = await hydratedClient();
   clients.push(sync);
   const ws = FakeSocket.instances[0];
   ws.open();

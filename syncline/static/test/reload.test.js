@@ -2,23 +2,14 @@
 // application listens to "reload" itself or says otherwise; never in a loop.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { afterEach, test } from "node:test";
 
-import { connect } from "../client.js";
 import { RELOADED_AT, reloadPage } from "../reload.js";
-import { BOARD } from "./board.js";
-import { FakeElement, FakeLocks, FakeSocket, settle } from "./fakes.js";
+import { FakeSocket, settle } from "./fakes.js";
+import { hydratedClient } from "./hydrated.js";
 
 /** @typedef {import("../client.js").SyncClient} SyncClient */
 /** @typedef {import("../client.js").ConnectOptions} ConnectOptions */
-
-const HYDRATE = JSON.parse(
-  readFileSync(
-    new URL("../../../tests/fixtures/protocol/hydrate_then_subscribe_since.json", import.meta.url),
-    "utf8",
-  ),
-).steps[0].hydrate;
 
 /** @type {SyncClient[]} */
 let clients = [];
@@ -45,17 +36,7 @@ function memoryStorage() {
 
 /** A page whose server refuses its schema: the client gets a "reload" event. @param {Partial<ConnectOptions>} [extra] */
 async function refused(extra = {}) {
-  const state = new FakeElement({ id: "syncline-state" }, [JSON.stringify(HYDRATE)]);
-  const sync = await connect({
-    document: /** @type {any} */ (new FakeElement({}, [state])),
-    url: "ws://test/sync",
-    socket: (url) => /** @type {any} */ (new FakeSocket(url)),
-    storage: false,
-    locks: /** @type {any} */ (new FakeLocks()),
-    schema: BOARD,
-    tabs: false,
-    ...extra,
-  });
+  const { sync } = await hydratedClient(extra);
   clients.push(sync);
   return sync;
 }
