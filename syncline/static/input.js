@@ -63,7 +63,7 @@ function defaultFormat(value) {
  */
 export function bindInput(sync, element, collection, id, field, options = {}) {
   const el = /** @type {TextControl} */ (element);
-  if (typeof el.setSelectionRange !== "function" || typeof el.value !== "string") {
+  if (!el || typeof el.setSelectionRange !== "function" || typeof el.value !== "string") {
     throw new TypeError("bindInput binds an <input> or a <textarea>: an element with a value");
   }
   const format = options.format ?? defaultFormat;

@@ -92,8 +92,14 @@ export function longestIncreasing(seq) {
  * @returns {() => void}
  */
 export function renderList(container, template, rows, options = {}) {
+  if (!container || typeof container.insertBefore !== "function") {
+    throw new ListError("renderList needs the container element (got none: a wrong selector?)");
+  }
   const content = template && template.content;
   if (!content) throw new ListError("renderList needs a <template> element");
+  if (!rows || typeof rows.subscribe !== "function") {
+    throw new ListError("renderList needs a live query's rows (sync.query(...))");
+  }
   const roots = [...content.children];
   if (roots.length !== 1) {
     throw new ListError(

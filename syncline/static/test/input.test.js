@@ -97,9 +97,19 @@ function theirs(ws, description, v) {
     from: `e1.${v - 1}`,
     to: `e1.${v}`,
     q: {
-      cards: [{ k: "patch", c: "cards", id: "c1", inc: 1, v, fv: { description: v }, data: { description } }],
+      cards: [patch({ description }, v)],
     },
   });
+}
+
+/**
+ * A change of c1's fields at version v.
+ * @param {Record<string, unknown>} data
+ * @param {number} v
+ */
+function patch(data, v) {
+  const fv = Object.fromEntries(Object.keys(data).map((k) => [k, v]));
+  return { k: "patch", c: "cards", id: "c1", inc: 1, v, fv, data };
 }
 
 test("an input shows the field, and what the user types is sent", async () => {
@@ -117,7 +127,7 @@ test("an input shows the field, and what the user types is sent", async () => {
   assert.equal(/** @type {any} */ (sent[0]).ops[0].id, "c1");
 });
 
-test("another client's edit before the caret, merged with the user's own: the caret stays put", async () => {
+test("someone's edit before the caret, merged with the user's own: the caret stays", async () => {
   const { sync, ws, input } = await start();
   bindInput(sync, input, "cards", "c1", "description");
   input.focus();
@@ -177,14 +187,14 @@ test('with send "change", uncommitted typing is not wiped by a change from elsew
     t: "changes",
     from: "e1.5",
     to: "e1.6",
-    q: { cards: [{ k: "patch", c: "cards", id: "c1", inc: 1, v: 6, fv: { votes: 6 }, data: { votes: 3 } }] },
+    q: { cards: [patch({ votes: 3 }, 6)] },
   });
   assert.equal(input.value, "Shops");
   ws.receive({
     t: "changes",
     from: "e1.6",
     to: "e1.7",
-    q: { cards: [{ k: "patch", c: "cards", id: "c1", inc: 1, v: 7, fv: { title: 7 }, data: { title: "Big Shop" } }] },
+    q: { cards: [patch({ title: "Big Shop" }, 7)] },
   });
   assert.equal(input.value, "Shops", "the user's typing is kept until committed");
   input.dispatch("change");
@@ -195,7 +205,12 @@ test('with send "change", uncommitted typing is not wiped by a change from elsew
 
 test("what is not a text control is refused by name", async () => {
   const { sync } = await start();
-  assert.throws(() => bindInput(sync, /** @type {any} */ ({}), "cards", "c1", "title"), /an <input> or a <textarea>/);
+  for (const element of [{}, null]) {
+    assert.throws(
+      () => bindInput(sync, /** @type {any} */ (element), "cards", "c1", "title"),
+      /an <input> or a <textarea>/,
+    );
+  }
   const input = new FakeInput({ activeElement: null });
   assert.throws(
     () => bindInput(sync, input, "cards", "c1", "title", /** @type {any} */ ({ send: "blur" })),

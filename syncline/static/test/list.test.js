@@ -138,13 +138,24 @@ test("an unusable template or missing options are named errors", () => {
   const { document, list, template } = page();
   const rows = new Value(/** @type {Dict[]} */ ([]));
   assert.throws(() => renderList(list, template, rows), ListError);
-  const two = /** @type {HTMLTemplateElement} */ (/** @type {unknown} */ (document.createElement("template")));
+  const two = /** @type {HTMLTemplateElement} */ (
+    /** @type {unknown} */ (document.createElement("template"))
+  );
   two.innerHTML = "<li></li><li></li>";
   assert.throws(
     () => renderList(list, two, rows, { collection: "items" }),
     /exactly one element \(the row\), not 2/,
   );
-  assert.throws(() => renderList(list, /** @type {any} */ (list), rows, { collection: "c" }), ListError);
+  const notTemplate = /** @type {any} */ (list);
+  assert.throws(() => renderList(list, notTemplate, rows, { collection: "c" }), ListError);
+  assert.throws(
+    () => renderList(/** @type {any} */ (null), template, rows, { collection: "c" }),
+    /needs the container element/,
+  );
+  assert.throws(
+    () => renderList(list, template, /** @type {any} */ ([]), { collection: "c" }),
+    /a live query's rows/,
+  );
 });
 
 test("the longest run in order", () => {

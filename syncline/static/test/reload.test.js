@@ -34,7 +34,10 @@ function memoryStorage() {
   };
 }
 
-/** A page whose server refuses its schema: the client gets a "reload" event. @param {Partial<ConnectOptions>} [extra] */
+/**
+ * A page whose server will refuse its schema (reloadFrame): a "reload" event.
+ * @param {Partial<ConnectOptions>} [extra]
+ */
 async function refused(extra = {}) {
   const { sync } = await hydratedClient(extra);
   clients.push(sync);
