@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,7 @@ from ..query import Query
 from ..record import LogEntry, Record
 from ..store.base import ReadTx
 from ..waiting import wait_event
+from .index import SubscriptionIndex
 
 __all__ = ["ChangesPart", "LogReader", "Subscriber"]
 
@@ -154,6 +155,10 @@ class LogReader:
         self._task: asyncio.Task[None] | None = None
         self._last_advance = time.monotonic()
         self.steps = 0
+        self.index = SubscriptionIndex()
+        self.evaluated = 0
+        """How many (query, read key) answers steps have computed (the index skips the
+        rest): for tests and diagnostics."""
         self.on_advance: list[Callable[[int], None]] = []
         """Called with the new position after each step that moved it (other nodes'
         commits included)."""
@@ -198,6 +203,13 @@ class LogReader:
     def leave(self, conn: Subscriber) -> None:
         conn.left = True
         self.connections.discard(conn)
+        self.index.drop(conn)
+
+    def unsubscribe(self, conn: Subscriber, qids: Iterable[str]) -> None:
+        """The connection no longer wants these queries (``unsub``)."""
+        for qid in qids:
+            conn.queries.pop(qid, None)
+            self.index.remove(conn, qid)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -266,11 +278,12 @@ class LogReader:
         waiting = any(c.cursor is not None and c.awaiting_seq > c.cursor for c in self.connections)
         if head == self.position and not heartbeat and not waiting:
             return []
-        # Each distinct answer is computed and encoded once per (query, read key), and
-        # each distinct part once per (cursor, read key, answered queries): connections
-        # at the same cursor share one part, and so one encoded frame.
+        # Only subscriptions the index finds may answer something (every other answer
+        # is empty). Each distinct answer is computed and encoded once per (query, read
+        # key), and each distinct part once per (cursor, read key, answered queries):
+        # connections at the same cursor share one part, and so one encoded frame.
+        candidates = self.index.candidates(self.engine.schema, entries, current) if entries else {}
         answers: dict[tuple[str, object], list[str]] = {}
-        query_keys: dict[int, tuple[Query, str]] = {}  # the server shares parsed queries
         parts: dict[tuple[object, ...], ChangesPart] = {}
         schema = self.engine.schema
         out: list[tuple[Subscriber, ChangesPart]] = []
@@ -278,24 +291,32 @@ class LogReader:
             if conn.left or conn.resync or conn.cursor is None or conn.cursor >= head:
                 continue
             cursor, read_key = conn.cursor, conn.read_key
+            mine = candidates.get(conn)
+            if not mine and conn.awaiting_seq <= cursor and not heartbeat:
+                continue
             found: dict[str, list[str]] = {}
             signature: list[object] = [cursor, read_key]
-            for qid, query in list(conn.queries.items()):
-                known = query_keys.get(id(query))
-                if known is None or known[0] is not query:
-                    known = query_keys[id(query)] = (query, query.key)
-                key = (known[1], read_key)
-                items = answers.get(key)
-                if items is None:
-                    raw = query_items(schema, conn.principal, query, entries, current)
-                    if raw is None:  # a limited window moved: send it whole
-                        window = await self.engine.run_query(tx, conn.principal, query)
-                        raw = [{"k": "reset", "records": window}]
-                    items = [encode_item(i) for i in raw]
-                    answers[key] = items
-                if items:
-                    found[qid] = items
-                    signature += (qid, known[1])
+            if mine:
+                if len(mine) > 1:  # in the connection's order, as a full scan would give
+                    order = {qid: n for n, qid in enumerate(conn.queries)}
+                    mine.sort(key=lambda m: order.get(m[0], -1))
+                for qid, reg in mine:
+                    if qid not in conn.queries:  # unsubscribed while the step awaited
+                        continue
+                    key = (reg.key, read_key)
+                    items = answers.get(key)
+                    if items is None:
+                        self.evaluated += 1
+                        query = reg.query
+                        raw = query_items(schema, conn.principal, query, entries, current)
+                        if raw is None:  # a limited window moved: send it whole
+                            window = await self.engine.run_query(tx, conn.principal, query)
+                            raw = [{"k": "reset", "records": window}]
+                        items = [encode_item(i) for i in raw]
+                        answers[key] = items
+                    if items:
+                        found[qid] = items
+                        signature += (qid, reg.key)
             if not found and conn.awaiting_seq <= cursor and not heartbeat:
                 continue
             shared = tuple(signature)
@@ -339,6 +360,8 @@ class LogReader:
         if conn.left or j.done.done():
             return
         conn.queries.update(served.queries)
+        for qid, query in served.queries.items():
+            self.index.add(conn, qid, query)
         if served.changes is not None:
             conn.send_changes(served.changes)
         elif served.snapshot is not None:
