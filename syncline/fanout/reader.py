@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -142,15 +143,28 @@ class _Served:
 
 class LogReader:
     def __init__(
-        self, engine: Engine, *, poll_interval: float = 1.0, advance_every: float = 15.0
+        self,
+        engine: Engine,
+        *,
+        poll_interval: float = 1.0,
+        advance_every: float = 15.0,
+        max_joins: int = 100,
+        join_budget: float = 0.05,
     ) -> None:
+        """A step serves at most ``max_joins`` joins, and starts no further join once
+        ``join_budget`` seconds went to joins (it always serves one); the rest wait
+        for the next step, which follows at once (see :meth:`step`)."""
+        if max_joins < 1 or join_budget <= 0:
+            raise ValueError("max_joins must be at least 1 and join_budget positive")
         self.engine = engine
         self.poll_interval = poll_interval
         self.advance_every = advance_every
+        self.max_joins = max_joins
+        self.join_budget = join_budget
         self.position: int | None = None
         self.epoch: str = ""
         self.connections: set[Subscriber] = set()
-        self._joins: list[_Join] = []
+        self._joins: deque[_Join] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_advance = time.monotonic()
@@ -227,8 +241,13 @@ class LogReader:
 
     async def step(self) -> None:
         """One read transaction; every frame is computed first and handed over only when
-        all are ready, so a failure leaves every connection where it was."""
-        joins, self._joins = self._joins, []
+        all are ready, so a failure leaves every connection where it was.
+
+        Joins are served in bounded steps: after the live range, joins in the order
+        they came until ``max_joins`` or ``join_budget``; the rest stay queued and the
+        next step follows at once, so during a storm of resumes connected clients still
+        get a step (and their changes) every ``join_budget`` or so."""
+        joins: list[_Join] = []
         try:
             async with self.engine.store.read() as tx:
                 head = await tx.head()
@@ -240,7 +259,13 @@ class LogReader:
                     entries = await tx.log(self.position, head)
                 current = await current_records(tx, entries)
                 live = await self._live_parts(tx, entries, current, head)
-                served = [await self._serve(tx, j, head) for j in joins]
+                served = []
+                started = time.monotonic()
+                while self._joins and len(joins) < self.max_joins:
+                    if joins and time.monotonic() - started >= self.join_budget:
+                        break
+                    joins.append(self._joins.popleft())
+                    served.append(await self._serve(tx, joins[-1], head))
         except BaseException as exc:
             for j in joins:
                 if not j.done.done():
@@ -248,6 +273,8 @@ class LogReader:
                         exc if isinstance(exc, Exception) else asyncio.CancelledError()
                     )
             raise
+        if self._joins:
+            self._wake.set()  # the joins left over get the next step, at once
         # Hand over: nothing below awaits or fails.
         for conn, part in live:
             if not conn.left:

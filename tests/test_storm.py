@@ -1,0 +1,231 @@
+"""Reconnect storms: the SQLite reader pool stays within its cap, and while a thousand
+clients resume at once, clients already connected keep getting every change.
+
+The storm runs against a real server (uvicorn in a subprocess, tests/servers.py); the
+storm's clients run in a process of their own, so the live subscribers' latency here is
+the server's, not this process's. ``storm()`` prints the p99 live latency during the
+storm; bench/storm.py runs it with 2,000 clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import queue as queue_mod
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncline import Engine, Insert, Update
+from syncline.exceptions import StoreError
+from syncline.store.sqlite import SQLiteStore
+
+from .live import RawClient
+from .schemas import BOARD
+from .servers import ServerProcess
+
+CTX = multiprocessing.get_context("spawn")
+LIVE = {"live": {"c": "cards", "where": {"list_id": "l1"}}}
+RESUMED = {"old": {"c": "cards", "where": {"list_id": "l2"}}}
+
+
+def reader_threads() -> int:
+    return sum(t.name.startswith("syncline-sqlite-reader") for t in threading.enumerate())
+
+
+async def test_the_sqlite_reader_pool_never_exceeds_its_cap(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    assert store.max_readers == 8  # the documented default
+    await store.open()
+    baseline = reader_threads()
+    holding, peak, peak_threads, peak_open = 0, 0, 0, 0
+
+    async def one() -> None:
+        nonlocal holding, peak, peak_threads, peak_open
+        async with store.read() as tx:
+            holding += 1
+            peak = max(peak, holding)
+            await tx.head()
+            peak_threads = max(peak_threads, reader_threads() - baseline)
+            peak_open = max(peak_open, store.readers_open)
+            await asyncio.sleep(0.002)  # hold it a while, so reads overlap
+            holding -= 1
+
+    try:
+        await asyncio.gather(*(one() for _ in range(200)))
+        assert peak == 8 and peak_open == 8 and 1 <= peak_threads <= 8
+        # A read that gave up while waiting for a slot takes none with it.
+        waiting = [asyncio.create_task(one()) for _ in range(50)]
+        await asyncio.sleep(0)
+        for task in waiting[10:]:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(8))), 10)
+        assert store.readers_open <= 8
+    finally:
+        await store.close()
+    assert store.readers_open == 0
+    with pytest.raises(StoreError, match="max_readers"):
+        SQLiteStore(tmp_path / "other.sqlite3", max_readers=0)
+
+
+# --- the storm ----------------------------------------------------------------------------
+
+
+def storm_clients(port: int, n: int, since: str, go: Any, leave: Any, out: Any) -> None:
+    """Process target: ``n`` clients that connect at once when ``go`` is set, say hello
+    and resume ``since`` a cursor; reports (start, end, answers) and holds the
+    connections until ``leave`` is set."""
+    asyncio.run(_storm_clients(port, n, since, go, leave, out))
+
+
+async def _storm_clients(port: int, n: int, since: str, go: Any, leave: Any, out: Any) -> None:
+    answers: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def resume() -> None:
+            client = await stack.enter_async_context(
+                RawClient.connect(f"127.0.0.1:{port}", BOARD, open_timeout=120, max_queue=None)
+            )
+            await client.send({"t": "sub", "queries": RESUMED, "since": since})
+            answer = await client.recv(timeout=120)
+            answers.append(answer["t"] if answer.get("from") == since else repr(answer)[:200])
+
+        out.put("ready")
+        await asyncio.to_thread(go.wait)
+        start = time.monotonic()
+        results = await asyncio.gather(*(resume() for _ in range(n)), return_exceptions=True)
+        end = time.monotonic()
+        errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        out.put((start, end, answers, errors[:5], len(errors)))
+        await asyncio.to_thread(leave.wait, 300)
+
+
+async def seed(path: Path) -> str:
+    """Lists l1 and l2, 200 cards in l2; returns a cursor behind 100 more edits of them."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        engine = Engine(BOARD, store)
+        async with engine.transaction("admin") as tx:
+            tx.apply(
+                Insert(c="boards", id="b1", fields={"name": "B"}),
+                Insert(c="lists", id="l1", fields={"board_id": "b1"}),
+                Insert(c="lists", id="l2", fields={"board_id": "b1"}),
+                *(Insert(c="cards", id=f"old{n}", fields={"list_id": "l2"}) for n in range(200)),
+            )
+        since = str(await engine.head())
+        for n in range(100):
+            async with engine.transaction("admin") as tx:
+                tx.apply(Update(c="cards", id=f"old{n * 2}", set={"title": f"edit {n}"}))
+        return since
+    finally:
+        await store.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def storm(tmp_path: Path, clients: int, live: int = 20) -> dict[str, Any]:
+    """Run a storm of ``clients`` resumes while ``live`` subscribers get a steady stream
+    of inserts; return the figures (live latencies during the storm, in seconds)."""
+    since = await seed(tmp_path / "storm.sqlite3")
+    sent: dict[str, float] = {}
+    received: list[dict[str, float]] = [{} for _ in range(live)]
+    with ServerProcess(tmp_path / "storm.sqlite3") as server:
+        host = f"127.0.0.1:{server.port}"
+        async with contextlib.AsyncExitStack() as stack:
+            subscribers = [
+                await stack.enter_async_context(RawClient.connect(host, BOARD)) for _ in range(live)
+            ]
+            for sub in subscribers:
+                assert (await sub.subscribe(LIVE))["t"] == "snapshot"
+            writer = await stack.enter_async_context(RawClient.connect(host, BOARD))
+
+            async def listen(sub: RawClient, got: dict[str, float]) -> None:
+                while True:
+                    frame = await sub.recv(timeout=300)
+                    now = time.monotonic()
+                    if frame["t"] == "ping":
+                        await sub.send({"t": "pong", "n": frame.get("n")})
+                    for item in frame.get("q", {}).get("live", []):
+                        got.setdefault(item["id"], now)
+
+            stop = asyncio.Event()
+
+            async def write() -> None:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    rid = f"live-{uuid.uuid4().hex[:8]}"
+                    sent[rid] = time.monotonic()
+                    ops = [{"op": "insert", "c": "cards", "id": rid, "fields": {"list_id": "l1"}}]
+                    await writer.send({"t": "mut", "id": n, "ops": ops})
+                    assert (await writer.expect("ack", timeout=60))["mid"] == n
+                    await asyncio.sleep(0.01)  # a steady stream, ~50-100 changes a second
+
+            listeners = [
+                asyncio.create_task(listen(s, g))
+                for s, g in zip(subscribers, received, strict=True)
+            ]
+            go, leave, out = CTX.Event(), CTX.Event(), CTX.Queue()
+            proc = CTX.Process(
+                target=storm_clients, args=(server.port, clients, since, go, leave, out)
+            )
+            proc.start()
+            try:
+                assert await asyncio.to_thread(out.get, True, 60) == "ready"
+                writing = asyncio.create_task(write())
+                await asyncio.sleep(0.5)  # the stream runs before the storm starts
+                go.set()
+                start, end, answers, errors, failed = await asyncio.to_thread(out.get, True, 110)
+                await asyncio.sleep(0.3)  # and goes on a little after it
+                stop.set()
+                await asyncio.wait_for(writing, 60)
+                # Every subscriber gets every change, within a bounded wait.
+                async with asyncio.timeout(30):
+                    while any(len(g) < len(sent) for g in received):
+                        await asyncio.sleep(0.02)
+            finally:
+                leave.set()
+                for task in listeners:
+                    task.cancel()
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+    during = [got[rid] - t for got in received for rid, t in sent.items() if start <= t <= end]
+    return {
+        "clients": clients,
+        "failed": failed,
+        "errors": errors,
+        "answers": answers,
+        "storm_seconds": end - start,
+        "changes": len(sent),
+        "changes_during": len(during) // live,
+        "p50": percentile(during, 50) if during else None,
+        "p99": percentile(during, 99) if during else None,
+        "max": max(during) if during else None,
+        "all_received": all(set(g) == set(sent) for g in received),
+    }
+
+
+async def test_connected_clients_keep_getting_every_change_while_1000_clients_resume(
+    tmp_path: Path,
+) -> None:
+    figures = await storm(tmp_path, clients=1000)
+    print(
+        f"\nstorm of {figures['clients']} resumes in {figures['storm_seconds']:.2f} s; "
+        f"live latency during it p50 {figures['p50']:.3f} s, p99 {figures['p99']:.3f} s, "
+        f"max {figures['max']:.3f} s over {figures['changes_during']} changes"
+    )
+    assert figures["failed"] == 0, figures["errors"]
+    assert figures["answers"] == ["changes"] * 1000  # each resumed, none re-snapshotted
+    assert figures["all_received"]
+    assert figures["changes_during"] > 0
