@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import queue as queue_mod
 import threading
 import time
 import uuid
