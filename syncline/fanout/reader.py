@@ -43,7 +43,7 @@ from ..model import Principal
 from ..protocol.frames import SnapshotFrame, changes_text, encode_item
 from ..query import Query
 from ..record import LogEntry, Record
-from ..store.base import ReadTx
+from ..store.base import ReadTx, reading_the_log
 from ..waiting import wait_event
 from .index import SubscriptionIndex
 
@@ -228,6 +228,7 @@ class LogReader:
     # --- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        reading_the_log.set(True)  # this task's reads go first where reads queue
         while True:
             await wait_event(self._wake, self.poll_interval)
             self._wake.clear()

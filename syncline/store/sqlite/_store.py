@@ -12,12 +12,13 @@ from typing import Any
 from ...exceptions import StoreError
 from ...model import Schema
 from .._group import GroupCommitStore, consume
-from ..base import ReadTx
+from ..base import ReadTx, reading_the_log
 from . import _statements as stmt
 from ._commit import Exit, Member, SQLiteGroup, end_group_exit, leave_group
 from ._compile import indexes
 from ._conn import Conn
 from ._schema import MIGRATIONS, migrate
+from ._slots import Slots
 from ._tx import Read, Write
 from .writecache import WriteCache
 
@@ -36,7 +37,8 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
     """Idle reader connections kept open for the next ``read()``."""
     max_readers = 8
     """At most this many reader connections (each with its own thread) are open at
-    once; a ``read()`` beyond them waits for one to come back, first come first served."""
+    once; a ``read()`` beyond them waits for one to come back, first come first served
+    (the log reader's reads first: see :data:`syncline.store.base.reading_the_log`)."""
 
     def __init__(
         self,
@@ -54,7 +56,7 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
         self.busy_timeout = busy_timeout
         self._writer: Conn | None = None
         self._idle: list[Conn] = []
-        self._slots = asyncio.Semaphore(self.max_readers)
+        self._slots = Slots(self.max_readers)
         self.readers_open = 0
         """Reader connections open now (idle, in use or closing): never above
         :attr:`max_readers`."""
@@ -93,7 +95,9 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTx]:
         self._check_open()
-        await self._slots.acquire()  # a slot per open reader: the pool's cap
+        # A slot per open reader: the pool's cap. The log reader's reads go first:
+        # every connection's live changes wait on them.
+        await self._slots.acquire(urgent=reading_the_log.get())
         release = True  # else a spawned close gives the slot back once it is done
         try:
             conn = self._idle.pop() if self._idle else None
