@@ -76,18 +76,20 @@ async def test_the_sqlite_reader_pool_never_exceeds_its_cap(tmp_path: Path) -> N
 # --- the storm ----------------------------------------------------------------------------
 
 
-def storm_clients(port: int, n: int, since: str, go: Any, leave: Any, out: Any) -> None:
+def storm_clients(port: int, n: int, cursors: list[str], go: Any, leave: Any, out: Any) -> None:
     """Process target: ``n`` clients that connect at once when ``go`` is set, say hello
-    and resume ``since`` a cursor; reports (start, end, answers) and holds the
+    and resume since one of ``cursors``; reports (start, end, answers) and holds the
     connections until ``leave`` is set."""
-    asyncio.run(_storm_clients(port, n, since, go, leave, out))
+    asyncio.run(_storm_clients(port, n, cursors, go, leave, out))
 
 
-async def _storm_clients(port: int, n: int, since: str, go: Any, leave: Any, out: Any) -> None:
+async def _storm_clients(
+    port: int, n: int, cursors: list[str], go: Any, leave: Any, out: Any
+) -> None:
     answers: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
 
-        async def resume() -> None:
+        async def resume(since: str) -> None:
             client = await stack.enter_async_context(
                 RawClient.connect(f"127.0.0.1:{port}", BOARD, open_timeout=120, max_queue=None)
             )
@@ -98,15 +100,18 @@ async def _storm_clients(port: int, n: int, since: str, go: Any, leave: Any, out
         out.put("ready")
         await asyncio.to_thread(go.wait)
         start = time.monotonic()
-        results = await asyncio.gather(*(resume() for _ in range(n)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(resume(cursors[i % len(cursors)]) for i in range(n)), return_exceptions=True
+        )
         end = time.monotonic()
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
         out.put((start, end, answers, errors[:5], len(errors)))
         await asyncio.to_thread(leave.wait, 300)
 
 
-async def seed(path: Path) -> str:
-    """Lists l1 and l2, 200 cards in l2; returns a cursor behind 100 more edits of them."""
+async def seed(path: Path) -> list[str]:
+    """Lists l1 and l2, 200 cards in l2, then 100 edits of them; returns ten cursors
+    among the edits (clients that were at different places when the server went)."""
     store = SQLiteStore(path)
     await store.open()
     try:
@@ -118,11 +123,13 @@ async def seed(path: Path) -> str:
                 Insert(c="lists", id="l2", fields={"board_id": "b1"}),
                 *(Insert(c="cards", id=f"old{n}", fields={"list_id": "l2"}) for n in range(200)),
             )
-        since = str(await engine.head())
+        cursors = []
         for n in range(100):
+            if n % 10 == 0:
+                cursors.append(str(await engine.head()))
             async with engine.transaction("admin") as tx:
                 tx.apply(Update(c="cards", id=f"old{n * 2}", set={"title": f"edit {n}"}))
-        return since
+        return cursors
     finally:
         await store.close()
 
@@ -135,7 +142,7 @@ def percentile(values: list[float], p: float) -> float:
 async def storm(tmp_path: Path, clients: int, live: int = 20) -> dict[str, Any]:
     """Run a storm of ``clients`` resumes while ``live`` subscribers get a steady stream
     of inserts; return the figures (live latencies during the storm, in seconds)."""
-    since = await seed(tmp_path / "storm.sqlite3")
+    cursors = await seed(tmp_path / "storm.sqlite3")
     sent: dict[str, float] = {}
     received: list[dict[str, float]] = [{} for _ in range(live)]
     with ServerProcess(tmp_path / "storm.sqlite3") as server:
@@ -176,7 +183,7 @@ async def storm(tmp_path: Path, clients: int, live: int = 20) -> dict[str, Any]:
             ]
             go, leave, out = CTX.Event(), CTX.Event(), CTX.Queue()
             proc = CTX.Process(
-                target=storm_clients, args=(server.port, clients, since, go, leave, out)
+                target=storm_clients, args=(server.port, clients, cursors, go, leave, out)
             )
             proc.start()
             try:

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..changes import query_items
 from ..cursor import Cursor
@@ -139,6 +139,18 @@ class _Served:
     queries: dict[str, Query]
     changes: ChangesPart | None = None
     snapshot: SnapshotFrame | None = None
+
+
+@dataclass
+class _Shared:
+    """What one step's joins share: all are served at the same head in one transaction."""
+
+    floor: int | None = None
+    ranges: dict[int, tuple[list[LogEntry], dict[tuple[str, str], Record | None]]] = field(
+        default_factory=dict
+    )
+    answers: dict[tuple[int, str, object], list[str]] = field(default_factory=dict)
+    windows: dict[tuple[str, object], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class LogReader:
@@ -261,12 +273,13 @@ class LogReader:
                 current = await current_records(tx, entries)
                 live = await self._live_parts(tx, entries, current, head)
                 served = []
+                shared = _Shared()
                 started = time.monotonic()
                 while self._joins and len(joins) < self.max_joins:
                     if joins and time.monotonic() - started >= self.join_budget:
                         break
                     joins.append(self._joins.popleft())
-                    served.append(await self._serve(tx, joins[-1], head))
+                    served.append(await self._serve(tx, joins[-1], head, shared))
         except BaseException as exc:
             for j in joins:
                 if not j.done.done():
@@ -354,7 +367,7 @@ class LogReader:
             out.append((conn, part))
         return out
 
-    async def _serve(self, tx: ReadTx, j: _Join, head: int) -> _Served | None:
+    async def _serve(self, tx: ReadTx, j: _Join, head: int, shared: _Shared) -> _Served | None:
         conn = j.conn
         if j.done.done() or conn.left:  # the subscriber gave up or went away meanwhile
             if not j.done.done():
@@ -363,25 +376,68 @@ class LogReader:
         queries = dict(conn.queries) if j.queries is None else j.queries
         try:
             if conn.cursor is None and j.since is not None:
-                reason = _check_cursor(j.since, self.epoch, head, await tx.floor())
+                if shared.floor is None:
+                    shared.floor = await tx.floor()
+                reason = _check_cursor(j.since, self.epoch, head, shared.floor)
                 if reason is None:
-                    entries = await tx.log(j.since.seq, head) if j.since.seq < head else []
-                    changes = await self.engine.read_changes(tx, conn.principal, entries, queries)
                     part = ChangesPart(self.epoch, j.since.seq, head)
-                    part.items = {
-                        q: [encode_item(i) for i in items] for q, items in changes.items()
-                    }
+                    part.items = await self._resume_items(
+                        tx, conn, queries, j.since.seq, head, shared
+                    )
                     return _Served(j, queries, changes=part)
                 return _Served(
-                    j, queries, snapshot=await self._snapshot(tx, conn, queries, head, reason)
+                    j,
+                    queries,
+                    snapshot=await self._snapshot(tx, conn, queries, head, reason, shared),
                 )
-            return _Served(j, queries, snapshot=await self._snapshot(tx, conn, queries, head, None))
+            snapshot = await self._snapshot(tx, conn, queries, head, None, shared)
+            return _Served(j, queries, snapshot=snapshot)
         except CursorError as exc:
             j.done.set_exception(exc)
         except Exception as exc:  # one failing join must not fail the others
             log.exception("serving a subscription failed")
             j.done.set_exception(exc)
         return None
+
+    async def _resume_items(
+        self,
+        tx: ReadTx,
+        conn: Subscriber,
+        queries: dict[str, Query],
+        since: int,
+        head: int,
+        shared: _Shared,
+    ) -> dict[str, list[str]]:
+        """Each query's encoded net effect of ``(since, head]``; the range, its records and
+        each (query, read key) answer are read once per step for every join that needs
+        them (a storm of resumes mostly shares a few cursors)."""
+        ranged = shared.ranges.get(since)
+        if ranged is None:
+            entries = await tx.log(since, head) if since < head else []
+            ranged = shared.ranges[since] = (entries, await current_records(tx, entries))
+        entries, current = ranged
+        out: dict[str, list[str]] = {}
+        for qid, query in queries.items():
+            key = (since, query.key, conn.read_key)
+            items = shared.answers.get(key)
+            if items is None:
+                raw = query_items(self.engine.schema, conn.principal, query, entries, current)
+                if raw is None:
+                    window = await self._window(tx, conn, query, shared)
+                    raw = [{"k": "reset", "records": window}]
+                items = shared.answers[key] = [encode_item(i) for i in raw]
+            out[qid] = items
+        return out
+
+    async def _window(
+        self, tx: ReadTx, conn: Subscriber, query: Query, shared: _Shared
+    ) -> list[dict[str, Any]]:
+        """The query's records at the step's head, read once per (query, read key)."""
+        key = (query.key, conn.read_key)
+        records = shared.windows.get(key)
+        if records is None:
+            records = shared.windows[key] = await self.engine.run_query(tx, conn.principal, query)
+        return records
 
     def _hand_over(self, served: _Served, head: int) -> None:
         j, conn = served.join, served.join.conn
@@ -402,11 +458,15 @@ class LogReader:
             j.done.set_result(None)
 
     async def _snapshot(
-        self, tx: ReadTx, conn: Subscriber, queries: dict[str, Query], head: int, reset: str | None
+        self,
+        tx: ReadTx,
+        conn: Subscriber,
+        queries: dict[str, Query],
+        head: int,
+        reset: str | None,
+        shared: _Shared,
     ) -> SnapshotFrame:
-        records = {
-            qid: await self.engine.run_query(tx, conn.principal, q) for qid, q in queries.items()
-        }
+        records = {qid: await self._window(tx, conn, q, shared) for qid, q in queries.items()}
         return SnapshotFrame(
             cursor=f"{self.epoch}.{head}",
             queries={qid: q.to_wire() for qid, q in queries.items()},
