@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_storm import storm  # noqa: E402
+from tests.test_storm import storm
 
 
 async def main(clients: int, live: int) -> None:
