@@ -91,8 +91,13 @@ async def _storm_clients(
 
         async def resume(since: str) -> None:
             client = await stack.enter_async_context(
-                RawClient.connect(f"127.0.0.1:{port}", BOARD, open_timeout=120, max_queue=None)
+                RawClient.connect(
+                    f"127.0.0.1:{port}", BOARD, hello=False, open_timeout=120, max_queue=None
+                )
             )
+            hello = {"t": "hello", "v": 1, "client": client.client_id, "schema": BOARD.hash}
+            await client.send(hello)
+            assert (await client.recv(timeout=120))["t"] == "welcome"
             await client.send({"t": "sub", "queries": RESUMED, "since": since})
             answer = await client.recv(timeout=120)
             answers.append(answer["t"] if answer.get("from") == since else repr(answer)[:200])
