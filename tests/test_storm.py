@@ -20,13 +20,18 @@ from typing import Any
 
 import pytest
 
-from syncline import Engine, Insert, Update
+from syncline import Engine, Insert, Query, Update
+from syncline.cursor import Cursor
 from syncline.exceptions import StoreError
+from syncline.fanout.reader import LogReader
+from syncline.store import memory as memory_store
+from syncline.store.memory import MemoryStore
 from syncline.store.sqlite import SQLiteStore
 
 from .live import RawClient
 from .schemas import BOARD
 from .servers import ServerProcess
+from .test_fanout import Conn
 
 CTX = multiprocessing.get_context("spawn")
 LIVE = {"live": {"c": "cards", "where": {"list_id": "l1"}}}
@@ -240,3 +245,84 @@ async def test_connected_clients_keep_getting_every_change_while_1000_clients_re
     assert figures["answers"] == ["changes"] * 1000  # each resumed, none re-snapshotted
     assert figures["all_received"]
     assert figures["changes_during"] > 0
+
+
+# --- bounded join steps, step by step ------------------------------------------------------
+
+CARDS = {"cards": Query.parse({"c": "cards"}, BOARD)}
+
+
+async def reader_with_a_live_client(max_joins: int) -> tuple[Engine, LogReader, Cursor, Conn]:
+    """A reader on a board with one list, and one connection subscribed to all cards."""
+    engine = Engine(BOARD, MemoryStore())
+    async with engine.transaction("admin") as tx:
+        tx.apply(
+            Insert(c="boards", id="b1", fields={"name": "B"}),
+            Insert(c="lists", id="l1", fields={"board_id": "b1"}),
+        )
+    reader = LogReader(engine, max_joins=max_joins)
+    head = await engine.head()
+    reader.epoch, reader.position = head.epoch, head.seq
+    live = Conn()
+    task = asyncio.create_task(reader.join(live, CARDS, None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await reader.step()
+    await task
+    await live.frames()
+    return engine, reader, head, live
+
+
+async def test_joins_are_served_in_bounded_steps_and_live_changes_go_out_in_each() -> None:
+    engine, reader, head, live = await reader_with_a_live_client(max_joins=100)
+    storm = [Conn() for _ in range(250)]
+    joins = [asyncio.create_task(reader.join(c, CARDS, head)) for c in storm]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    served = []
+    for n in range(3):
+        async with engine.transaction("admin") as tx:
+            tx.apply(Insert(c="cards", id=f"c{n}", fields={"list_id": "l1"}))
+        reader._wake.clear()
+        await reader.step()
+        served.append(sum(c.cursor is not None for c in storm))
+        (frame,) = await live.frames()  # the connected client got this step's change
+        assert [i["id"] for i in frame["q"]["cards"]] == [f"c{n}"]
+        assert reader._wake.is_set() == (n < 2)  # joins left over: the next step at once
+    assert served == [100, 200, 250]
+    await asyncio.gather(*joins)
+    # Each join is served at its step's head and live changes follow it: whichever step
+    # served it, a connection's stream has every change once (its parts coalesced).
+    for conn in storm:
+        (frame,) = await conn.frames()
+        assert frame["from"] == str(head) and frame["to"].endswith(f".{head.seq + 3}")
+        assert [i["id"] for i in frame["q"]["cards"]] == ["c0", "c1", "c2"]
+
+
+async def test_a_failed_step_leaves_connections_where_they_were_and_queued_joins_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, reader, head, live = await reader_with_a_live_client(max_joins=2)
+    waiting = [Conn() for _ in range(5)]
+    joins = [asyncio.create_task(reader.join(c, CARDS, head)) for c in waiting]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    async with engine.transaction("admin") as tx:
+        tx.apply(Insert(c="cards", id="c1", fields={"list_id": "l1"}))
+    calls = 0
+
+    async def failing_log(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        raise StoreError("the database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(memory_store._Read, "log", failing_log)
+        with pytest.raises(StoreError):
+            await reader.step()
+    assert calls == 1
+    assert live.cursor == head.seq and await live.frames() == [] and reader.position == head.seq
+    assert all(c.cursor is None for c in waiting)
+    for _ in range(3):  # the next steps serve the same range, two joins a step
+        await reader.step()
+    assert all(c.cursor == head.seq + 1 for c in waiting)
+    await asyncio.gather(*joins)
+    (frame,) = await live.frames()
+    assert [i["id"] for i in frame["q"]["cards"]] == ["c1"]
