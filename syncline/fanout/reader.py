@@ -6,23 +6,32 @@ one read transaction and:
 
 1. reads the new range of the log, ``(position, head]``, and the current records it
    touches, once;
-2. for every joined connection, matches the range to each of its queries
-   (:func:`syncline.changes.query_items`), computing and encoding each distinct
-   (query, read key) answer once, and handing one :class:`ChangesPart` (so one encoded
-   frame) to every connection at the same cursor with the same answered queries and
-   read key (the read key says what a principal may read, see ``Engine.read_key``);
-   connections that receive nothing get an empty advance only when they wait for an
-   ack's ``seq`` (so their cursor reaches it, invariant 8) or on the heartbeat;
-3. serves joins queued since the last step, in the same transaction, at the same head:
-   a first subscription ``since`` a cursor gets the changes ``(since, head]``; any other
-   subscription gets a snapshot at ``head``. A cursor older than the log, or from another
-   database, gets a snapshot marked ``reset``.
+2. finds the subscriptions the range may concern through the subscription index
+   (:mod:`syncline.fanout.index`: by collection and equality values, a scan bucket
+   for the rest) and matches the range to those only
+   (:func:`syncline.changes.query_items`; every other answer is empty), computing and
+   encoding each distinct (query, read key) answer once, and handing one
+   :class:`ChangesPart` (so one encoded frame) to every connection at the same cursor
+   with the same answered queries and read key (the read key says what a principal
+   may read, see ``Engine.read_key``); connections that receive nothing get an empty
+   advance only when they wait for an ack's ``seq`` (so their cursor reaches it,
+   invariant 8) or on the heartbeat;
+3. serves joins queued since the last step, in the same transaction, at the same head,
+   in the order they came, at most ``max_joins`` of them and none started after
+   ``join_budget`` seconds (the rest wait for the next step, which follows at once, so
+   a storm of resumes never holds up live delivery for long): a first subscription
+   ``since`` a cursor gets the changes ``(since, head]``; any other subscription gets a
+   snapshot at ``head``. A cursor older than the log, or from another database, gets a
+   snapshot marked ``reset``. Joins of one step share what they read: each resumed
+   range with its records, each (query, read key) answer and window.
 
 Because joins are served at the same head as the live range, a connection's stream
 never overlaps or skips a ``seq`` (invariants 6 and 7), and records are always read
 at exactly the head the frame's ``to`` names. Every frame of a step is computed before
 any is handed over, so a failed step (a store error) leaves every connection where it
-was and the next step retries the same range.
+was and the next step retries the same range; joins it had not started stay queued.
+The reader's own reads go first where reads queue (``reading_the_log``, SQLite's
+capped reader pool).
 """
 
 from __future__ import annotations
@@ -112,7 +121,8 @@ class Subscriber(Protocol):
 
     principal: Principal
     read_key: object  # connections with equal read keys may share encoded answers
-    queries: dict[str, Query]
+    queries: dict[str, Query]  # added to by the reader only (it indexes them); remove
+    # through LogReader.unsubscribe (one removed directly is dropped from the index lazily)
     cursor: int | None  # the seq this connection's stream has reached; None: not joined
     awaiting_seq: int  # the highest ack seq sent that the stream has not reached yet
     left: bool  # the connection is gone: serve it nothing more
