@@ -6,12 +6,20 @@ import asyncio
 import importlib
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from .exceptions import BackplaneError, StoreError
 from .fanout.select import BACKPLANE_ENV, backplane_from_url
+from .serving import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_HEADER_BYTES,
+    FD_RESERVE,
+    ServingLimits,
+    frame_limit_of,
+)
 from .store import DB_ENV, store_from_url
 
 app = typer.Typer(
@@ -34,6 +42,58 @@ Compress = Annotated[
         "compresses each fanned-out frame again and keeps about 100 KB of zlib state.",
     ),
 ]
+
+_LIMITS = "Serving limits (docs/security.md)"
+WsMaxSize = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Largest WebSocket message in bytes, decompressed (with --compress, inflating "
+        "stops there); larger ones close the connection with 1009. 0: the application's "
+        "SynclineServer frame limit (Limits.max_frame_bytes, 1 MiB by default).",
+        rich_help_panel=_LIMITS,
+    ),
+]
+MaxHeaderBytes = Annotated[
+    int,
+    typer.Option(
+        min=1024,
+        help="Largest request line and headers together, in bytes; larger heads are "
+        "answered 431 and the connection closed.",
+        rich_help_panel=_LIMITS,
+    ),
+]
+TimeoutHeader = Annotated[
+    float,
+    typer.Option(
+        min=0.1,
+        help="Seconds from a connection's opening (or a request's first byte) to the end "
+        "of its headers; slower heads (slowloris) are answered 408 and closed, and idle "
+        "connections closed.",
+        rich_help_panel=_LIMITS,
+    ),
+]
+TimeoutKeepAlive = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Seconds an idle keep-alive HTTP connection stays open after a response.",
+        rich_help_panel=_LIMITS,
+    ),
+]
+LimitConcurrency = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Open connections (HTTP and WebSocket) past which new requests are answered "
+        f"503. 0: the open-file limit (ulimit -n) less {FD_RESERVE}.",
+        rich_help_panel=_LIMITS,
+    ),
+]
+
+
+def _limits(*apps: object, ws_max_size: int, **options: Any) -> ServingLimits:
+    return ServingLimits(ws_max_size=ws_max_size or frame_limit_of(*apps), **options)
 
 
 @app.callback()
@@ -80,6 +140,11 @@ def demo(
         bool, typer.Option("--console", help="Run the console simulation instead of the web demo.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for the console simulation's choices.")] = 7,
+    ws_max_size: WsMaxSize = 0,
+    max_header_bytes: MaxHeaderBytes = DEFAULT_MAX_HEADER_BYTES,
+    timeout_header: TimeoutHeader = DEFAULT_HEADER_TIMEOUT,
+    timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
+    limit_concurrency: LimitConcurrency = 0,
 ) -> None:
     """Serve a demo on an embedded SQLite file: the board (default) or TodoMVC.
 
@@ -106,13 +171,24 @@ def demo(
     else:
         from .demo.app import app_for
 
+    asgi = app_for(db)
+    limits = _limits(
+        asgi,
+        ws_max_size=ws_max_size,
+        max_header_bytes=max_header_bytes,
+        header_timeout=timeout_header,
+        keep_alive=timeout_keep_alive,
+        limit_concurrency=limit_concurrency,
+    )
     typer.echo(f"syncline demo {which} on http://{host}:{port}/  (database: {db})")
+    typer.echo(limits.describe())
     uvicorn.run(
-        app_for(db),
+        asgi,
         host=host,
         port=port,
         log_level="warning",
         ws_per_message_deflate=compress,
+        **limits.uvicorn_kwargs(),
     )
 
 
@@ -137,6 +213,11 @@ def serve(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     compress: Compress = False,
+    ws_max_size: WsMaxSize = 0,
+    max_header_bytes: MaxHeaderBytes = DEFAULT_MAX_HEADER_BYTES,
+    timeout_header: TimeoutHeader = DEFAULT_HEADER_TIMEOUT,
+    timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
+    limit_concurrency: LimitConcurrency = 0,
 ) -> None:
     """Run your application with uvicorn. It finds --db in $SYNCLINE_DB
     (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
@@ -164,15 +245,25 @@ def serve(
         )
     import uvicorn
 
+    limits = _limits(
+        getattr(module, attr),
+        module,
+        ws_max_size=ws_max_size,
+        max_header_bytes=max_header_bytes,
+        header_timeout=timeout_header,
+        keep_alive=timeout_keep_alive,
+        limit_concurrency=limit_concurrency,
+    )
     typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
+    typer.echo(limits.describe())
     uvicorn.run(
         target,
         host=host,
         port=port,
         log_level="info",
         loop="uvloop",
-        http="httptools",
         ws_per_message_deflate=compress,
+        **limits.uvicorn_kwargs(),
     )
 
 

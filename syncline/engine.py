@@ -11,6 +11,11 @@ Theory of operation for :meth:`Engine.apply` (one write transaction per mutation
    (:func:`syncline.merge.resolve`); then every touched record is validated against its
    model, references are checked, and write rules see before and after (invariants 5,
    10). A permanent refusal is stored as the mutation's ack: it uses up the id.
+   Before any of that, a record the principal may not read is, to this mutation, a
+   record that does not exist (invariant 10): an op on it answers ``not_found``, an
+   insert over a live one goes on as a fresh insert and is refused (``forbidden``)
+   where it would have been written, and a reference to it is a missing reference.
+   An op that changes nothing still needs the write rule's consent.
 5. Under ``whole`` mode a conflict on a ``manual`` field applies nothing; the ack
    carries the conflict. Otherwise changed records are written, one log entry per
    record at one new ``seq``, and the ack is kept until the client confirms it.
@@ -23,9 +28,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
+import orjson
+
 from .changes import query_items, touched_keys
+from .cost import ReadBudget
 from .cursor import Cursor
 from .exceptions import (
     ClientIdTaken,
@@ -40,16 +49,20 @@ from .exceptions import (
     RetryLater,
 )
 from .merge import resolve
-from .model import Principal, Schema
-from .ops import Mutation, Op, parse_mutation
+from .model import Collection, Principal, Schema
+from .ops import Insert, Mutation, Op, parse_mutation
 from .query import Query
 from .record import LogEntry, Record
 from .results import WHOLE_CONFLICT, Ack, Changes, OpResult, Snapshot
 from .store.base import ReadTx, Store, WriteTx
+from .textcheck import name_problem
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
 
 CommitListener = Callable[[int], None]
+
+FORBIDDEN = "the write rule refused this change"
+"""The one message of every ``forbidden`` refusal: it says nothing of the record's state."""
 
 
 class Engine:
@@ -103,6 +116,8 @@ class Engine:
         """
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
             raise InvalidMutation("client id must be a string of 1 to 128 characters")
+        if (problem := name_problem(client_id)) is not None:
+            raise InvalidMutation(f"client id {problem}")
         pkey = self.principal_key(principal)
         parse_error: InvalidMutation | None = None
         if isinstance(mutation, Mutation):
@@ -166,11 +181,25 @@ class Engine:
         before: dict[tuple[str, str], Record | None] = {}
         working: dict[tuple[str, str], Record | None] = {}
         results: list[OpResult] = []
+        phantoms: list[tuple[str, str]] = []  # inserts over live records hidden from principal
         for op in ops:
             coll = self.schema.collection(op.c, op.id)
             key = (op.c, op.id)
             if key not in working:
                 current = await tx.get(op.c, op.id)
+                if (
+                    not trusted
+                    and current is not None
+                    and not self._readable(principal, coll, current)
+                ):
+                    # To this principal the record does not exist (invariant 10): every
+                    # answer about it is the answer for an id never used. A live one's id
+                    # is still taken: an insert over it goes on as a fresh insert and is
+                    # refused where that insert would have been written.
+                    if isinstance(op, Insert) and not current.deleted:
+                        phantoms.append(key)
+                    if not (isinstance(op, Insert) and current.deleted):
+                        current = None
                 before[key] = current
                 working[key] = current
             new, result = resolve(
@@ -190,19 +219,27 @@ class Engine:
                 if r.status == "applied":  # and no op says so (docs/protocol.md, Conflict)
                     r.status, r.reason = "dropped", WHOLE_CONFLICT
             return Ack(mutation_id or 0, "conflict", results=results)
-        changed = {k: r for k, r in working.items() if r is not None and r is not before[k]}
-        for (cname, rid), record in changed.items():
+        changed: dict[tuple[str, str], Record] = {}
+        for (cname, rid), record in working.items():
             coll = self.schema.collections[cname]
-            if not record.deleted:
-                record.data = coll.validate(rid, record.data)
-            await self._check_refs(tx, cname, record, working)
             old = before[(cname, rid)]
             old_view = None if old is None or old.deleted else {**old.data, "id": rid}
+            if record is None or record is old:
+                # Nothing to write; still only for a principal who may write the record
+                # as it is (a no-op answers as the change would). A deleted one the
+                # principal may read stays dropped.
+                if not trusted and old_view is not None:
+                    self._check_write(principal, coll, rid, old_view, old_view)
+                continue
+            changed[(cname, rid)] = record
+            if not record.deleted:
+                record.data = coll.validate(rid, record.data)
+            await self._check_refs(tx, principal, cname, record, working, trusted=trusted)
             new_view = None if record.deleted else {**record.data, "id": rid}
-            if not self.schema.may_write(principal, coll, old_view, new_view):
-                raise Forbidden(
-                    "the write rule refused this change", collection=cname, record_id=rid
-                )
+            self._check_write(principal, coll, rid, old_view, new_view)
+        if phantoms:  # where a fresh insert would have been written: refused, the same way
+            cname, rid = phantoms[0]
+            raise Forbidden(FORBIDDEN, collection=cname, record_id=rid)
         if not changed:
             return Ack(mutation_id or 0, "applied", results=results)
         now = time.time()
@@ -232,19 +269,39 @@ class Engine:
                     principal, coll, coll.visible(c.id, view)
                 )
                 if not readable or not self.schema.may_write(principal, coll, view, view):
-                    raise Forbidden(
-                        "the write rule refused this change",
-                        collection=c.collection,
-                        record_id=c.id,
-                    )
+                    raise Forbidden(FORBIDDEN, collection=c.collection, record_id=c.id)
+
+    def _readable(self, principal: Principal, coll: Collection, record: Record) -> bool:
+        """May ``principal`` read ``record`` as stored? A tombstone keeps the fields
+        read rules see (:func:`syncline.merge.resolve`), so whoever could read the
+        record can still read that it was deleted."""
+        if not self.schema.rules_declared:
+            return True
+        return self.schema.may_read(principal, coll, coll.visible(record.id, record.data))
+
+    def _check_write(
+        self,
+        principal: Principal,
+        coll: Collection,
+        rid: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        if not self.schema.may_write(principal, coll, before, after):
+            raise Forbidden(FORBIDDEN, collection=coll.name, record_id=rid)
 
     async def _check_refs(
         self,
         tx: WriteTx,
+        principal: Principal,
         cname: str,
         record: Record,
         working: Mapping[tuple[str, str], Record | None],
+        *,
+        trusted: bool,
     ) -> None:
+        """Every reference names a live record; for a client, one it may read (a
+        reference to a record it may not read answers as one to a missing record)."""
         if record.deleted:
             return
         for spec in self.schema.collections[cname].fields.values():
@@ -255,7 +312,12 @@ class Engine:
                 continue
             key = (spec.ref, target_id)
             target = working[key] if key in working else await tx.get(*key)
-            if target is None or target.deleted:
+            target_coll = self.schema.collections[spec.ref]
+            if (
+                target is None
+                or target.deleted
+                or (not trusted and not self._readable(principal, target_coll, target))
+            ):
                 raise MissingReference(
                     f"refers to {spec.ref}/{target_id!r}, which does not exist",
                     collection=cname,
@@ -315,10 +377,40 @@ class Engine:
             raise ClientIdTaken(client_id)
         return state.last
 
-    async def confirm_acks(self, client_id: str, upto: int) -> None:
-        """The client holds every ack up to ``upto``: stop keeping them."""
-        async with self.store.write() as tx:
-            await tx.confirm_acks(client_id, upto)
+    async def bind_client(self, principal: Principal, client_id: str) -> int:
+        """At ``hello``: the client's last mutation id, binding a new client id to
+        ``principal`` (invariant 4); :class:`ClientIdTaken` if it is another's. Binding
+        is a write, made only for an id not bound yet: if the store refuses it
+        (:class:`StoreError`), the first mutation binds the id instead."""
+        pkey = self.principal_key(principal)
+        async with self.store.read() as tx:
+            state = await tx.client(client_id)
+        if state is None:
+            async with self.store.write() as wtx:
+                state = await wtx.client(client_id)
+                if state is None and await wtx.advance_client(client_id, pkey, 0, 0):
+                    return 0
+                state = state or await wtx.client(client_id)
+        if state is None:  # nothing bound it and it could not be bound: no store does that
+            return 0
+        if state.principal != pkey:
+            raise ClientIdTaken(client_id)
+        return state.last
+
+    async def confirm_acks(self, client_id: str, upto: int) -> bool:
+        """The client holds every ack up to ``upto``: stop keeping them. Acks go in
+        order (a confirmation or a trim removes all up to some id), so when the ack of
+        ``upto`` is gone, none before it is kept either, and nothing is written: a
+        returning client does not need a database that takes writes. True if acks were
+        removed."""
+        if upto < 1:
+            return False
+        async with self.store.read() as tx:
+            if await tx.ack(client_id, upto) is None:
+                return False
+        async with self.store.write() as wtx:
+            await wtx.confirm_acks(client_id, upto)
+        return True
 
     @asynccontextmanager
     async def transaction(self, principal: Principal) -> AsyncIterator[ServerTransaction]:
@@ -336,32 +428,102 @@ class Engine:
 
     # --- reads ------------------------------------------------------------------------
 
-    async def snapshot(self, principal: Principal, queries: Mapping[str, Query]) -> Snapshot:
-        """Read several queries and their cursor in one transaction (invariant 6)."""
+    async def snapshot(
+        self,
+        principal: Principal,
+        queries: Mapping[str, Query],
+        *,
+        budget: ReadBudget | None = None,
+    ) -> Snapshot:
+        """Read several queries and their cursor in one transaction (invariant 6);
+        identical queries are read once. ``budget`` bounds what the answer may cost
+        (:class:`ReadLimitExceeded` past it)."""
         async with self.store.read() as tx:
             cursor = Cursor(await tx.epoch(), await tx.head())
-            results = {qid: await self.run_query(tx, principal, q) for qid, q in queries.items()}
+            results = await self.run_queries(tx, principal, queries, budget)
         return Snapshot(cursor, results, dict(queries))
 
+    async def run_queries(
+        self,
+        tx: ReadTx,
+        principal: Principal,
+        queries: Mapping[str, Query],
+        budget: ReadBudget | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each query's records. Queries with the same key are read once and share one
+        list; every copy is charged to ``budget`` (each is sent), by its encoded size,
+        before the next query is read: an answer too large is refused, not built."""
+        read: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for qid, query in queries.items():
+            key = query.key
+            found = read.get(key)
+            if found is None:
+                records = await self.run_query(tx, principal, query, budget)
+                size = len(orjson.dumps(records)) if budget is not None else 0
+                found = read[key] = (records, size)
+            if budget is not None:
+                budget.spend(qid, found[1] + 2 * len(qid) + len(key) + 8)  # with its echo
+            out[qid] = found[0]
+        return out
+
     async def run_query(
-        self, tx: ReadTx, principal: Principal, query: Query
+        self,
+        tx: ReadTx,
+        principal: Principal,
+        query: Query,
+        budget: ReadBudget | None = None,
     ) -> list[dict[str, Any]]:
+        """One query's records as the principal may read them. A ``read_filter`` is
+        ANDed into the store's query (the store filters, orders and limits); a callable
+        ``read`` rule is asked about every row the query matches, at most
+        ``budget.scan_left`` rows (:class:`ReadLimitExceeded` beyond)."""
         coll = self.schema[query.collection]
-        ruled = coll.read is not None or self.schema.rules_declared
-        records = await tx.query_wire(query, apply_limit=not ruled)
-        if ruled:
-            may_read, visible = self.schema.may_read, coll.visible
-            records = [r for r in records if may_read(principal, coll, visible(r["id"], r["data"]))]
-            if query.limit is not None:
-                records = records[: query.limit]
-        return records
+        if coll.read_filter is not None:
+            allowed = self.schema.read_conditions(principal, coll)
+            if allowed is None:
+                return []
+            narrowed = replace(query, conditions=query.conditions + allowed.conditions)
+            return await tx.query_wire(narrowed)
+        if not self.schema.rules_declared:
+            return await tx.query_wire(query)
+        if coll.read is None:  # rules elsewhere, none here: nothing is readable
+            return []
+        may_read, visible = self.schema.may_read, coll.visible
+        cap = budget.scan_left if budget is not None else None
+        if cap is None:
+            rows = await tx.query_wire(query, apply_limit=False)
+            records = [r for r in rows if may_read(principal, coll, visible(r["id"], r["data"]))]
+            return records[: query.limit] if query.limit is not None else records
+        assert budget is not None
+        # A limited query first reads a few rows more than its limit, and only if the
+        # rule refused too many of them up to the cap; one row more than the cap says
+        # whether the cap was reached. The rows of the last read are what it scanned.
+        reads = [cap + 1]
+        if query.limit is not None and query.limit * 4 + 16 <= cap:
+            reads.insert(0, query.limit * 4 + 16)
+        for n in reads:
+            rows = await tx.query_wire(replace(query, limit=n))
+            records = [r for r in rows if may_read(principal, coll, visible(r["id"], r["data"]))]
+            if query.limit is not None and len(records) >= query.limit:
+                budget.scan(len(rows))
+                return records[: query.limit]
+            if len(rows) < n:  # every matching row was read
+                budget.scan(len(rows))
+                return records
+        raise budget.refuse_scan(coll.name)
 
     async def head(self) -> Cursor:
         async with self.store.read() as tx:
             return Cursor(await tx.epoch(), await tx.head())
 
     async def changes_since(
-        self, principal: Principal, since: Cursor | str, queries: Mapping[str, Query]
+        self,
+        principal: Principal,
+        since: Cursor | str,
+        queries: Mapping[str, Query],
+        *,
+        budget: ReadBudget | None = None,
     ) -> Changes:
         """The net effect on ``queries`` of everything committed after ``since``.
 
@@ -378,7 +540,7 @@ class Engine:
             if since.seq < floor:
                 raise CursorTooOld(f"cursor {since} is older than the retained log (from {floor})")
             entries = await tx.log(since.seq, head) if since.seq < head else []
-            out = await self.read_changes(tx, principal, entries, queries)
+            out = await self.read_changes(tx, principal, entries, queries, budget)
         return Changes(since, Cursor(epoch, head), out)
 
     async def read_changes(
@@ -387,6 +549,7 @@ class Engine:
         principal: Principal,
         entries: list[LogEntry],
         queries: Mapping[str, Query],
+        budget: ReadBudget | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         """Each query's net effect of ``entries`` (read in ``tx``, up to its head)."""
         current = await current_records(tx, entries)
@@ -394,7 +557,8 @@ class Engine:
         for qid, query in queries.items():
             items = query_items(self.schema, principal, query, entries, current)
             if items is None:
-                items = [{"k": "reset", "records": await self.run_query(tx, principal, query)}]
+                window = await self.run_query(tx, principal, query, budget)
+                items = [{"k": "reset", "records": window}]
             out[qid] = items
         return out
 

@@ -5,6 +5,7 @@ The tree::
     SynclineError
     ├── SchemaError              the application declared its model wrongly (local misuse)
     ├── QueryError               a query names an unknown collection or a non-queryable field
+    ├── ReadLimitExceeded        a snapshot or pull would cost more than a limit allows
     ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
     │   ├── InvalidMutation      malformed op, wrong type, unknown or missing field
     │   ├── RecordNotFound       update/delete/increment of a record that never existed
@@ -20,6 +21,9 @@ The tree::
     │   ├── CursorReset          from another database epoch: drop local state and reload
     │   └── CursorAhead          above the database head: the client is confused
     ├── StoreError               the storage backend failed or was misused
+    │   ├── StorageFull          the disk (or the database's quota) is full
+    │   ├── StoreReadOnly        the database refuses writes (read-only file or transaction)
+    │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
@@ -50,11 +54,15 @@ __all__ = [
     "MutationRefused",
     "PolicyViolation",
     "QueryError",
+    "ReadLimitExceeded",
     "RecordExists",
     "RecordNotFound",
     "RetryLater",
     "SchemaError",
+    "StorageFull",
     "StoreError",
+    "StoreReadOnly",
+    "StoreUnavailable",
     "SynclineError",
 ]
 
@@ -75,6 +83,18 @@ class QueryError(SynclineError):
     """A query cannot be run as written."""
 
     code = "query"
+
+
+class ReadLimitExceeded(SynclineError):
+    """A snapshot or pull would send more bytes, or scan more rows under a callable read
+    rule, than a limit allows; the message names the limit. ``ref`` is the query id
+    whose answer passed it (None when no single query did)."""
+
+    code = "limit"
+
+    def __init__(self, message: str, *, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
 
 
 def _where(collection: str | None, record_id: str | None, field: str | None) -> str:
@@ -205,7 +225,31 @@ class CursorAhead(CursorError):
 
 
 class StoreError(SynclineError):
+    """The store failed. ``condition`` names a known state of the database that refuses
+    writes for a while (its subclasses); a mutation refused by it is retryable, and the
+    refusal's code is the condition (``retry`` when there is none)."""
+
     code = "store"
+    condition: str | None = None
+
+
+class StorageFull(StoreError):
+    """The disk, or the database's size limit, is full: writes fail until space is made."""
+
+    code = condition = "storage_full"
+
+
+class StoreReadOnly(StoreError):
+    """The database refuses writes (a read-only file or mount, a read-only transaction
+    or replica); reads go on."""
+
+    code = condition = "read_only"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or the connection to it was lost."""
+
+    code = condition = "unavailable"
 
 
 class BackplaneError(SynclineError):

@@ -26,12 +26,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from .exceptions import InvalidMutation, QueryError, SchemaError
+
+if TYPE_CHECKING:
+    from .query import Query
 
 __all__ = [
     "LWW",
@@ -42,6 +45,7 @@ __all__ = [
     "Manual",
     "Merge",
     "Queryable",
+    "ReadFilter",
     "ReadRule",
     "Ref",
     "Schema",
@@ -58,7 +62,15 @@ Principal = Any
 
 ReadRule = Callable[[Principal, Mapping[str, Any]], bool]
 """``(principal, record) -> bool``; ``record`` holds ``id`` and the queryable fields only,
-so the same decision can be made from a change log's before-image."""
+so the same decision can be made from a change log's before-image. A snapshot under a
+callable rule reads every row the query's filter matches and asks the rule about each
+one in Python (at most ``Limits.max_scan_rows`` per request): prefer :data:`ReadFilter`."""
+
+ReadFilter = Callable[[Principal], Mapping[str, Any] | None]
+"""``principal -> where``: the records the principal may read, as a query's ``where``
+on ``id`` and queryable fields (``{"owner": p.id}``), or None for none. The engine ANDs
+it into every query of the collection, so the store filters, orders and limits (one
+``limit 1`` query reads one row); changes are matched against it in Python."""
 
 WriteRule = Callable[[Principal, Mapping[str, Any] | None, Mapping[str, Any] | None], bool]
 """``(principal, before, after) -> bool``; ``None`` for a record that does not exist
@@ -171,6 +183,8 @@ class Collection:
     on_update_deleted: Literal["delete-wins", "manual"] = "delete-wins"
     read: ReadRule | None = None
     write: WriteRule | None = None
+    read_filter: ReadFilter | None = None
+    """The read rule as a filter (:data:`ReadFilter`); give it or ``read``, not both."""
     fields: dict[str, FieldSpec] = field(init=False, repr=False)
     queryable: frozenset[str] = field(init=False, repr=False)
     """Fields a query may filter or order on, and the only ones a read rule sees."""
@@ -182,6 +196,10 @@ class Collection:
             raise SchemaError(
                 f"collection {self.name!r}: on_update_deleted must be 'delete-wins' or 'manual', "
                 f"not {self.on_update_deleted!r}"
+            )
+        if self.read is not None and self.read_filter is not None:
+            raise SchemaError(
+                f"collection {self.name!r}: declare its read rule as read or read_filter, not both"
             )
         if "id" in self.model.model_fields:
             raise SchemaError(
@@ -347,7 +365,9 @@ class Schema:
                         f"declared: {sorted(self.collections)}"
                     )
         self.revision = revision
-        self.rules_declared = any(c.read or c.write for c in self.collections.values())
+        self.rules_declared = any(
+            c.read or c.write or c.read_filter for c in self.collections.values()
+        )
         self.hash = self._hash()
 
     def __getitem__(self, name: str) -> Collection:
@@ -407,6 +427,9 @@ class Schema:
 
     def may_read(self, principal: Principal, coll: Collection, view: Mapping[str, Any]) -> bool:
         """A read rule that raises denies (and is logged): failing closed never leaks."""
+        if coll.read_filter is not None:
+            conditions = self.read_conditions(principal, coll)
+            return conditions is not None and conditions.matches(view)
         if coll.read is None:
             return not self.rules_declared
         try:
@@ -414,6 +437,22 @@ class Schema:
         except Exception:
             log.exception("the read rule of %r raised; denying", coll.name)
             return False
+
+    def read_conditions(self, principal: Principal, coll: Collection) -> Query | None:
+        """The collection's :data:`ReadFilter` for ``principal`` as a query's conditions
+        (None: nothing readable). A filter that raises or names a field it may not
+        denies (and is logged)."""
+        from .query import Query
+
+        assert coll.read_filter is not None
+        try:
+            where = coll.read_filter(principal)
+            if where is None:
+                return None
+            return Query.parse({"c": coll.name, "where": dict(where)}, self)
+        except Exception:
+            log.exception("the read filter of %r failed; denying", coll.name)
+            return None
 
     def may_write(
         self,

@@ -176,13 +176,17 @@ async def test_a_connection_that_left_is_never_served_again() -> None:
     assert len(conn.outbox) == 0 and conn not in reader.connections
 
 
-async def test_a_snapshot_larger_than_the_queue_limit_still_goes_to_a_reader() -> None:
-    outbox = Outbox(max_bytes=1000)
-    outbox.put("x" * 5000)
-    assert not outbox.overflowed and len(outbox.pop() or "") == 5000
-    outbox.put("y" * 5000)
-    outbox.put("z")  # something waits behind a big frame: now it counts
-    assert outbox.overflowed
+async def test_no_frame_larger_than_the_queue_limit_leaves_even_into_an_empty_queue() -> None:
+    # It used to go out when nothing waited: one frame of any size per connection.
+    overflows: list[bool] = []
+    outbox = Outbox(max_bytes=1000, on_overflow=lambda: overflows.append(True))
+    outbox.put("x" * 1000)  # at the limit: goes
+    assert not outbox.overflowed and len(outbox.pop() or "") == 1000
+    outbox.put("y" * 1001)
+    assert outbox.overflowed and overflows == [True] and outbox.pop() is None
+    big = Outbox(max_bytes=1000)
+    big.put_changes(ChangesPart("e", 0, 1, {"q": ["z" * 2000]}))
+    assert big.overflowed and big.pop() is None
 
 
 async def test_stopping_the_reader_just_as_a_commit_wakes_it_still_stops() -> None:

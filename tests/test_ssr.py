@@ -21,7 +21,7 @@ from jinja2 import Environment
 from starlette.applications import Starlette
 
 from syncline import Engine, Query, Replica
-from syncline.demo.app import SCHEMA, create_app
+from syncline.demo.app import COOKIE, SCHEMA, create_app
 from syncline.ssr import Row, embed_json, install_jinja, read_page
 from syncline.store.sqlite import SQLiteStore
 
@@ -165,7 +165,10 @@ async def test_the_handoff_is_gapless_under_racing_writes(tmp_path: Path) -> Non
             for _ in range(8):
                 page = await http.get("/")
                 state = orjson.loads(STATE.search(page.text).group(1))  # type: ignore[union-attr]
-                c = await stack.enter_async_context(RawClient.connect(host, SCHEMA))
+                session = {"cookie": f"{COOKIE}={http.cookies[COOKIE]}"}  # the page's visitor
+                c = await stack.enter_async_context(
+                    RawClient.connect(host, SCHEMA, additional_headers=session)
+                )
                 c.replica.load_snapshot(state)
                 await c.send({"t": "sub", "queries": state["queries"], "since": state["cursor"]})
                 clients.append((c.replica, state["cursor"], c.frames))

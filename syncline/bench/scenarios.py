@@ -20,7 +20,7 @@ from typing import Any
 
 from .clients import run_mutators, run_resume, run_subscribers, run_writers
 from .common import CTX, Result, free_port, peak_rss_mb, percentile, spawned, stop, wait_port
-from .servers import FANOUT_PEERS, run_server
+from .servers import DEMO_SECRET, FANOUT_PEERS, run_server
 
 PG_DSN = "postgresql://postgres@127.0.0.1/test"
 
@@ -410,7 +410,7 @@ def _hydrate_worker(
             from ..demo.todomvc.app import COOKIE
 
             cookies = [
-                {"name": COOKIE, "value": TODOMVC_SESSION, "url": f"http://127.0.0.1:{port}"}
+                {"name": COOKIE, "value": _todomvc_cookie(), "url": f"http://127.0.0.1:{port}"}
             ]
         q.put(_hydrate(browser, port, repeats, timeout, warm_up, sync_playwright, cookies))
     except PlaywrightError as exc:
@@ -463,6 +463,14 @@ SSR_PAGES = ("todomvc", "board")
 TODOMVC_SESSION = "b" * 32
 
 
+def _todomvc_cookie() -> str:
+    """The signed session cookie of :data:`TODOMVC_SESSION` (under :data:`DEMO_SECRET`)."""
+    from ..demo.sessions import Sessions
+    from ..demo.todomvc.app import COOKIE
+
+    return Sessions(COOKIE, secret=DEMO_SECRET).sign(TODOMVC_SESSION)
+
+
 def _ssr_worker(db: str, page: str, size: int, repeats: int, q: Any) -> None:
     """Process target: seed ``size`` records for ``page``, then time GET / through the
     ASGI app, and the snapshot read and the embedding on their own."""
@@ -478,12 +486,12 @@ async def _ssr(db: str, page: str, size: int, repeats: int) -> dict[str, float]:
 
         principal: str = TODOMVC_SESSION
         queries = {"todos": todos_query(principal)}
-        headers = [(b"cookie", f"{COOKIE}={principal}".encode())]
+        headers = [(b"cookie", f"{COOKIE}={_todomvc_cookie()}".encode())]
     else:
         from ..demo.app import DEFAULT_BOARD, PRINCIPAL, board_queries, create_app
 
         principal, queries, headers = PRINCIPAL, board_queries(DEFAULT_BOARD), []
-    app = create_app(store_from_url(db))
+    app = create_app(store_from_url(db), secret=DEMO_SECRET)
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         for start in range(0, size, 2_000):

@@ -26,6 +26,7 @@ import uvicorn
 from .common import HOST, raise_fd_limit
 
 FANOUT_PEERS = ("websockets-floor", "python-socketio", "starlette-naive")
+DEMO_SECRET = "syncline-bench-demo-secret"  # signs the demos' session cookies in a run
 
 
 def _uvicorn(app: Any, port: int) -> None:
@@ -55,12 +56,12 @@ def run_server(system: str, port: int, db: str = "") -> None:
         from ..demo.app import create_app
         from ..store import store_from_url
 
-        _uvicorn(create_app(store_from_url(db)), port)
+        _uvicorn(create_app(store_from_url(db), secret=DEMO_SECRET), port)
     elif system == "syncline-todomvc":
         from ..demo.todomvc.app import create_app as create_todomvc
         from ..store import store_from_url
 
-        _uvicorn(create_todomvc(store_from_url(db)), port)
+        _uvicorn(create_todomvc(store_from_url(db), secret=DEMO_SECRET), port)
     elif system == "websockets-floor":
         import uvloop
 

@@ -25,7 +25,8 @@ from typing import Annotated, Any, Literal, get_args
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -35,13 +36,18 @@ from ..fanout.select import backplane_from_env
 from ..model import Collection, Counter, Manual, Queryable, Ref, Schema, Set, Text
 from ..ops import Insert
 from ..server.app import SynclineServer
+from ..server.headers import SecurityHeaders
 from ..ssr import SSR_HEADERS, PageState, Row, install_jinja, read_page
 from ..store import Store, store_from_url
+from .sessions import Sessions
 
-__all__ = ["SCHEMA", "STATUSES", "app_for", "create_app", "seed"]
+__all__ = ["COOKIE", "SCHEMA", "STATUSES", "app_for", "create_app", "seed"]
 
 DEFAULT_BOARD = "demo"
-PRINCIPAL = "anonymous"  # the sync server's principal when no authenticate hook is given
+PRINCIPAL = "anonymous"
+"""Who reads the board outside a visit (tests, the bench): the board has no rules, so
+every principal reads the same records. Each visitor is its own principal."""
+COOKIE = "board_session"
 STATIC_PATH = "/demo-static"
 
 Status = Literal["backlog", "doing", "review", "done"]
@@ -221,26 +227,41 @@ def page_context(state: PageState) -> dict[str, Any]:
     }
 
 
-def create_app(store: Store) -> Starlette:
+def create_app(store: Store, *, secret: str | None = None) -> Starlette:
+    """The app; visitors' sessions are signed with ``secret``, else ``$SYNCLINE_SECRET``,
+    else a secret generated now (:mod:`syncline.demo.sessions`)."""
     engine = Engine(SCHEMA, store)
-    sync = SynclineServer(engine, backplane=backplane_from_env())  # syncline demo --backplane
+    sessions = Sessions(COOKIE, secret=secret)
+
+    def authenticate(conn: HTTPConnection, _credentials: object) -> str | None:
+        # Each visitor is its own principal (its own long-poll allowance, its own client
+        # ids); no valid cookie: refused (every page issues one).
+        return sessions.read(conn)
+
+    sync = SynclineServer(
+        engine, authenticate=authenticate, backplane=backplane_from_env()
+    )  # syncline demo --backplane
     env = Environment(loader=PackageLoader("syncline.demo"), autoescape=select_autoescape())
     install_jinja(env)
     env.filters["label_tone"] = label_tone
 
-    async def render_board(board_id: str) -> HTMLResponse:
-        state = await read_page(engine, PRINCIPAL, board_queries(board_id))
+    async def render_board(request: Request, board_id: str) -> HTMLResponse:
+        visitor = sessions.begin(request)
+        state = await read_page(engine, visitor, board_queries(board_id))
         if not state.rows("board"):
             html = env.get_template("not_found.html").render(static=STATIC_PATH)
-            return HTMLResponse(html, status_code=404, headers=SSR_HEADERS)
-        html = env.get_template("board.html").render(**page_context(state))
-        return HTMLResponse(html, headers=SSR_HEADERS)
+            response = HTMLResponse(html, status_code=404, headers=SSR_HEADERS)
+        else:
+            html = env.get_template("board.html").render(**page_context(state))
+            response = HTMLResponse(html, headers=SSR_HEADERS)
+        sessions.issue(request, response, visitor)
+        return response
 
     async def index(request: Request) -> HTMLResponse:
-        return await render_board(DEFAULT_BOARD)
+        return await render_board(request, DEFAULT_BOARD)
 
     async def board(request: Request) -> HTMLResponse:
-        return await render_board(request.path_params["board_id"])
+        return await render_board(request, request.path_params["board_id"])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -260,11 +281,12 @@ def create_app(store: Store) -> Starlette:
             *sync.routes,
         ],
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],  # nosniff, frame-ancestors 'self'
     )
     app.state.engine = engine
     app.state.sync = sync
     return app
 
 
-def app_for(db: str | Path) -> Starlette:
-    return create_app(store_from_url(str(db)))
+def app_for(db: str | Path, *, secret: str | None = None) -> Starlette:
+    return create_app(store_from_url(str(db)), secret=secret)

@@ -23,7 +23,8 @@ one read transaction and:
    ``since`` a cursor gets the changes ``(since, head]``; any other subscription gets a
    snapshot at ``head``. A cursor older than the log, or from another database, gets a
    snapshot marked ``reset``. Joins of one step share what they read: each resumed
-   range with its records, each (query, read key) answer and window.
+   range with its records and each (query, read key) answer (windows and snapshots
+   are read for each join: each is charged to its own budget).
 
 Because joins are served at the same head as the live range, a connection's stream
 never overlaps or skips a ``seq`` (invariants 6 and 7), and records are always read
@@ -42,14 +43,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..changes import query_items
+from ..cost import ReadBudget
 from ..cursor import Cursor
 from ..engine import Engine, current_records
-from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld
+from ..exceptions import CursorAhead, CursorError, CursorReset, CursorTooOld, ReadLimitExceeded
 from ..model import Principal
-from ..protocol.frames import SnapshotFrame, changes_text, encode_item
+from ..protocol.frames import SnapshotFrame, changes_text, encode_item, shared_records
 from ..query import Query
 from ..record import LogEntry, Record
 from ..store.base import ReadTx, reading_the_log
@@ -139,6 +141,7 @@ class _Join:
     queries: dict[str, Query] | None  # None: a fresh snapshot of what the connection holds
     since: Cursor | None
     done: asyncio.Future[None]
+    budget: ReadBudget | None = None  # what its answer may cost (None: unbounded)
 
 
 @dataclass
@@ -160,7 +163,6 @@ class _Shared:
         default_factory=dict
     )
     answers: dict[tuple[int, str, object], list[str]] = field(default_factory=dict)
-    windows: dict[tuple[str, object], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class LogReader:
@@ -227,12 +229,17 @@ class LogReader:
     # --- connections --------------------------------------------------------------------
 
     async def join(
-        self, conn: Subscriber, queries: dict[str, Query] | None, since: Cursor | None
+        self,
+        conn: Subscriber,
+        queries: dict[str, Query] | None,
+        since: Cursor | None,
+        budget: ReadBudget | None = None,
     ) -> None:
         """Queue ``queries`` for ``conn`` (None: resend everything it holds as a fresh
-        snapshot); returns once their first frame was handed over."""
+        snapshot); returns once their first frame was handed over. Raises
+        :class:`ReadLimitExceeded` when the answer would pass ``budget``."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._joins.append(_Join(conn, queries, since, done))
+        self._joins.append(_Join(conn, queries, since, done, budget))
         self._wake.set()
         await done
 
@@ -391,18 +398,16 @@ class LogReader:
                 reason = _check_cursor(j.since, self.epoch, head, shared.floor)
                 if reason is None:
                     part = ChangesPart(self.epoch, j.since.seq, head)
-                    part.items = await self._resume_items(
-                        tx, conn, queries, j.since.seq, head, shared
-                    )
-                    return _Served(j, queries, changes=part)
+                    part.items = await self._resume_items(tx, j, queries, j.since.seq, head, shared)
+                    most = j.budget.max_bytes if j.budget is not None else None
+                    if most is None or part.size <= most:
+                        return _Served(j, queries, changes=part)
+                    reason = "changes_too_large"  # a fresh snapshot is smaller, or refused
                 return _Served(
-                    j,
-                    queries,
-                    snapshot=await self._snapshot(tx, conn, queries, head, reason, shared),
+                    j, queries, snapshot=await self._snapshot(tx, j, queries, head, reason)
                 )
-            snapshot = await self._snapshot(tx, conn, queries, head, None, shared)
-            return _Served(j, queries, snapshot=snapshot)
-        except CursorError as exc:
+            return _Served(j, queries, snapshot=await self._snapshot(tx, j, queries, head, None))
+        except (CursorError, ReadLimitExceeded) as exc:
             j.done.set_exception(exc)
         except Exception as exc:  # one failing join must not fail the others
             log.exception("serving a subscription failed")
@@ -412,20 +417,22 @@ class LogReader:
     async def _resume_items(
         self,
         tx: ReadTx,
-        conn: Subscriber,
+        j: _Join,
         queries: dict[str, Query],
         since: int,
         head: int,
         shared: _Shared,
     ) -> dict[str, list[str]]:
-        """Each query's encoded net effect of ``(since, head]``; the range, its records and
-        each (query, read key) answer are read once per step for every join that needs
-        them (a storm of resumes mostly shares a few cursors)."""
+        """Each query's encoded net effect of ``(since, head]``. The range and its records
+        are read once per step for every join resuming from ``since``, and each (query,
+        read key) answer computed once (a storm of resumes mostly shares a few cursors);
+        a moved window is read for each join, charged to its budget."""
         ranged = shared.ranges.get(since)
         if ranged is None:
             entries = await tx.log(since, head) if since < head else []
             ranged = shared.ranges[since] = (entries, await current_records(tx, entries))
         entries, current = ranged
+        conn = j.conn
         out: dict[str, list[str]] = {}
         for qid, query in queries.items():
             key = (since, query.key, conn.read_key)
@@ -433,21 +440,12 @@ class LogReader:
             if items is None:
                 raw = query_items(self.engine.schema, conn.principal, query, entries, current)
                 if raw is None:
-                    window = await self._window(tx, conn, query, shared)
-                    raw = [{"k": "reset", "records": window}]
+                    window = await self.engine.run_query(tx, conn.principal, query, j.budget)
+                    out[qid] = [encode_item({"k": "reset", "records": window})]
+                    continue
                 items = shared.answers[key] = [encode_item(i) for i in raw]
             out[qid] = items
         return out
-
-    async def _window(
-        self, tx: ReadTx, conn: Subscriber, query: Query, shared: _Shared
-    ) -> list[dict[str, Any]]:
-        """The query's records at the step's head, read once per (query, read key)."""
-        key = (query.key, conn.read_key)
-        records = shared.windows.get(key)
-        if records is None:
-            records = shared.windows[key] = await self.engine.run_query(tx, conn.principal, query)
-        return records
 
     def _hand_over(self, served: _Served, head: int) -> None:
         j, conn = served.join, served.join.conn
@@ -470,17 +468,16 @@ class LogReader:
     async def _snapshot(
         self,
         tx: ReadTx,
-        conn: Subscriber,
+        j: _Join,
         queries: dict[str, Query],
         head: int,
         reset: str | None,
-        shared: _Shared,
     ) -> SnapshotFrame:
-        records = {qid: await self._window(tx, conn, q, shared) for qid, q in queries.items()}
+        records = await self.engine.run_queries(tx, j.conn.principal, queries, j.budget)
         return SnapshotFrame(
             cursor=f"{self.epoch}.{head}",
             queries={qid: q.to_wire() for qid, q in queries.items()},
-            records=records,
+            records=shared_records(records),
             reset=reset,
         )
 

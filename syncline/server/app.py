@@ -20,12 +20,12 @@ import inspect
 import logging
 import math
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from ..engine import Engine
@@ -36,15 +36,21 @@ from ..model import Principal
 from ..protocol.frames import (
     CLOSE_RESTART,
     CLOSE_REVOKED,
+    STORE_REFUSALS,
     AckFrame,
     Limits,
     RejectFrame,
+    encode,
+    error_frame,
     refusal_frame,
 )
 from ..protocol.server import ProtocolError, ServerProtocol
 from ..query import Query
 from .connection import Connection, Flusher, watch_forever
+from .headers import DEFAULT_SECURITY_HEADERS, add_missing
 from .http import HttpEndpoints
+from .origins import OriginPolicy
+from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
 
 __all__ = ["Authenticate", "SynclineServer"]
@@ -64,6 +70,8 @@ class SynclineServer:
         *,
         authenticate: Authenticate | None = None,
         allowed_origins: list[str] | None = None,
+        allowed_hosts: list[str] | None = None,
+        security_headers: Mapping[str, str] | None = None,
         limits: Limits | None = None,
         heartbeat: float = 20.0,
         hello_timeout: float = 10.0,
@@ -74,6 +82,7 @@ class SynclineServer:
         retention: float | None = 7 * 24 * 3600.0,
         trim_every: float = 3600.0,
         max_polls_per_principal: int = 4,
+        max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
     ) -> None:
         from ..fanout.reader import LogReader
@@ -81,6 +90,11 @@ class SynclineServer:
         self.engine = engine
         self.authenticate = authenticate
         self.allowed_origins = allowed_origins
+        self.origins = OriginPolicy(allowed_origins, allowed_hosts)
+        # Sent on every HTTP answer of the sync endpoints; None: the defaults, {}: none.
+        self.security_headers = dict(
+            DEFAULT_SECURITY_HEADERS if security_headers is None else security_headers
+        )
         self.limits = limits or Limits(max_ops=engine.max_ops)
         self.heartbeat = heartbeat
         self.hello_timeout = hello_timeout
@@ -90,6 +104,12 @@ class SynclineServer:
         self.retention = retention
         self.trim_every = trim_every
         self.max_polls_per_principal = max_polls_per_principal
+        self.max_connections_per_principal = max_connections_per_principal
+        # A snapshot must fit the send queue, which lets no larger frame out.
+        self.max_snapshot_bytes = max(
+            1, min(self.limits.max_snapshot_bytes, max_queue_bytes - 1024)
+        )
+        """What one snapshot or pull may carry here (the records and the queries echoed)."""
         self._trimmer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.reader = LogReader(engine)
@@ -99,6 +119,7 @@ class SynclineServer:
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
         self.flusher = Flusher()
+        self.store_episodes = StoreEpisodes()
         # Parsed queries by key, shared by every connection that subscribes to the same
         # query (less memory per connection; the reader keys its answers by the object).
         self._queries: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
@@ -111,11 +132,31 @@ class SynclineServer:
         path = path.rstrip("/")
         self.routes = [
             WebSocketRoute(path, WebSocketEndpoint(self).serve),
-            Route(f"{path}/mutate", self.http.mutate, methods=["POST"]),
-            Route(f"{path}/pull", self.http.pull, methods=["GET"]),
-            Route(f"{path}/{{module}}.js", self.http.client_module, methods=["GET"]),
+            Route(f"{path}/mutate", self._guarded(self.http.mutate), methods=["POST"]),
+            Route(f"{path}/pull", self._guarded(self.http.pull), methods=["GET"]),
+            Route(f"{path}/{{module}}.js", self._guarded(self.http.client_module), methods=["GET"]),
         ]
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
+
+    def _guarded(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` behind the Host check (a rebound name reads nothing, not even by
+        a GET that carries no Origin) and with the security headers on its answer."""
+
+        async def guarded(request: Request) -> Response:
+            host = request.headers.get("host", "")
+            if self.origins.host_allowed(request, host):
+                response = await endpoint(request)
+            else:
+                message = f"host {host!r} not allowed (see allowed_hosts)"
+                log.info("refused a request to the sync endpoints: %s", message)
+                frame = encode(error_frame("origin", message))
+                response = Response(frame, status_code=403, media_type="application/json")
+            add_missing(response.headers, self.security_headers)
+            return response
+
+        return guarded
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -206,13 +247,13 @@ class SynclineServer:
     # --- what both endpoints share ----------------------------------------------------------
 
     def origin_allowed(self, conn: HTTPConnection) -> bool:
-        origin = conn.headers.get("origin")
-        if origin is None:
-            return True  # not a browser: nothing cross-site to defend against
-        if self.allowed_origins is not None:
-            return origin in self.allowed_origins or "*" in self.allowed_origins
-        host = conn.headers.get("host", "")
-        return urlsplit(origin).netloc == host
+        """Whether a browser page (or anything) may use the sync endpoints: its Origin
+        is this server's own (same scheme, host and port) or in ``allowed_origins``, and
+        its Host is allowed (DNS rebinding): :mod:`.origins` and docs/security.md."""
+        refusal = self.origins.refusal(conn)
+        if refusal is not None:
+            log.info("refused a request to the sync endpoints: %s", refusal)
+        return refusal is None
 
     async def authenticate_as(
         self, conn: HTTPConnection, credentials: Mapping[str, Any] | None
@@ -244,13 +285,25 @@ class SynclineServer:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
         except MutationRefused as exc:
             return refusal_frame(mid, exc.to_wire(), permanent=exc.permanent)
-        except StoreError:
-            log.exception("the store failed while applying a mutation")
+        except StoreError as exc:
+            code = self.store_episodes.failed(exc, "applying a mutation")
             return RejectFrame(
                 mid=mid,
                 permanent=False,
-                code="retry",
-                message="the server could not store the mutation; retry",
+                code=code,
+                message=STORE_REFUSALS.get(code, STORE_REFUSALS["retry"]),
                 retry_after=1.0,
             )
+        if not ack.replay:  # a replay wrote nothing: it says nothing of writes
+            self.store_episodes.succeeded()
         return ServerProtocol.ack(ack)
+
+    async def confirm_acks(self, client_id: str, upto: int) -> None:
+        """Best effort: the client holds its answers up to ``upto``. If the store
+        refuses the write, the answers stay kept a while longer (the client names them
+        again at its next ``hello`` or HTTP mutation); nothing is refused for it."""
+        try:
+            if await self.engine.confirm_acks(client_id, upto):
+                self.store_episodes.succeeded()
+        except StoreError as exc:
+            self.store_episodes.failed(exc, "confirming acks")

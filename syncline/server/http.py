@@ -17,6 +17,7 @@ import contextlib
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError
+from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded
 from ..model import Principal
 from ..protocol.frames import (
     ServerFrame,
@@ -36,6 +38,7 @@ from ..protocol.frames import (
 )
 from ..protocol.server import ProtocolError, ServerProtocol
 from ..query import Query
+from ..textcheck import name_problem
 
 if TYPE_CHECKING:
     from .app import SynclineServer
@@ -63,6 +66,7 @@ class HttpEndpoints:
         self.head = 0  # the newest commit this process heard of (long polls wait for it)
         self._head_changed = asyncio.Condition()
         self._polls: dict[str, int] = {}  # long polls waiting, per principal
+        self._pull_bytes: dict[str, ByteBucket] = {}  # snapshot bytes, per principal
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the head, for long polls -------------------------------------------------------
@@ -103,7 +107,7 @@ class HttpEndpoints:
             if posted.acked and posted.mutate.refusal is None:
                 # HTTP clients say which answers they hold here, as hello.acked does.
                 last = await self.engine.client_last(principal, posted.client_id)
-                await self.engine.confirm_acks(posted.client_id, min(posted.acked, last))
+                await self.server.confirm_acks(posted.client_id, min(posted.acked, last))
             mutate = posted.mutate
             frame = await self.server.apply(
                 principal, posted.client_id, mutate.mutation, mutate.refused()
@@ -142,17 +146,20 @@ class HttpEndpoints:
             queries = self._queries(params.get("queries", ""))
             wait = _wait_seconds(params.get("wait"), self.server.pull_timeout)
             since_token = params.get("since")
-            if since_token is None:
-                snap = await self.engine.snapshot(principal, queries)
-                return _no_store(snapshot_frame(snap))
-            since = Cursor.parse(since_token)
             key = self.engine.principal_key(principal)
+            if since_token is None:
+                return await self._budgeted(
+                    key, lambda budget: self._snapshot(principal, queries, budget)
+                )
+            since = Cursor.parse(since_token)
             most = self.server.max_polls_per_principal
             if self._polls.get(key, 0) >= most:
                 raise HttpError(429, "rate", f"at most {most} pulls at once per user")
             self._polls[key] = self._polls.get(key, 0) + 1
             try:
-                return await self._long_poll(principal, since, queries, wait)
+                return await self._budgeted(
+                    key, lambda budget: self._long_poll(principal, since, queries, wait, budget)
+                )
             finally:
                 self._polls[key] -= 1
                 if not self._polls[key]:
@@ -161,6 +168,48 @@ class HttpEndpoints:
             return exc.response()
         except (QueryError, CursorError) as exc:
             return _json(error_frame(exc.code, str(exc)), status=400)
+        except ReadLimitExceeded as exc:
+            return _json(error_frame(exc.code, str(exc), ref=exc.ref), status=413)
+
+    async def _budgeted(
+        self, key: str, answer: Callable[[ReadBudget], Awaitable[bytes]]
+    ) -> Response:
+        """One pull's answer within the limits: ``max_snapshot_bytes`` and
+        ``max_scan_rows`` per pull, ``snapshot_bytes_per_minute`` per principal."""
+        limits = self.server.limits
+        now = time.monotonic()
+        bucket = self._pull_bytes.get(key)
+        if bucket is None:
+            if len(self._pull_bytes) >= 10_000:  # forget principals whose bucket refilled
+                self._pull_bytes = {k: b for k, b in self._pull_bytes.items() if not b.full(now)}
+            bucket = self._pull_bytes[key] = ByteBucket(limits.snapshot_bytes_per_minute, now)
+        budget = ReadBudget(
+            self.server.max_snapshot_bytes, limits.max_scan_rows, bucket.available(now)
+        )
+        try:
+            body = await answer(budget)
+        finally:
+            bucket.spend(budget.spent, time.monotonic())
+        most = self.server.max_snapshot_bytes
+        if len(body) > most + (1 << 16):  # a changes answer (a snapshot was counted)
+            raise ReadLimitExceeded(
+                f"the answer would exceed {most} bytes "
+                "(max_snapshot_bytes per snapshot or pull); pull without since for a snapshot, "
+                "or pull fewer queries"
+            )
+        return Response(
+            body, media_type="application/json", headers={"Cache-Control": "private, no-store"}
+        )
+
+    async def _snapshot(
+        self,
+        principal: Principal,
+        queries: dict[str, Query],
+        budget: ReadBudget,
+        reset: str | None = None,
+    ) -> bytes:
+        snap = await self.engine.snapshot(principal, queries, budget=budget)
+        return encode(snapshot_frame(snap, reset=reset))
 
     def _queries(self, raw: str) -> dict[str, Query]:
         try:
@@ -173,23 +222,32 @@ class HttpEndpoints:
             raise HttpError(
                 400, "bad_frame", "queries must be a non-empty JSON object of {id: query}"
             )
+        for qid in obj:
+            if (problem := name_problem(qid)) is not None:
+                raise HttpError(400, "bad_frame", f"query id {problem}")
         return {qid: Query.parse(q, self.engine.schema) for qid, q in obj.items()}
 
     async def _long_poll(
-        self, principal: Principal, since: Cursor, queries: dict[str, Query], wait: float
-    ) -> Response:
+        self,
+        principal: Principal,
+        since: Cursor,
+        queries: dict[str, Query],
+        wait: float,
+        budget: ReadBudget,
+    ) -> bytes:
         deadline = time.monotonic() + wait
         while True:
             if self.head > since.seq or time.monotonic() >= deadline:
                 try:
-                    changes = await self.engine.changes_since(principal, since, queries)
+                    changes = await self.engine.changes_since(
+                        principal, since, queries, budget=budget
+                    )
                 except CursorError as exc:
                     if exc.code == "cursor_ahead":
                         raise
-                    snap = await self.engine.snapshot(principal, queries)
-                    return _no_store(snapshot_frame(snap, reset=exc.code))
+                    return await self._snapshot(principal, queries, budget, reset=exc.code)
                 if changes.cursor.seq > since.seq or time.monotonic() >= deadline:
-                    return _no_store(changes_frame(changes))
+                    return encode(changes_frame(changes))
                 self.head = max(self.head, changes.cursor.seq)
             async with self._head_changed:
                 with contextlib.suppress(TimeoutError):
@@ -230,11 +288,3 @@ def _not_found(message: str) -> Response:
 
 def _json(frame: ServerFrame, *, status: int = 200) -> Response:
     return Response(encode(frame), status_code=status, media_type="application/json")
-
-
-def _no_store(frame: ServerFrame) -> Response:
-    return Response(
-        encode(frame),
-        media_type="application/json",
-        headers={"Cache-Control": "private, no-store"},
-    )

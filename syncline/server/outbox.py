@@ -4,6 +4,9 @@ Frames wait here while the socket is busy. Adjacent ``changes`` parts merge into
 frame (one write per batch, not per change). When what waits passes ``max_bytes`` the
 outbox overflows: the connection is closed with a reason and its client resumes from
 its cursor later, so a slow consumer costs bounded memory and delays no one else.
+No frame larger than ``max_bytes`` ever leaves, even into an empty queue: it overflows
+the same way (the server keeps its snapshots below the limit, ``Limits.max_snapshot_bytes``,
+and a client that resumes past a larger catch-up gets a snapshot instead).
 
 The outbox does not write. Whoever owns it is told by ``on_ready`` that something
 waits, and takes frames with :meth:`Outbox.pop`. An idle outbox holds no queue, event
@@ -38,7 +41,7 @@ class Outbox:
 
     def __init__(
         self,
-        max_bytes: int = 4 << 20,
+        max_bytes: int = 4 << 20,  # SynclineServer(max_queue_bytes=...)
         on_overflow: Callable[[], None] | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
@@ -83,14 +86,10 @@ class Outbox:
             return
         if self._items is None:
             self._items = deque()
-        alone = not self._items
         self._items.append(item)
         self._own_tail = False
         self._bytes += size
-        # One frame larger than the limit (a big snapshot) put into an empty queue still
-        # goes out to a client that reads; anything that waits behind it counts.
-        if not alone:
-            self._check()
+        self._check()
         self._ready()
 
     def _check(self) -> None:
@@ -120,6 +119,12 @@ class Outbox:
             return item.encode()
         self._bytes -= len(item)
         return item
+
+    def discard(self) -> None:
+        """Drop what waits, and stay open (an answer queued in error is withdrawn)."""
+        self._items = None
+        self._own_tail = False
+        self._bytes = 0
 
     def close(self) -> None:
         self.closed = True

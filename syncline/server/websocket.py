@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError
+from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded, StoreError
 from ..protocol.frames import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -50,6 +51,10 @@ class WebSocketEndpoint:
     def __init__(self, server: SynclineServer) -> None:
         self.server = server
         self.engine = server.engine
+        # Connections past hello, each with the snapshot bytes it may still be sent, and
+        # how many each principal holds (max_connections_per_principal).
+        self._admitted: dict[Connection, ByteBucket] = {}
+        self._per_principal: dict[str, int] = {}
 
     async def serve(self, ws: WebSocket) -> None:
         """Run one connection: read frames until the client leaves or someone asks it to
@@ -72,6 +77,7 @@ class WebSocketEndpoint:
                 raise
         finally:
             conn.task = None
+            self._release(conn)
             conn.flush()  # what the connection said last (an error, say) goes before the close
             server.connections.discard(conn)
             server.reader.leave(conn)
@@ -129,6 +135,7 @@ class WebSocketEndpoint:
     async def _handle(self, conn: Connection, event: Event) -> None:
         if isinstance(event, Hello):
             await self._hello(conn, event)
+            self._admit(conn)
         elif isinstance(event, Subscribe):
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
@@ -158,13 +165,45 @@ class WebSocketEndpoint:
         conn.read_key = engine.read_key(principal)
         conn.client_id = hello.client_id
         try:
-            last = await engine.client_last(principal, hello.client_id)
+            try:
+                last = await engine.bind_client(principal, hello.client_id)
+            except StoreError as exc:  # writes refused: the first mutation binds the id
+                self.server.store_episodes.failed(exc, "binding a client id at hello")
+                last = await engine.client_last(principal, hello.client_id)
         except ClientIdTaken as exc:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
-        if hello.acked:
-            await engine.confirm_acks(hello.client_id, min(hello.acked, last))
+        if hello.acked:  # best effort: a database that refuses writes still serves reads
+            await self.server.confirm_acks(hello.client_id, min(hello.acked, last))
         head = await engine.head()
         conn.send_frame(conn.protocol.welcome(head.epoch, str(head), last))
+
+    def _admit(self, conn: Connection) -> None:
+        """Count the connection against its principal's cap, just after hello; past
+        the cap its welcome is withdrawn and it is refused (fatal: close 4009)."""
+        key = conn.principal_key
+        most = self.server.max_connections_per_principal
+        held = self._per_principal.get(key, 0)
+        if held >= most:
+            conn.outbox.discard()
+            raise ProtocolError(
+                "too_many_connections",
+                f"this user holds {held} connections, the most allowed at once "
+                f"(max_connections_per_principal={most}); close some, then reconnect",
+                fatal=True,
+            )
+        self._per_principal[key] = held + 1
+        per_minute = self.server.limits.snapshot_bytes_per_minute
+        self._admitted[conn] = ByteBucket(per_minute, time.monotonic())
+
+    def _release(self, conn: Connection) -> None:
+        if self._admitted.pop(conn, None) is None:
+            return
+        key = conn.principal_key
+        left = self._per_principal.get(key, 1) - 1
+        if left > 0:
+            self._per_principal[key] = left
+        else:
+            self._per_principal.pop(key, None)
 
     async def _subscribe(self, conn: Connection, sub: Subscribe) -> None:
         queries: dict[str, Query] = {}
@@ -178,10 +217,18 @@ class WebSocketEndpoint:
         except CursorError as exc:
             raise ProtocolError(exc.code, str(exc)) from None
         conn.protocol.check_subscriptions(len(conn.queries.keys() | queries.keys()))
+        limits, bucket = self.server.limits, self._admitted.get(conn)
+        allowance = bucket.available(time.monotonic()) if bucket is not None else None
+        budget = ReadBudget(self.server.max_snapshot_bytes, limits.max_scan_rows, allowance)
         try:
-            await self.server.reader.join(conn, queries, since)
+            await self.server.reader.join(conn, queries, since, budget)
         except CursorError as exc:
             raise ProtocolError(exc.code, str(exc)) from None
+        except ReadLimitExceeded as exc:  # the whole sub is refused; nothing was sent
+            raise ProtocolError(exc.code, str(exc), ref=exc.ref) from None
+        finally:
+            if bucket is not None:
+                bucket.spend(budget.spent, time.monotonic())
 
     async def _mutate(self, conn: Connection, event: Mutate) -> None:
         frame = await self.server.apply(

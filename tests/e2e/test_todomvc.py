@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
-from syncline.demo.todomvc.app import create_app
+from syncline.demo.todomvc.app import COOKIE, create_app
 from syncline.store.sqlite import SQLiteStore
 
 from ..live import serve
@@ -209,3 +213,71 @@ async def test_a_second_visitor_never_sees_the_first_ones_todos(
         await expect(page.locator(".todo-list li label")).to_have_text(["private"])
     finally:
         await other.close()
+
+
+PLANTED = "a" * 32  # the attacker's chosen session id (any 32 alphanumerics, once)
+
+
+def planting_page(value: str) -> Starlette:
+    """The attacker's site, on another port of the same host: cookies do not tell ports
+    apart, so its script can set the TodoMVC session cookie for the host."""
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(
+            f"<!doctype html><title>cats</title><script>document.cookie = "
+            f"'{COOKIE}={value}; path=/; max-age=86400'; document.title = 'planted';</script>"
+        )
+
+    return Starlette(routes=[Route("/", page)])
+
+
+async def test_a_session_planted_from_another_port_is_not_honoured(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The attacker plants a session id in the victim's browser from another port and
+    keeps a list under it; the victim gets a fresh session of their own, and the
+    attacker's id reads nothing of what the victim writes."""
+    app = create_app(SQLiteStore(tmp_path / "todomvc.sqlite3"))
+    async with (
+        serve(app) as host,
+        serve(planting_page(PLANTED)) as attacker_host,
+    ):
+        url = f"http://{host}/"
+        attacker = await browser.new_context()
+        victim = await browser.new_context()
+        try:
+            await attacker.add_cookies([{"name": COOKIE, "value": PLANTED, "url": url}])
+            mallory = await open_app(attacker, url)
+            await add(mallory, "attacker's bait")
+            await expect(mallory.locator(".todo-list li label")).to_have_text(["attacker's bait"])
+
+            lure = await victim.new_page()
+            await lure.goto(f"http://{attacker_host}/")
+            await expect(lure).to_have_title("planted")
+            planted = [c["value"] for c in await victim.cookies(url) if c["name"] == COOKIE]
+            assert planted == [PLANTED], "the attacker's page should plant the cookie"
+
+            page = await open_app(victim, url)
+            await expect(page.locator(".main")).to_be_hidden()  # a fresh, empty list
+            await add(page, "victim's secret")
+            await expect(page.locator(".todo-list li label")).to_have_text(["victim's secret"])
+            issued = [c["value"] for c in await victim.cookies(url) if c["name"] == COOKIE]
+            assert issued and issued[0] != PLANTED, "the server re-issued the planted id"
+
+            # The attacker, still holding the planted id, sees nothing of it.
+            spy = await browser.new_context()
+            try:
+                await spy.add_cookies([{"name": COOKIE, "value": PLANTED, "url": url}])
+                peek = await open_app(spy, url)
+                await expect(peek.locator("html[data-sync-state='live']")).to_have_count(1)
+                assert "victim's secret" not in await peek.content()
+            finally:
+                await spy.close()
+            engine = app.state.engine
+            async with engine.store.read() as tx:
+                entries = await tx.log(0, await tx.head())
+            owners = {e.after["session"] for e in entries if e.after is not None}
+            assert PLANTED not in owners, "a todo was stored under the planted id"
+        finally:
+            await attacker.close()
+            await victim.close()

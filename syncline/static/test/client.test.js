@@ -624,3 +624,41 @@ test("connect() resolves before the page's lock; a write made meanwhile waits fo
     [["mut", 1]],
   );
 });
+
+test("a sub refused for a limit is reported and no longer asked for; a connection cap is retried", async () => {
+  const { sync } = await start({ backoff: [0.01, 0.02] });
+  /** @type {any[]} */
+  const errors = [];
+  sync.on("error", (e) => errors.push(e.error));
+  let ws = await live(sync);
+  ws.take();
+  ws.receive({ t: "changes", from: "e1.5", to: "e1.5", q: {} });
+  sync.subscribe({ big: { c: "cards" } });
+  await settle();
+  assert.deepEqual(ws.take(), [{ t: "sub", queries: { big: { c: "cards" } } }]);
+  const message = "the answer would exceed 3145728 bytes (max_snapshot_bytes per snapshot or pull)";
+  ws.receive({ t: "error", code: "limit", message, ref: "big" });
+  await settle();
+  assert.deepEqual(
+    errors.map((e) => [e.code, e.ref, e.message]),
+    [["limit", "big", message]],
+  );
+  // Past the principal's connection cap: reported, then the client tries again later.
+  ws.receive({ t: "error", code: "too_many_connections", message: "at most 64" });
+  ws.drop();
+  await settle();
+  assert.equal(errors.at(-1).code, "too_many_connections");
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  assert.equal(FakeSocket.instances.length, 2, "it reconnects");
+  ws = FakeSocket.instances[1];
+  ws.open();
+  await settle();
+  ws.take();
+  ws.receive({ t: "welcome", v: 1, client: sync.clientId, epoch: "e1", head: "e1.5", last: 0 });
+  await settle();
+  const subs = ws.take().filter((f) => f.t === "sub");
+  assert.ok(
+    subs.every((f) => !("big" in /** @type {object} */ (f.queries))),
+    "the refused query is not asked again",
+  );
+});

@@ -15,6 +15,7 @@ from ...model import Schema
 from .._group import GroupCommitStore
 from ..base import ReadTx
 from ._compile import indexes
+from ._errors import condition
 from ._schema import DB_ERRORS, MIGRATIONS, Statements, lock_key, migrate, reset
 from ._tx import PostgresGroup, Read, Write
 
@@ -34,6 +35,9 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
     migrations: tuple[tuple[str, ...], ...] = MIGRATIONS
     rollback_timeout = 5.0
     """Seconds a failed group's ROLLBACK may take before its connection is closed."""
+    cancel_grace = 5.0
+    """Seconds a cancelled writer waits for its statement to finish so that it leaves its
+    group cleanly (its savepoint rolled back); after that the group is broken."""
 
     def __init__(
         self, dsn: str, *, schema: str = "syncline", min_size: int = 1, max_size: int = 10
@@ -66,7 +70,8 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                 reset=reset,
             )
         except DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL ({self.dsn}): {exc}") from exc
+            error = self._error_class(exc)(f"cannot connect to PostgreSQL ({self.dsn}): {exc}")
+            raise error from exc
         try:
             async with pool.acquire() as conn:
                 self.migrations_applied = await migrate(
@@ -87,6 +92,9 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
             except (TimeoutError, *DB_ERRORS):
                 self._pool.terminate()
             self._pool = None
+
+    def _condition(self, exc: BaseException) -> type[StoreError] | None:
+        return condition(exc)
 
     def _open_pool(self) -> Pool:
         return self._opened(self._pool)

@@ -4,6 +4,7 @@ connection (see :mod:`syncline.store.postgres`)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import orjson
 
-from ...exceptions import StoreError
 from ...query import Query
 from ...record import Record
 from .._group import Group
@@ -117,6 +117,25 @@ class Read(Transaction):
         return ack
 
 
+async def _settled(step: asyncio.Future[Any], grace: float) -> bool:
+    """Wait up to ``grace`` seconds for ``step`` to end, whatever cancels the waiter
+    meanwhile; True if it ended with an answer from the server (the connection is in a
+    known state)."""
+    deadline = asyncio.get_running_loop().time() + grace
+    while not step.done():
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait([step], timeout=remaining)
+        except asyncio.CancelledError:
+            continue  # cancelled again: the statement is still the thing to wait for
+    if step.cancelled():
+        return False
+    error = step.exception()
+    return error is None or isinstance(error, asyncpg.PostgresError)
+
+
 @dataclass(eq=False)
 class PostgresGroup(Group):
     """Writers sharing one PostgreSQL transaction; ``done`` resolves after its COMMIT.
@@ -163,7 +182,8 @@ class Write(Read, WriteTx):
         open. Anything that interrupts a statement half way breaks the group."""
         g = self._group
         if g.broken is not None:
-            raise StoreError(f"an earlier write of this group failed: {g.broken}")
+            failure = self._store._error_class(g.broken)
+            raise failure(f"an earlier write of this group failed: {g.broken}") from g.broken
         try:
             if g.conn is None:
                 g.conn = await self._store._acquire_connection()
@@ -183,11 +203,19 @@ class Write(Read, WriteTx):
         return g.conn
 
     async def _call(self, work: Coroutine[Any, Any, T]) -> T:
+        step = asyncio.ensure_future(work)
         try:
-            return await work
+            # Shielded: a writer cancelled half way through a statement (its client went
+            # away) would leave the group's connection in an unknown state, and so
+            # break every other writer of the group. The statement finishes first.
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            if not await _settled(step, self._store.cancel_grace):
+                self._group.broken = self._group.broken or asyncio.CancelledError()
+            raise  # the block exits, and its savepoint is rolled back: the group goes on
         except asyncpg.PostgresError as exc:
             raise self._store._failure(exc) from exc  # the savepoint undoes it at exit
-        except BaseException as exc:  # cancelled or disconnected: state unknown
+        except BaseException as exc:  # disconnected: state unknown
             self._group.broken = self._group.broken or exc
             if isinstance(exc, DB_ERRORS):
                 raise self._store._failure(exc) from exc

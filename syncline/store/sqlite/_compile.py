@@ -41,6 +41,10 @@ class _SQLiteCompiler(Compiler[_Field]):
     true = "1"
     not_true = "IS NOT 1"
 
+    def __init__(self, ranges_use_indexes: bool = True) -> None:
+        super().__init__()
+        self.ranges_use_indexes = ranges_use_indexes
+
     def bind(self, value: Any, cast: str = "") -> str:
         self.params.append(value)
         return "?"
@@ -87,6 +91,8 @@ class _SQLiteCompiler(Compiler[_Field]):
 
     def range(self, f: _Field, sym: str, x: Any) -> str:
         v, t = f
+        if not self.ranges_use_indexes:
+            v = f"+{v}"  # unary plus: the same value, but no index serves the term
         if x is None:
             return "0"
         if isinstance(x, bool):
@@ -113,7 +119,12 @@ def compile_query(
 ) -> tuple[str, list[Any], Query | None]:
     """SQL and parameters for ``query``, plus the query Python must finish it with (None
     when the SQL is exact)."""
-    c = _SQLiteCompiler()
+    # Without statistics, SQLite takes a range on (collection, field) for narrower than
+    # an equality on another such index (both start with the collection): a read
+    # filter's owner = ? would lose to order >= ? and scan the whole collection. Where a
+    # field has an equality, ranges are therefore kept off the indexes.
+    equality = any(op == "eq" and field != "id" for field, op, _ in query.conditions)
+    c = _SQLiteCompiler(ranges_use_indexes=not equality)
     collection = (
         sql_text(query.collection) if "\x00" not in query.collection else c.bind(query.collection)
     )
