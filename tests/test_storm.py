@@ -100,7 +100,13 @@ async def _storm_clients(
                     f"127.0.0.1:{port}", BOARD, hello=False, open_timeout=120, max_queue=None
                 )
             )
-            hello = {"t": "hello", "v": 1, "client": client.client_id, "schema": BOARD.hash}
+            hello = {
+                "t": "hello",
+                "v": 1,
+                "client": client.client_id,
+                "schema": BOARD.hash,
+                "auth": {"user": f"storm-{client.client_id}"},
+            }
             await client.send(hello)
             assert (await client.recv(timeout=120))["t"] == "welcome"
             await client.send({"t": "sub", "queries": RESUMED, "since": since})
@@ -155,15 +161,20 @@ async def storm(tmp_path: Path, clients: int, live: int = 20) -> dict[str, Any]:
     cursors = await seed(tmp_path / "storm.sqlite3")
     sent: dict[str, float] = {}
     received: list[dict[str, float]] = [{} for _ in range(live)]
-    with ServerProcess(tmp_path / "storm.sqlite3") as server:
+    with ServerProcess(tmp_path / "storm.sqlite3", app="tests.storm_app:app") as server:
         host = f"127.0.0.1:{server.port}"
         async with contextlib.AsyncExitStack() as stack:
             subscribers = [
-                await stack.enter_async_context(RawClient.connect(host, BOARD)) for _ in range(live)
+                await stack.enter_async_context(
+                    RawClient.connect(host, BOARD, auth={"user": f"live-{n}"})
+                )
+                for n in range(live)
             ]
             for sub in subscribers:
                 assert (await sub.subscribe(LIVE))["t"] == "snapshot"
-            writer = await stack.enter_async_context(RawClient.connect(host, BOARD))
+            writer = await stack.enter_async_context(
+                RawClient.connect(host, BOARD, auth={"user": "writer"})
+            )
 
             async def listen(sub: RawClient, got: dict[str, float]) -> None:
                 while True:
