@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -49,7 +49,7 @@ from .exceptions import (
     RetryLater,
 )
 from .merge import resolve
-from .model import Collection, Principal, Schema
+from .model import Collection, M, Principal, Schema, as_model
 from .ops import Insert, Mutation, Op, parse_mutation
 from .query import Query
 from .record import LogEntry, Record
@@ -578,11 +578,20 @@ class ServerTransaction:
         self._ops: list[Op] = []
         self.ack: Ack | None = None
 
-    async def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        """A live record's fields (with pending ops of this transaction applied)."""
+    @overload
+    async def get(self, collection: str, record_id: str) -> dict[str, Any] | None: ...
+    @overload
+    async def get(self, collection: type[M], record_id: str) -> M | None: ...
+    async def get(self, collection: str | type[M], record_id: str) -> dict[str, Any] | M | None:
+        """A live record's fields (with pending ops of this transaction applied), with
+        its ``id``; given a model class (``await tx.get(Card, id)``), as an instance."""
         await self._flush()
-        r = await self._tx.get(collection, record_id)
-        return None if r is None or r.deleted else {**r.data, "id": r.id}
+        if isinstance(collection, str):
+            r = await self._tx.get(collection, record_id)
+            return None if r is None or r.deleted else {**r.data, "id": r.id}
+        name = self._engine.schema.collection_for(collection).name
+        r = await self._tx.get(name, record_id)
+        return None if r is None or r.deleted else as_model(collection, name, r.id, r.data)
 
     def apply(self, *ops: Op) -> None:
         self._ops.extend(ops)

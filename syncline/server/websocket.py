@@ -23,8 +23,10 @@ from ..protocol.frames import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
+    CLOSE_RESTART,
     FATAL_CLOSE_CODES,
     AckFrame,
+    error_frame,
 )
 from ..protocol.server import (
     Event,
@@ -123,6 +125,17 @@ class WebSocketEndpoint:
             if exc.fatal:
                 conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                 return False
+        except StoreError as exc:
+            # The database failed a read of this frame (hello, sub): nothing was sent and
+            # nothing half done. Say which condition, close, and let the client reconnect
+            # with its backoff; a bug this is not, so no 1011.
+            code = exc.condition or "unavailable"
+            _log_read_failure(code, exc)
+            conn.send_frame(
+                error_frame(code, f"the server could not read its database ({code}); reconnect")
+            )
+            conn.close_later(CLOSE_RESTART, "database unavailable; reconnect")
+            return False
         except Exception:
             # A bug of ours or of the application's hooks: say so without details,
             # log them, and close; the client reconnects and resumes.
@@ -238,3 +251,14 @@ class WebSocketEndpoint:
             conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.server.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
+
+
+_read_failures = {"last": -math.inf}
+
+
+def _log_read_failure(code: str, exc: StoreError) -> None:
+    """At most one line per 10 s: while the database is down every reconnect fails."""
+    now = time.monotonic()
+    if now - _read_failures["last"] >= 10.0:
+        _read_failures["last"] = now
+        log.warning("a read failed (%s), the connection closes to be retried: %s", code, exc)
