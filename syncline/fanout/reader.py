@@ -172,8 +172,8 @@ class LogReader:
         *,
         poll_interval: float = 1.0,
         advance_every: float = 15.0,
-        max_joins: int = 100,
-        join_budget: float = 0.05,
+        max_joins: int = 200,
+        join_budget: float = 0.1,
     ) -> None:
         """A step serves at most ``max_joins`` joins, and starts no further join once
         ``join_budget`` seconds went to joins (it always serves one); the rest wait
