@@ -146,17 +146,19 @@ async def test_a_writer_cancelled_mid_statement_fails_its_group_and_the_store_go
     assert await asyncio.wait_for(put_next(store, "next"), 10) == 1
 
 
+@pytest.mark.parametrize("then", ["a statement", "the exit with writes pending"])
 async def test_a_group_whose_session_ends_between_statements_fails_with_a_store_error(
-    nodes: Nodes,
+    nodes: Nodes, schema: str, then: str
 ) -> None:
     """The server ends the group's session while its writer is between statements:
-    asyncpg gives the connection back to the pool at once, and the writer's next
-    statement is refused before it is sent. That is a lost connection like any other,
-    a :class:`StoreUnavailable` (a ``reject retry``), never a raw driver error (which a
-    client would see as ``internal``); the next group starts on a fresh connection."""
+    asyncpg gives the connection back to the pool at once, and what the writer sends
+    next is refused before it is sent. That is a lost connection like any other, a
+    :class:`StoreUnavailable` naming the database once (a ``reject retry``), never a
+    raw driver error (which a client would see as ``internal``); the next group starts
+    on a fresh connection."""
     (store,) = await nodes(1)
     ended = False
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable) as caught:
         async with store.write() as tx:
             await tx.head()  # the group's transaction is open on its connection
             group_conn = tx._group.conn  # type: ignore[attr-defined]
@@ -177,8 +179,12 @@ async def test_a_group_whose_session_ends_between_statements_fails_with_a_store_
                 while not gone():
                     await asyncio.sleep(0.01)
             ended = True
-            await tx.get("cards", "c1")
+            if then == "a statement":
+                await tx.get("cards", "c1")
+            else:  # sent as the block exits
+                await tx.put("cards", card("c1", 1, title="lost"))
     assert ended
+    assert str(caught.value).count(f"PostgreSQL schema {schema!r}") == 1, caught.value
     assert await asyncio.wait_for(put_next(store, "after"), 10) == 1
 
 
