@@ -23,6 +23,8 @@ The tree::
     ├── StoreError               the storage backend failed or was misused
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
+    ├── MissingExtra             an optional dependency is not installed (also an
+    │                            ``ImportError``); the message names the extra
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
     ├── ProtocolMisuse           (syncline.protocol) local code called the protocol
@@ -46,6 +48,7 @@ __all__ = [
     "CursorTooOld",
     "Forbidden",
     "InvalidMutation",
+    "MissingExtra",
     "MissingReference",
     "MutationGap",
     "MutationRefused",
@@ -226,3 +229,16 @@ class BackplaneError(SynclineError):
     """The backplane could not start (its server cannot be reached, a bad URL)."""
 
     code = "backplane"
+
+
+class MissingExtra(SynclineError, ImportError):
+    """A module needs an optional dependency that is not installed: ``pip install
+    syncline`` is the core only, and the message names the extra that brings it
+    (``syncline[postgres]``). ``name`` is the missing module, as for any ImportError."""
+
+    code = "missing_extra"
+
+    def __init__(self, message: str, *, name: str, extra: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.extra = extra
