@@ -36,7 +36,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy syncline
 
 # The browser client: typed with JSDoc (tsc --checkJs), tested with node's test runner
-# against the same protocol fixtures as the Python client.
+# against the same protocol fixtures as the Python client. Its npm package's type
+# declarations are made from the JSDoc (tsconfig.d.json, into syncline/static/types/),
+# and an application's script (test/consumer.ts) must compile against them.
 NODE_STAMP := node_modules/.package-lock.json
 
 $(NODE_STAMP): package.json package-lock.json
@@ -44,6 +46,8 @@ $(NODE_STAMP): package.json package-lock.json
 
 jstest: $(NODE_STAMP)
 	npx tsc -p tsconfig.json
+	npx tsc -p syncline/static/tsconfig.d.json
+	npx tsc -p syncline/static/test/tsconfig.consumer.json
 	node --test syncline/static/test/
 
 # Browser tests drive Debian's Chromium; install it when missing and we are root.

@@ -11,6 +11,11 @@ Theory of operation for :meth:`Engine.apply` (one write transaction per mutation
    (:func:`syncline.merge.resolve`); then every touched record is validated against its
    model, references are checked, and write rules see before and after (invariants 5,
    10). A permanent refusal is stored as the mutation's ack: it uses up the id.
+   Before any of that, a record the principal may not read is, to this mutation, a
+   record that does not exist (invariant 10): an op on it answers ``not_found``, an
+   insert over a live one goes on as a fresh insert and is refused (``forbidden``)
+   where it would have been written, and a reference to it is a missing reference.
+   An op that changes nothing still needs the write rule's consent.
 5. Under ``whole`` mode a conflict on a ``manual`` field applies nothing; the ack
    carries the conflict. Otherwise changed records are written, one log entry per
    record at one new ``seq``, and the ack is kept until the client confirms it.
@@ -24,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -44,16 +49,20 @@ from .exceptions import (
     RetryLater,
 )
 from .merge import resolve
-from .model import Principal, Schema
-from .ops import Mutation, Op, parse_mutation
+from .model import Collection, M, Principal, Schema, as_model
+from .ops import Insert, Mutation, Op, parse_mutation
 from .query import Query
 from .record import LogEntry, Record
 from .results import WHOLE_CONFLICT, Ack, Changes, OpResult, Snapshot
 from .store.base import ReadTx, Store, WriteTx
+from .textcheck import name_problem
 
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
 
 CommitListener = Callable[[int], None]
+
+FORBIDDEN = "the write rule refused this change"
+"""The one message of every ``forbidden`` refusal: it says nothing of the record's state."""
 
 
 class Engine:
@@ -107,6 +116,8 @@ class Engine:
         """
         if not isinstance(client_id, str) or not 1 <= len(client_id) <= 128:
             raise InvalidMutation("client id must be a string of 1 to 128 characters")
+        if (problem := name_problem(client_id)) is not None:
+            raise InvalidMutation(f"client id {problem}")
         pkey = self.principal_key(principal)
         parse_error: InvalidMutation | None = None
         if isinstance(mutation, Mutation):
@@ -170,11 +181,25 @@ class Engine:
         before: dict[tuple[str, str], Record | None] = {}
         working: dict[tuple[str, str], Record | None] = {}
         results: list[OpResult] = []
+        phantoms: list[tuple[str, str]] = []  # inserts over live records hidden from principal
         for op in ops:
             coll = self.schema.collection(op.c, op.id)
             key = (op.c, op.id)
             if key not in working:
                 current = await tx.get(op.c, op.id)
+                if (
+                    not trusted
+                    and current is not None
+                    and not self._readable(principal, coll, current)
+                ):
+                    # To this principal the record does not exist (invariant 10): every
+                    # answer about it is the answer for an id never used. A live one's id
+                    # is still taken: an insert over it goes on as a fresh insert and is
+                    # refused where that insert would have been written.
+                    if isinstance(op, Insert) and not current.deleted:
+                        phantoms.append(key)
+                    if not (isinstance(op, Insert) and current.deleted):
+                        current = None
                 before[key] = current
                 working[key] = current
             new, result = resolve(
@@ -194,19 +219,27 @@ class Engine:
                 if r.status == "applied":  # and no op says so (docs/protocol.md, Conflict)
                     r.status, r.reason = "dropped", WHOLE_CONFLICT
             return Ack(mutation_id or 0, "conflict", results=results)
-        changed = {k: r for k, r in working.items() if r is not None and r is not before[k]}
-        for (cname, rid), record in changed.items():
+        changed: dict[tuple[str, str], Record] = {}
+        for (cname, rid), record in working.items():
             coll = self.schema.collections[cname]
-            if not record.deleted:
-                record.data = coll.validate(rid, record.data)
-            await self._check_refs(tx, cname, record, working)
             old = before[(cname, rid)]
             old_view = None if old is None or old.deleted else {**old.data, "id": rid}
+            if record is None or record is old:
+                # Nothing to write; still only for a principal who may write the record
+                # as it is (a no-op answers as the change would). A deleted one the
+                # principal may read stays dropped.
+                if not trusted and old_view is not None:
+                    self._check_write(principal, coll, rid, old_view, old_view)
+                continue
+            changed[(cname, rid)] = record
+            if not record.deleted:
+                record.data = coll.validate(rid, record.data)
+            await self._check_refs(tx, principal, cname, record, working, trusted=trusted)
             new_view = None if record.deleted else {**record.data, "id": rid}
-            if not self.schema.may_write(principal, coll, old_view, new_view):
-                raise Forbidden(
-                    "the write rule refused this change", collection=cname, record_id=rid
-                )
+            self._check_write(principal, coll, rid, old_view, new_view)
+        if phantoms:  # where a fresh insert would have been written: refused, the same way
+            cname, rid = phantoms[0]
+            raise Forbidden(FORBIDDEN, collection=cname, record_id=rid)
         if not changed:
             return Ack(mutation_id or 0, "applied", results=results)
         now = time.time()
@@ -236,19 +269,39 @@ class Engine:
                     principal, coll, coll.visible(c.id, view)
                 )
                 if not readable or not self.schema.may_write(principal, coll, view, view):
-                    raise Forbidden(
-                        "the write rule refused this change",
-                        collection=c.collection,
-                        record_id=c.id,
-                    )
+                    raise Forbidden(FORBIDDEN, collection=c.collection, record_id=c.id)
+
+    def _readable(self, principal: Principal, coll: Collection, record: Record) -> bool:
+        """May ``principal`` read ``record`` as stored? A tombstone keeps the fields
+        read rules see (:func:`syncline.merge.resolve`), so whoever could read the
+        record can still read that it was deleted."""
+        if not self.schema.rules_declared:
+            return True
+        return self.schema.may_read(principal, coll, coll.visible(record.id, record.data))
+
+    def _check_write(
+        self,
+        principal: Principal,
+        coll: Collection,
+        rid: str,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+    ) -> None:
+        if not self.schema.may_write(principal, coll, before, after):
+            raise Forbidden(FORBIDDEN, collection=coll.name, record_id=rid)
 
     async def _check_refs(
         self,
         tx: WriteTx,
+        principal: Principal,
         cname: str,
         record: Record,
         working: Mapping[tuple[str, str], Record | None],
+        *,
+        trusted: bool,
     ) -> None:
+        """Every reference names a live record; for a client, one it may read (a
+        reference to a record it may not read answers as one to a missing record)."""
         if record.deleted:
             return
         for spec in self.schema.collections[cname].fields.values():
@@ -259,7 +312,12 @@ class Engine:
                 continue
             key = (spec.ref, target_id)
             target = working[key] if key in working else await tx.get(*key)
-            if target is None or target.deleted:
+            target_coll = self.schema.collections[spec.ref]
+            if (
+                target is None
+                or target.deleted
+                or (not trusted and not self._readable(principal, target_coll, target))
+            ):
                 raise MissingReference(
                     f"refers to {spec.ref}/{target_id!r}, which does not exist",
                     collection=cname,
@@ -319,10 +377,40 @@ class Engine:
             raise ClientIdTaken(client_id)
         return state.last
 
-    async def confirm_acks(self, client_id: str, upto: int) -> None:
-        """The client holds every ack up to ``upto``: stop keeping them."""
-        async with self.store.write() as tx:
-            await tx.confirm_acks(client_id, upto)
+    async def bind_client(self, principal: Principal, client_id: str) -> int:
+        """At ``hello``: the client's last mutation id, binding a new client id to
+        ``principal`` (invariant 4); :class:`ClientIdTaken` if it is another's. Binding
+        is a write, made only for an id not bound yet: if the store refuses it
+        (:class:`StoreError`), the first mutation binds the id instead."""
+        pkey = self.principal_key(principal)
+        async with self.store.read() as tx:
+            state = await tx.client(client_id)
+        if state is None:
+            async with self.store.write() as wtx:
+                state = await wtx.client(client_id)
+                if state is None and await wtx.advance_client(client_id, pkey, 0, 0):
+                    return 0
+                state = state or await wtx.client(client_id)
+        if state is None:  # nothing bound it and it could not be bound: no store does that
+            return 0
+        if state.principal != pkey:
+            raise ClientIdTaken(client_id)
+        return state.last
+
+    async def confirm_acks(self, client_id: str, upto: int) -> bool:
+        """The client holds every ack up to ``upto``: stop keeping them. Acks go in
+        order (a confirmation or a trim removes all up to some id), so when the ack of
+        ``upto`` is gone, none before it is kept either, and nothing is written: a
+        returning client does not need a database that takes writes. True if acks were
+        removed."""
+        if upto < 1:
+            return False
+        async with self.store.read() as tx:
+            if await tx.ack(client_id, upto) is None:
+                return False
+        async with self.store.write() as wtx:
+            await wtx.confirm_acks(client_id, upto)
+        return True
 
     @asynccontextmanager
     async def transaction(self, principal: Principal) -> AsyncIterator[ServerTransaction]:
@@ -490,11 +578,20 @@ class ServerTransaction:
         self._ops: list[Op] = []
         self.ack: Ack | None = None
 
-    async def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        """A live record's fields (with pending ops of this transaction applied)."""
+    @overload
+    async def get(self, collection: str, record_id: str) -> dict[str, Any] | None: ...
+    @overload
+    async def get(self, collection: type[M], record_id: str) -> M | None: ...
+    async def get(self, collection: str | type[M], record_id: str) -> dict[str, Any] | M | None:
+        """A live record's fields (with pending ops of this transaction applied), with
+        its ``id``; given a model class (``await tx.get(Card, id)``), as an instance."""
         await self._flush()
-        r = await self._tx.get(collection, record_id)
-        return None if r is None or r.deleted else {**r.data, "id": r.id}
+        if isinstance(collection, str):
+            r = await self._tx.get(collection, record_id)
+            return None if r is None or r.deleted else {**r.data, "id": r.id}
+        name = self._engine.schema.collection_for(collection).name
+        r = await self._tx.get(name, record_id)
+        return None if r is None or r.deleted else as_model(collection, name, r.id, r.data)
 
     def apply(self, *ops: Op) -> None:
         self._ops.extend(ops)

@@ -21,6 +21,9 @@ The tree::
     │   ├── CursorReset          from another database epoch: drop local state and reload
     │   └── CursorAhead          above the database head: the client is confused
     ├── StoreError               the storage backend failed or was misused
+    │   ├── StorageFull          the disk (or the database's quota) is full
+    │   ├── StoreReadOnly        the database refuses writes (read-only file or transaction)
+    │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
     ├── MissingExtra             an optional dependency is not installed (also an
@@ -59,7 +62,10 @@ __all__ = [
     "RecordNotFound",
     "RetryLater",
     "SchemaError",
+    "StorageFull",
     "StoreError",
+    "StoreReadOnly",
+    "StoreUnavailable",
     "SynclineError",
 ]
 
@@ -222,7 +228,31 @@ class CursorAhead(CursorError):
 
 
 class StoreError(SynclineError):
+    """The store failed. ``condition`` names a known state of the database that refuses
+    writes for a while (its subclasses); a mutation refused by it is retryable, and the
+    refusal's code is the condition (``retry`` when there is none)."""
+
     code = "store"
+    condition: str | None = None
+
+
+class StorageFull(StoreError):
+    """The disk, or the database's size limit, is full: writes fail until space is made."""
+
+    code = condition = "storage_full"
+
+
+class StoreReadOnly(StoreError):
+    """The database refuses writes (a read-only file or mount, a read-only transaction
+    or replica); reads go on."""
+
+    code = condition = "read_only"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or the connection to it was lost."""
+
+    code = condition = "unavailable"
 
 
 class BackplaneError(SynclineError):

@@ -13,7 +13,8 @@ This is the conflict model of docs/design.md, field by field:
 * ``manual`` and custom functions returning :class:`~syncline.model.Conflict`: a
   conflict (base, mine, theirs, theirs' version) for the user.
 * An update of a deleted record (or an older incarnation): dropped under
-  ``delete-wins``, a conflict under ``manual``.
+  ``delete-wins``, a conflict under ``manual``. A tombstone keeps the record's
+  queryable fields (what read rules see) and nothing else.
 
 The caller (the engine) decides what a conflict does to the whole mutation, validates
 the merged record against its model, checks references and rules, and writes.
@@ -62,7 +63,9 @@ def resolve(
             return None, OpResult("dropped", reason="an older incarnation was deleted")
         out = current.copy()
         out.deleted = True
-        out.data = {}
+        # The tombstone keeps what read rules see, so an answer about it can depend on
+        # whether the principal may read it (invariant 10).
+        out.data = {n: current.data[n] for n in coll.queryable if n in current.data}
         out.adds = {}
         out.v = seq
         return out, OpResult()

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("syncline.model")
+
+M = TypeVar("M", bound=BaseModel)
 
 Principal = Any
 """Whatever the application uses to say who is asking (a user object, a dict, an id)."""
@@ -389,6 +391,22 @@ class Schema:
                 record_id=record_id,
             ) from None
 
+    def collection_for(self, model: type[BaseModel]) -> Collection:
+        """The one collection whose records are ``model`` instances (for typed reads),
+        or a :class:`SchemaError` saying why there is not exactly one."""
+        found = [c.name for c in self.collections.values() if c.model is model]
+        if len(found) == 1:
+            return self.collections[found[0]]
+        if found:
+            raise SchemaError(
+                f"{model.__name__} is the model of several collections {sorted(found)}: "
+                "name the collection"
+            )
+        models = sorted({c.model.__name__ for c in self.collections.values()})
+        raise SchemaError(
+            f"no collection of this schema holds {model.__name__} records; models: {models}"
+        )
+
     def _hash(self) -> str:
         collections = {}
         for c in self.collections.values():
@@ -482,6 +500,22 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sort_set(value)
     return value
+
+
+def as_model(model: type[M], collection: str, record_id: str, data: Mapping[str, Any]) -> M:
+    """A record's fields (JSON form) as a ``model`` instance; a local view that does not
+    validate (a pending edit the server will refuse) is an :class:`InvalidMutation`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ()
+        raise InvalidMutation(
+            f"does not read as {model.__name__}: {err.get('msg', 'invalid value')}",
+            collection=collection,
+            record_id=record_id,
+            field=str(loc[0]) if loc else None,
+        ) from None
 
 
 def new_id() -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +37,7 @@ from pydantic import (
 from .exceptions import InvalidMutation
 from .model import Collection, set_key, sort_set
 from .record import Record
+from .textcheck import name_problem, printable
 from .textmerge import merge3
 
 __all__ = [
@@ -52,8 +54,28 @@ __all__ = [
     "parse_op",
 ]
 
-RecordId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
-CollectionName = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+def _clean_name(value: str) -> str:
+    """Refuse U+0000 and lone surrogates in a name (:mod:`syncline.textcheck`)."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+FieldName = Annotated[StrictStr, AfterValidator(_clean_name)]
+
+
+def _clean_element(value: str | int) -> str | int:
+    return _clean_name(value) if isinstance(value, str) else value
+
+
+SetElement = Annotated[StrictStr | StrictInt, AfterValidator(_clean_element)]
+"""Set elements are keys too (of the adds each element remembers)."""
+RecordId = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_clean_name)]
+CollectionName = Annotated[
+    StrictStr, Field(min_length=1, max_length=64), AfterValidator(_clean_name)
+]
 
 
 class _Op(BaseModel):
@@ -64,14 +86,14 @@ class _Op(BaseModel):
 
 class Insert(_Op):
     op: Literal["insert"] = "insert"
-    fields: dict[str, Any]
+    fields: dict[FieldName, Any]
 
 
 class Update(_Op):
     op: Literal["update"] = "update"
-    set: dict[str, Any]
-    base: dict[str, StrictInt] = Field(default_factory=dict)
-    prev: dict[str, Any] = Field(default_factory=dict)
+    set: dict[FieldName, Any]
+    base: dict[FieldName, StrictInt] = Field(default_factory=dict)
+    prev: dict[FieldName, Any] = Field(default_factory=dict)
     inc: StrictInt | None = None
 
 
@@ -82,20 +104,20 @@ class Delete(_Op):
 
 class Increment(_Op):
     op: Literal["incr"] = "incr"
-    field: StrictStr
+    field: FieldName
     by: StrictInt = 1
 
 
 class SetAdd(_Op):
     op: Literal["add"] = "add"
-    field: StrictStr
-    values: list[StrictStr | StrictInt]
+    field: FieldName
+    values: list[SetElement]
 
 
 class SetRemove(_Op):
     op: Literal["remove"] = "remove"
-    field: StrictStr
-    values: list[StrictStr | StrictInt]
+    field: FieldName
+    values: list[SetElement]
     base: StrictInt = 0
 
 
@@ -121,7 +143,8 @@ _op_adapter: TypeAdapter[Op] = TypeAdapter(Op)
 
 def _refusal(exc: ValidationError, what: str) -> InvalidMutation:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
+    # a location may hold a refused name (a dict key): escaped, so the kept ack stores
+    loc = printable(".".join(str(p) for p in err.get("loc", ())))
     return InvalidMutation(f"malformed {what}: {loc or 'value'}: {err.get('msg')}")
 
 

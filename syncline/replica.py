@@ -23,19 +23,49 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, NamedTuple, overload
+
+from pydantic import BaseModel
 
 from .cursor import Cursor
-from .exceptions import CursorError, InvalidMutation
-from .model import Schema
+from .exceptions import CursorError, InvalidMutation, PolicyViolation, QueryError
+from .merge import _policy_field
+from .model import Collection, M, Schema, as_model
 from .ops import Delete, Increment, Insert, Mutation, Op, SetAdd, SetRemove, Update, apply_local
 from .query import Query
 from .record import Record
 from .results import Ack, FieldConflict
 
-__all__ = ["Draft", "Event", "MutationBuilder", "Pending", "Replica"]
+__all__ = ["Draft", "Entry", "Event", "MutationBuilder", "Pending", "Replica", "typed_query"]
 
 Key = tuple[str, str]
+
+
+class Entry(NamedTuple, Generic[M]):
+    """One row of a typed query: the record's id (which lives beside the model's
+    fields) and its fields as a model instance. Unpacks as ``for id, item in ...``."""
+
+    id: str
+    record: M
+
+
+def typed_query(
+    schema: Schema, model: type[BaseModel], query: Query | Mapping[str, Any] | None
+) -> Query:
+    """The query of a typed read: ``model``'s collection, with the ``where``, ``order``
+    and ``limit`` of ``query`` (whose ``c``, if given, must be that collection)."""
+    name = schema.collection_for(model).name
+    if isinstance(query, Query):
+        parsed = query
+    else:
+        wire = dict(query or {})
+        wire.setdefault("c", name)
+        parsed = Query.parse(wire, schema)
+    if parsed.collection != name:
+        raise QueryError(
+            f"the query reads {parsed.collection!r} but {model.__name__} is the model of {name!r}"
+        )
+    return parsed
 
 
 @dataclass
@@ -333,12 +363,41 @@ class Replica:
             self._view = view
         return self._view
 
-    def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        """The record as the user sees it (pending edits applied), or None."""
-        r = self.view().get((collection, record_id))
-        return None if r is None or r.deleted else {**r.data, "id": r.id}
+    @overload
+    def get(self, collection: str, record_id: str) -> dict[str, Any] | None: ...
+    @overload
+    def get(self, collection: type[M], record_id: str) -> M | None: ...
+    def get(self, collection: str | type[M], record_id: str) -> dict[str, Any] | M | None:
+        """The record as the user sees it (pending edits applied), or None. Given a
+        model class instead of a collection name: the record as that model."""
+        if isinstance(collection, str):
+            r = self.view().get((collection, record_id))
+            return None if r is None or r.deleted else {**r.data, "id": r.id}
+        name = self.schema.collection_for(collection).name
+        r = self.view().get((name, record_id))
+        return None if r is None or r.deleted else as_model(collection, name, r.id, r.data)
 
-    def query(self, query: Query) -> list[dict[str, Any]]:
+    @overload
+    def query(self, query: Query) -> list[dict[str, Any]]: ...
+    @overload
+    def query(
+        self, query: type[M], where: Query | Mapping[str, Any] | None = None
+    ) -> list[Entry[M]]: ...
+    def query(
+        self, query: Query | type[M], where: Query | Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]] | list[Entry[M]]:
+        """The records a query matches, in its order. Given a model class: that model's
+        collection, filtered by ``where`` (a query without ``c``), as :class:`Entry` rows."""
+        if isinstance(query, Query):
+            return self._rows(query)
+        q = typed_query(self.schema, query, where)
+        entries: list[Entry[M]] = []
+        for row in self._rows(q):
+            rid = row.pop("id")
+            entries.append(Entry(rid, as_model(query, q.collection, rid, row)))
+        return entries
+
+    def _rows(self, query: Query) -> list[dict[str, Any]]:
         rows = [
             {**r.data, "id": r.id}
             for (c, _), r in self.view().items()
@@ -388,6 +447,7 @@ class MutationBuilder:
 
     def _ops_append(self, op: Op) -> None:
         coll = self._replica.schema.collection(op.c, op.id)
+        _refuse_early(coll, op)
         key = (op.c, op.id)
         self._scratch[key] = apply_local(coll, self._current(op.c, op.id), op)
         self.ops.append(op)
@@ -396,6 +456,7 @@ class MutationBuilder:
         self._ops_append(Insert(c=collection, id=record_id, fields=fields))
 
     def update(self, collection: str, record_id: str, **fields: Any) -> None:
+        self._replica.schema.collection(collection, record_id)  # before "no such record"
         current = self._current(collection, record_id)
         if current is None or current.deleted:
             raise InvalidMutation("no such record here", collection=collection, record_id=record_id)
@@ -437,3 +498,24 @@ class MutationBuilder:
         self._ops_append(
             SetRemove(c=collection, id=record_id, field=field, values=list(values), base=base)
         )
+
+
+def _refuse_early(coll: Collection, op: Op) -> None:
+    """Refuse here, with the server's own error, what the server would refuse whatever
+    the record holds: an unknown field, an op the field's policy forbids. The
+    conformance kit's local_refusals.json pins the messages for every client."""
+    if isinstance(op, Insert):
+        for name in op.fields:
+            coll.field(name, op.id)
+    elif isinstance(op, Update):
+        for name in op.set:
+            kind = coll.field(name, op.id).kind
+            where = {"collection": coll.name, "record_id": op.id, "field": name}
+            if kind == "counter":  # merge.py's words (_update)
+                raise PolicyViolation("a counter changes only by increments: use incr", **where)
+            if kind == "set":
+                raise PolicyViolation("a set changes only by add and remove", **where)
+    elif isinstance(op, Increment):
+        _policy_field(coll, op, "counter")
+    elif isinstance(op, SetAdd | SetRemove):
+        _policy_field(coll, op, "set")

@@ -1,10 +1,11 @@
 """Where the conformance kit lives (``tests/fixtures/protocol/``, format: its README.md)
 and how its generated files are written, for the runners and the ``gen_*`` scripts.
 
-The kit holds scenario files (every ``*.json`` but the data files below) and three data
-files: the schema every scenario uses, the text-merge cases and the query cases. The
-data files are generated from the Python implementation (``python -m tests.gen_*``), and
-a test per file checks the committed copy is still what Python computes.
+The kit holds scenario files (every ``*.json`` but the data files below) and four data
+files: the schema every scenario uses, the text-merge cases, the query cases and the
+local refusals. The data files are generated from the Python implementation
+(``python -m tests.gen_*``), and a test per file checks the committed copy is still
+what Python computes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ KIT = Path(__file__).parent / "fixtures" / "protocol"
 SCHEMA_PATH = KIT / "schema.json"
 TEXTMERGE_PATH = KIT / "textmerge.json"
 QUERY_PATH = KIT / "query.json"
-DATA_FILES = frozenset(p.name for p in (SCHEMA_PATH, TEXTMERGE_PATH, QUERY_PATH))
+LOCAL_REFUSALS_PATH = KIT / "local_refusals.json"
+DATA_FILES = frozenset(
+    p.name for p in (SCHEMA_PATH, TEXTMERGE_PATH, QUERY_PATH, LOCAL_REFUSALS_PATH)
+)
 
 
 def scenarios() -> list[Path]:

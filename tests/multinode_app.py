@@ -3,10 +3,11 @@ BOARD schema in one PostgreSQL schema shared by every node, joined by a backplan
 
 Environment: ``SYNCLINE_TEST_PG_DSN`` (the database), ``SYNCLINE_TEST_PG_SCHEMA``,
 ``SYNCLINE_TEST_BACKPLANE`` (``redis://...``, ``postgres`` or ``memory``) and
-``SYNCLINE_TEST_CHANNEL``. The store opens before the server starts reading the log
-and closes after it stops. The server owns the backplane: it announces this node's
-commits, and heads announced by the other nodes wake its log reader (which wakes its
-HTTP long polls when it moves).
+``SYNCLINE_TEST_CHANNEL``; optionally ``SYNCLINE_TEST_PG_APP`` (the pool's
+``application_name``, so a test can find this node's sessions in ``pg_stat_activity``).
+The store opens before the server starts reading the log and closes after it stops.
+The server owns the backplane: it announces this node's commits, and heads announced
+by the other nodes wake its log reader (which wakes its HTTP long polls when it moves).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from syncline.store.postgres import PostgresStore
 from .schemas import BOARD
 
 DSN = os.environ["SYNCLINE_TEST_PG_DSN"]
-store = PostgresStore(DSN, schema=os.environ["SYNCLINE_TEST_PG_SCHEMA"], max_size=6)
+store = PostgresStore(
+    DSN,
+    schema=os.environ["SYNCLINE_TEST_PG_SCHEMA"],
+    max_size=6,
+    application_name=os.environ.get("SYNCLINE_TEST_PG_APP", "syncline"),
+)
 engine = Engine(BOARD, store)
 backplane = backplane_from_url(
     os.environ.get("SYNCLINE_TEST_BACKPLANE", "memory"),

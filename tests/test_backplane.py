@@ -202,14 +202,22 @@ async def test_a_node_whose_connection_is_cut_reconnects_and_hears_again(kind: s
         await b.stop()
 
 
-async def test_start_fails_clearly_when_the_server_cannot_be_reached() -> None:
+async def test_start_with_the_server_unreachable_runs_degraded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node must start during an outage (tests/test_backplane_degraded.py shows it
+    joining when the server returns)."""
     for backplane in (
         RedisBackplane("redis://127.0.0.1:1/0", new_channel()),
         PostgresBackplane("postgresql://postgres@127.0.0.1:1/test", new_channel()),
     ):
-        with pytest.raises(BackplaneError, match="cannot connect"):
-            await backplane.start(Heard())
-        await backplane.stop()
+        await backplane.start(Heard())
+        try:
+            assert backplane.state == "degraded" and backplane.reconnects == 0
+            await backplane.publish(3)  # dropped, never raised
+        finally:
+            await backplane.stop()
+        assert f"{backplane}: cannot connect" in caplog.text
 
 
 def test_backplane_from_url_names_each_backend() -> None:

@@ -280,7 +280,10 @@ class TestRules:
         }
         refused = await engine.apply("bob", "t-b", mut(1, steal))
         assert refused.status == "rejected" and refused.error is not None
-        assert refused.error["code"] == "forbidden"
+        # bob may not read b1: he is answered as for an id never used (invariant 10)
+        missing = await engine.apply("bob", "t-b", mut(2, {**steal, "id": "nope"}))
+        assert missing.error is not None and refused.error["code"] == "not_found"
+        assert refused.error["message"] == missing.error["message"].replace("nope", "b1")
         give_away = await engine.apply("alice", "t-a", mut(2, steal))  # after would be bob's
         assert give_away.status == "rejected"
 
@@ -560,7 +563,8 @@ async def test_a_conflict_never_shows_theirs_to_a_principal_who_may_not_write(
     assert (await engine.apply("alice", "tab-a", mut(1, status))).status == "applied"
     probe = {**status, "set": {"status": "guess"}}
     ack = await engine.apply("mallory", "tab-m", mut(1, probe))
-    assert ack.status == "rejected" and ack.error is not None and ack.error["code"] == "forbidden"
+    # mallory may not read c1 either: answered as for a missing record (invariant 10)
+    assert ack.status == "rejected" and ack.error is not None and ack.error["code"] == "not_found"
     assert "secret" not in str(ack.to_wire())
 
 

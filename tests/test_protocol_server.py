@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from syncline.protocol.frames import Limits, ProtocolError, encode, encode_text
+from syncline.protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from syncline.protocol.server import (
     REFUSALS,
     TRANSITIONS,
@@ -348,3 +348,10 @@ def test_decode_server_frame_refuses_what_a_client_cannot_use() -> None:
         assert info.value.code == code, data
     with pytest.raises(ProtocolError, match="exceeds"):
         decode_server_frame('{"t":"ping"}', max_bytes=4)
+
+
+@pytest.mark.parametrize("text", ["0:", "[1] x", '"a" "b"'])
+def test_a_json_value_with_trailing_garbage_is_bad_json_not_a_crash(text: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(text.encode(), Limits())
+    assert info.value.code == "bad_json" and "trailing characters" in str(info.value)

@@ -13,6 +13,7 @@ PURE_MODULES = [
     "syncline.merge",
     "syncline.replica",
     "syncline.textmerge",
+    "syncline.textcheck",
     "syncline.query",
     "syncline.record",
     "syncline.results",

@@ -537,6 +537,51 @@ async def test_cancelling_a_writer_that_waits_for_its_commit_spares_the_group(gr
         assert await tx.head() == 2
 
 
+async def _slow_statement(store: Any, tx: Any, seconds: float) -> None:
+    """A statement that keeps the database busy for ``seconds`` (on the writer thread for
+    SQLite, on the group's connection for PostgreSQL)."""
+    from syncline.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        await tx._run(lambda db: time.sleep(seconds))
+    else:
+        await tx._fetch(f"SELECT pg_sleep({seconds})")
+
+
+async def test_a_writer_cancelled_mid_statement_leaves_its_group_and_the_others_commit(
+    grouped: Any,
+) -> None:
+    """A connection that goes away cancels its writer wherever it is: the writer leaves
+    its group cleanly (its writes undone), and the writers sharing the group commit."""
+    store = grouped
+    started = asyncio.Event()
+
+    async def cancelled() -> None:
+        async with store.write() as tx:
+            seq = await tx.head() + 1
+            await tx.put("cards", card("cancelled", seq, title="cancelled"))
+            await tx.append_log([entry(seq, "cancelled")])
+            started.set()
+            await _slow_statement(store, tx, 0.5)  # cancelled while this runs
+
+    victim = asyncio.create_task(cancelled())
+    await started.wait()
+    others = [asyncio.create_task(put_next(store, f"other{n}")) for n in range(3)]
+    async with asyncio.timeout(10):
+        while store._waiting < len(others):  # all three wait to join the victim's group
+            await asyncio.sleep(0.005)
+    commits = store.commits
+    victim.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    assert sorted(await asyncio.wait_for(asyncio.gather(*others), 10)) == [1, 2, 3]
+    assert store.commits == commits + 1  # one group: the victim's, without the victim
+    async with store.read() as tx:
+        found = await tx.get_many("cards", ["cancelled", "other0", "other1", "other2"])
+        assert sorted(found) == ["other0", "other1", "other2"]
+        assert await tx.head() == 3
+
+
 # --- migrations (SQLite, PostgreSQL) ----------------------------------------------------
 
 

@@ -124,7 +124,10 @@ async def test_readers_following_the_log_never_miss_or_repeat_a_change(nodes: No
 async def test_a_writer_cancelled_mid_statement_fails_its_group_and_the_store_goes_on(
     nodes: Nodes,
 ) -> None:
+    """... when its statement outlasts ``cancel_grace`` (within it, the writer leaves the
+    group cleanly: the conformance suite)."""
     (store,) = await nodes(1)
+    store.cancel_grace = 0.2
     started = asyncio.Event()
 
     async def slow() -> None:

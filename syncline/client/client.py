@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -40,7 +40,7 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "websockets", "The Python client", "client") from None
 
 from ..exceptions import InvalidMutation, QueryError
-from ..model import Schema
+from ..model import M, Schema
 from ..ops import Mutation
 from ..protocol.client import (
     ClientEvent,
@@ -52,7 +52,7 @@ from ..protocol.client import (
 )
 from ..protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from ..query import Query
-from ..replica import Draft, MutationBuilder, Replica
+from ..replica import Draft, Entry, MutationBuilder, Replica
 from ..waiting import wait_event
 from .persist import Persistence
 
@@ -182,12 +182,31 @@ class Client:
     def protocol(self) -> ClientProtocol:
         return self._protocol
 
-    def get(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        """The record as the user sees it (pending edits applied), or None."""
+    @overload
+    def get(self, collection: str, record_id: str) -> dict[str, Any] | None: ...
+    @overload
+    def get(self, collection: type[M], record_id: str) -> M | None: ...
+    def get(self, collection: str | type[M], record_id: str) -> dict[str, Any] | M | None:
+        """The record as the user sees it (pending edits applied), or None; given a
+        model class (``client.get(Note, id)``), as an instance of it."""
         return self.replica.get(collection, record_id)
 
-    def query(self, query: Query | Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Run ``query`` on the local view (pending edits applied)."""
+    @overload
+    def query(self, query: Query | Mapping[str, Any]) -> list[dict[str, Any]]: ...
+    @overload
+    def query(
+        self, query: type[M], where: Query | Mapping[str, Any] | None = None
+    ) -> list[Entry[M]]: ...
+    def query(
+        self,
+        query: Query | Mapping[str, Any] | type[M],
+        where: Query | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]] | list[Entry[M]]:
+        """Run ``query`` on the local view (pending edits applied). Given a model class
+        (``client.query(Note, {"where": {...}})``): its collection's records as
+        :class:`~syncline.replica.Entry` rows ``(id, record)``."""
+        if isinstance(query, type):
+            return self.replica.query(query, where)
         q = query if isinstance(query, Query) else Query.parse(query, self.schema)
         return self.replica.query(q)
 

@@ -22,7 +22,12 @@ raises (heads are coalesced: while one is being sent, newer ones replace each ot
 and a send that fails is dropped and logged); a node ignores heads it already knows
 (its own, echoed back, and older ones); a lost connection is retried with backoff
 forever, and once back the node's reader is woken, since messages sent meanwhile were
-lost. Only :meth:`Backplane.start` fails loudly, so a wrong URL is found at startup.
+lost. A node whose backplane server is down when it starts (a node that crashed during
+an outage, restarting) starts all the same, *degraded*: it serves, and hears of other
+nodes' commits only through its poll, until the reconnection loop joins the backplane.
+:attr:`Backplane.state` and :attr:`Backplane.reconnects` say which (for health checks
+and metrics); each change of state is logged once. A malformed URL is still refused at
+once, by :func:`syncline.fanout.select.backplane_from_url`.
 """
 
 from __future__ import annotations
@@ -32,24 +37,40 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Literal
 
 from ..exceptions import BackplaneError
 
-__all__ = ["Backplane", "BackplaneError", "OnHead", "RemoteBackplane"]
+__all__ = ["Backplane", "BackplaneError", "BackplaneState", "OnHead", "RemoteBackplane"]
 
 log = logging.getLogger("syncline.fanout")
 
 OnHead = Callable[[int], None]
 """Called with a head another node announced (usually ``LogReader.notify``)."""
 
+BackplaneState = Literal["connected", "degraded"]
+"""``connected``: heads from other nodes arrive as they commit. ``degraded``: the
+backplane's server cannot be reached; other nodes' commits arrive through the poll of
+the log (about a second late) while the backplane reconnects."""
+
 
 class Backplane(ABC):
     """Carries "the head is now N" between the nodes of one database."""
 
+    reconnects = 0
+    """How many times the connection came back after it was lost or could not be made
+    at start (a remote backplane's; always 0 for one in memory)."""
+
+    @property
+    def state(self) -> BackplaneState:
+        """``connected`` or ``degraded`` (see :data:`BackplaneState`)."""
+        return "connected"
+
     @abstractmethod
     async def start(self, on_head: OnHead) -> None:
         """Begin listening: ``on_head(head)`` runs, on the event loop, for heads that
-        other nodes announce. Raises :class:`BackplaneError` if it cannot connect."""
+        other nodes announce. A remote backplane whose server cannot be reached starts
+        degraded and keeps trying (see the module docs); it does not raise."""
 
     @abstractmethod
     async def publish(self, head: int) -> None:
@@ -80,7 +101,8 @@ class RemoteBackplane(Backplane):
 
     A backend implements :meth:`_connect` (subscribe, or raise), :meth:`_listen` (return
     or raise when the connection is lost; call :meth:`_heard` with each payload),
-    :meth:`_send` and :meth:`_disconnect`. ``connected`` is set while subscribed.
+    :meth:`_send` (raise if not connected) and :meth:`_disconnect`. ``connected`` is set
+    while subscribed.
     """
 
     backoff: tuple[float, float] = (0.05, 2.0)
@@ -92,6 +114,7 @@ class RemoteBackplane(Backplane):
         self.channel = channel
         self.connected = asyncio.Event()
         self.heard = 0  # heads delivered to on_head (diagnostics and tests)
+        self.reconnects = 0
         self._on_head: OnHead | None = None
         self._known = 0  # the highest head this node announced or heard
         self._outgoing = 0  # the highest head to send
@@ -116,19 +139,31 @@ class RemoteBackplane(Backplane):
 
     # --- the interface ------------------------------------------------------------------
 
+    @property
+    def state(self) -> BackplaneState:
+        return "connected" if self.connected.is_set() else "degraded"
+
     async def start(self, on_head: OnHead) -> None:
         if self._tasks or self._stopping:
             raise BackplaneError("this backplane is already started (or stopped)")
+        self._on_head = on_head
         try:
             await self._connect()
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await self._disconnect()
-            raise BackplaneError(f"{self}: cannot connect: {exc}") from exc
-        self._on_head = on_head
-        self.connected.set()
+            log.warning(
+                "%s: cannot connect (%r): serving degraded, other nodes' commits arrive "
+                "through the poll of the log until the backplane is back",
+                self,
+                exc,
+            )
+        else:
+            self.connected.set()
         self._tasks = [
-            asyncio.create_task(self._keep_listening(), name=f"{self}-listen"),
+            asyncio.create_task(
+                self._keep_listening(self.connected.is_set()), name=f"{self}-listen"
+            ),
             asyncio.create_task(self._keep_sending(), name=f"{self}-send"),
         ]
 
@@ -169,19 +204,23 @@ class RemoteBackplane(Backplane):
         self.heard += 1
         self._on_head(head)
 
-    async def _keep_listening(self) -> None:
+    async def _keep_listening(self, connected: bool) -> None:
+        """Listen while connected; when the connection is lost (or was never made),
+        reconnect with backoff, forever."""
         delay = self.backoff[0]
         while not self._stopping:
-            try:
-                await self._listen()
-                log.warning("%s: the connection closed", self)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s: the connection failed: %r", self, exc)
-            self.connected.clear()
-            with contextlib.suppress(Exception):
-                await self._disconnect()
+            if connected:
+                try:
+                    await self._listen()
+                    log.warning("%s: the connection closed; degraded until it is back", self)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("%s: the connection failed (%r); degraded until back", self, exc)
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await self._disconnect()
+            connected = False
             while not self._stopping:
                 await asyncio.sleep(delay)
                 try:
@@ -196,7 +235,9 @@ class RemoteBackplane(Backplane):
                     continue
                 delay = self.backoff[0]
                 self.connected.set()
-                log.info("%s: connected again", self)
+                self.reconnects += 1
+                connected = True
+                log.warning("%s: connected again", self)  # the end of a logged outage
                 if self._on_head is not None:
                     self._on_head(self._known)  # heads sent meanwhile were lost: look now
                 break

@@ -49,7 +49,8 @@ class RedisBackplane(RemoteBackplane):
                 self._heard(message["data"])
 
     async def _send(self, head: int) -> None:
-        assert self._client is not None
+        if self._client is None:
+            raise ConnectionError("not connected")
         await self._client.publish(self.channel, str(head))
 
     async def _disconnect(self) -> None:

@@ -116,7 +116,7 @@ EventKind = Literal[
 FATAL_CODES = frozenset({"reload", "unauthorized", "version", "client_id_taken"})
 """``error`` codes after which reconnecting cannot help."""
 
-_TEMPORARY_ERRORS = frozenset({"rate", "retry"})
+_TEMPORARY_ERRORS = frozenset({"rate", "retry", "storage_full", "read_only", "unavailable"})
 _CURSOR_ERRORS = frozenset({"cursor", "cursor_ahead", "cursor_too_old", "cursor_reset"})
 _SUB_ERRORS = frozenset({"query", "limit", "bad_frame"})
 

@@ -32,6 +32,7 @@ Protocol versions:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ import orjson
 
 from ..exceptions import SynclineError
 from ..results import Ack, Changes, OpResult, Snapshot
+from ..textcheck import BAD_NAME_PATTERN
 
 __all__ = [
     "CLIENT_FRAME_TYPES",
@@ -62,6 +64,7 @@ __all__ = [
     "FATAL_CLOSE_CODES",
     "PROTOCOL_VERSION",
     "SERVER_FRAME_TYPES",
+    "STORE_REFUSALS",
     "AckFrame",
     "ChangesFrame",
     "ClientFrame",
@@ -136,6 +139,16 @@ CLOSE_CODES: Final[Mapping[int, str]] = {
     CLOSE_TOO_MANY: "too many connections for this principal",
 }
 """Every close code the server uses, with what it means (the document's list)."""
+
+STORE_REFUSALS: Final[Mapping[str, str]] = {
+    "retry": "the server could not store the mutation; retry",
+    "storage_full": "the server's storage is full, so the mutation was not stored; retry",
+    "read_only": "the server's database refuses writes (read-only), so the mutation was "
+    "not stored; retry",
+    "unavailable": "the server cannot reach its database, so the mutation was not stored; retry",
+}
+"""The temporary refusals (``reject`` ``permanent: false``) of a mutation the store could
+not write, by code: the condition of the database, when it is known."""
 
 FATAL_CLOSE_CODES: Final[Mapping[str, int]] = {
     "unauthorized": CLOSE_UNAUTHORIZED,
@@ -213,8 +226,14 @@ class Limits:
 
 # --- frames from the client ------------------------------------------------------------
 
-ClientId = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
+_CLEAN_NAME = f"^[^{BAD_NAME_PATTERN[1:-1]}]*$"
+"""No U+0000, no lone surrogate (:mod:`syncline.textcheck`): names become store keys."""
+
+ClientId = Annotated[str, msgspec.Meta(min_length=8, max_length=128, pattern=_CLEAN_NAME)]
 """A client id: 8 to 128 characters, one per page instance (tab)."""
+
+QueryId = Annotated[str, msgspec.Meta(pattern=_CLEAN_NAME)]
+"""A query id, the client's name for one subscription."""
 
 
 class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t", omit_defaults=True):
@@ -230,12 +249,12 @@ class HelloFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="hel
 
 
 class SubFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="sub"):
-    queries: Annotated[dict[str, dict[str, Any]], msgspec.Meta(min_length=1)]
+    queries: Annotated[dict[QueryId, dict[str, Any]], msgspec.Meta(min_length=1)]
     since: str | None = None
 
 
 class UnsubFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="unsub"):
-    queries: list[str]
+    queries: list[QueryId]
 
 
 class MutFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="mut"):
@@ -489,6 +508,7 @@ _server_decoder = msgspec.json.Decoder(ServerFrame)
 _state_decoder = msgspec.json.Decoder(EmbeddedState)
 _body_decoder = msgspec.json.Decoder(MutateBody)
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a pair matches too
 _INT64 = range(-(1 << 63), 1 << 64)  # what orjson (and most JSON peers) can carry
 
 
@@ -534,6 +554,12 @@ def decode_client_frame(data: str | bytes | Mapping[str, Any], limits: Limits) -
     except msgspec.ValidationError as exc:
         raise _invalid(raw, exc, limits) from None
     except msgspec.DecodeError as exc:
+        if _LONE_SURROGATE.search(raw):
+            raise ProtocolError(
+                "bad_json",
+                "frame is not valid JSON: a string holds a lone surrogate escape "
+                "(\\ud800 to \\udfff without its pair); text must be valid Unicode",
+            ) from None
         raise ProtocolError("bad_json", f"frame is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep(limits.max_depth, None) from None
@@ -553,6 +579,8 @@ def decode_mutate_body(body: bytes) -> MutateBody:
     except msgspec.ValidationError as exc:
         if "`$.client`" in str(exc) and "length" in str(exc):
             raise ProtocolError("bad_frame", "client id must have 8 to 128 characters") from None
+        if "`$.client`" in str(exc) and "regex" in str(exc):
+            raise ProtocolError("bad_frame", f"client: {_NAME_REFUSED}") from None
         if "`$.mut`" in str(exc):
             raise ProtocolError("bad_frame", "mut must be an object") from None
         raise ProtocolError("bad_frame", 'body must be {"client": "<id>", "mut": {...}}') from None
@@ -579,7 +607,18 @@ def peek(data: bytes) -> tuple[Any, Any]:
     try:
         found = _peek_decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):
-        return None, None
+        # msgspec refuses lone surrogate escapes that JSON's grammar allows (and that
+        # JSON.stringify writes): read such a frame's id anyway, so that its mutation
+        # is refused for good instead of blocking the client's queue.
+        if not _LONE_SURROGATE.search(data):
+            return None, None
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            return None, None
+        if not isinstance(obj, dict):
+            return None, None
+        return obj.get("t"), obj.get("id")
     return found.t, found.id
 
 
@@ -622,7 +661,8 @@ _TYPE_NAMES = {
 _EXPECTED = re.compile(r"Expected `([a-z]+)(?: \| null)?`, got `[a-z]+`")
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
 _MISSING = re.compile(r"Object missing required field `([^`]*)`")
-_PATH = re.compile(r" - at `\$(.*)`$")
+_PATH = re.compile(r" - at (?:`key` in )?`\$(.*)`$")  # "`key` in": a dict key
+_NAME_REFUSED = "may not contain the NUL character (U+0000) or a lone surrogate"
 
 
 def _invalid(raw: bytes, exc: msgspec.ValidationError, limits: Limits) -> ProtocolError:
@@ -631,6 +671,8 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError, limits: Limits) -> Protoc
         obj = msgspec.json.decode(raw)
     except RecursionError:
         return _too_deep(limits.max_depth, None)
+    except msgspec.DecodeError as decode_error:  # "0:": typed decoding failed on the 0 first
+        return ProtocolError("bad_json", f"frame is not valid JSON: {decode_error}")
     if not isinstance(obj, dict):
         return ProtocolError("bad_frame", f"a frame is a JSON object, not {_json_type(obj)}")
     kind = obj.get("t")
@@ -652,6 +694,8 @@ def _explain(message: str) -> str:
         what = "Extra inputs are not permitted" if m.re is _UNKNOWN else "Field required"
         return f"{'.'.join([*path, m.group(1)])}: {what}"
     loc = ".".join(path) or "frame"
+    if "matching regex" in problem:  # the one pattern: a name's characters
+        return f"{loc}: {_NAME_REFUSED}"
     if m := _EXPECTED.match(problem):
         return f"{loc}: Input should be {_TYPE_NAMES.get(m.group(1), m.group(1))}"
     return f"{loc}: {problem}"

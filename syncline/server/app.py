@@ -36,6 +36,7 @@ from ..model import Principal
 from ..protocol.frames import (
     CLOSE_RESTART,
     CLOSE_REVOKED,
+    STORE_REFUSALS,
     AckFrame,
     Limits,
     RejectFrame,
@@ -49,6 +50,7 @@ from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
 from .http import HttpEndpoints
 from .origins import OriginPolicy
+from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
 
 __all__ = ["Authenticate", "SynclineServer"]
@@ -117,6 +119,7 @@ class SynclineServer:
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
         self.flusher = Flusher()
+        self.store_episodes = StoreEpisodes()
         # Parsed queries by key, shared by every connection that subscribes to the same
         # query (less memory per connection; the reader keys its answers by the object).
         self._queries: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
@@ -282,13 +285,25 @@ class SynclineServer:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
         except MutationRefused as exc:
             return refusal_frame(mid, exc.to_wire(), permanent=exc.permanent)
-        except StoreError:
-            log.exception("the store failed while applying a mutation")
+        except StoreError as exc:
+            code = self.store_episodes.failed(exc, "applying a mutation")
             return RejectFrame(
                 mid=mid,
                 permanent=False,
-                code="retry",
-                message="the server could not store the mutation; retry",
+                code=code,
+                message=STORE_REFUSALS.get(code, STORE_REFUSALS["retry"]),
                 retry_after=1.0,
             )
+        if not ack.replay:  # a replay wrote nothing: it says nothing of writes
+            self.store_episodes.succeeded()
         return ServerProtocol.ack(ack)
+
+    async def confirm_acks(self, client_id: str, upto: int) -> None:
+        """Best effort: the client holds its answers up to ``upto``. If the store
+        refuses the write, the answers stay kept a while longer (the client names them
+        again at its next ``hello`` or HTTP mutation); nothing is refused for it."""
+        try:
+            if await self.engine.confirm_acks(client_id, upto):
+                self.store_episodes.succeeded()
+        except StoreError as exc:
+            self.store_episodes.failed(exc, "confirming acks")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import types
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
 from typing import Any
@@ -44,7 +45,12 @@ log = logging.getLogger("syncline.server")
 class Connection:
     """One WebSocket client: its principal, subscriptions, cursor and send queue."""
 
+    close_grace = 10.0
+    """Seconds a frame being handled when the connection is asked to close may take
+    before the handler is cancelled anyway."""
+
     __slots__ = (
+        "_cancelled",
         "_flush_due",
         "_flush_soon",
         "_interrupted",
@@ -94,7 +100,8 @@ class Connection:
         self.heard = asyncio.get_running_loop().time()  # when the last frame was handled
         self.pinged = False  # a ping went out since then
         self.task: asyncio.Task[Any] | None = None  # the reading task, while it reads
-        self._interrupted = False  # close_later cancelled the reading task
+        self._interrupted = False  # close_later asked the reading task to stop
+        self._cancelled = False  # ... and cancelled it to that end
         self._flush_due = False
         self._writer: asyncio.Task[None] | None = None
         # Writes run outside the handler's task: in a copy of its context, so what ASGI
@@ -124,11 +131,31 @@ class Connection:
         """After the reading task was cancelled: True if it was :meth:`close_later`'s
         doing (the cancellation is taken back); False if it must go on."""
         task = self.task
-        return self._interrupted and task is not None and task.uncancel() == 0
+        return self._cancelled and task is not None and task.uncancel() == 0
 
     def _interrupt(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        """Cancel the reading task while it waits for a frame. While it handles one (a
+        mutation half way through its write, say), let it finish: it ends after that
+        frame, and cancelling it there would cut its write short. One that is still at
+        it after :attr:`close_grace` is cancelled all the same."""
+        task = self.task
+        if task is None:
+            return
+        if self.handling and self.close_grace > 0:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.close_grace, self._interrupt_now, task)
+        else:
+            self._interrupt_now(task)
+
+    def _interrupt_now(self, task: asyncio.Task[Any]) -> None:
+        if self.task is task:  # still reading (or handling) the same connection
+            self._cancelled = True
+            task.cancel()
+
+    @property
+    def handling(self) -> bool:
+        """The reading task is handling a frame (the read loop marks that in ``heard``)."""
+        return self.heard == math.inf
 
     def _overflowed(self) -> None:
         self.close_later(

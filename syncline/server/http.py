@@ -38,6 +38,7 @@ from ..protocol.frames import (
 )
 from ..protocol.server import ProtocolError, ServerProtocol
 from ..query import Query
+from ..textcheck import name_problem
 
 if TYPE_CHECKING:
     from .app import SynclineServer
@@ -106,7 +107,7 @@ class HttpEndpoints:
             if posted.acked and posted.mutate.refusal is None:
                 # HTTP clients say which answers they hold here, as hello.acked does.
                 last = await self.engine.client_last(principal, posted.client_id)
-                await self.engine.confirm_acks(posted.client_id, min(posted.acked, last))
+                await self.server.confirm_acks(posted.client_id, min(posted.acked, last))
             mutate = posted.mutate
             frame = await self.server.apply(
                 principal, posted.client_id, mutate.mutation, mutate.refused()
@@ -221,6 +222,9 @@ class HttpEndpoints:
             raise HttpError(
                 400, "bad_frame", "queries must be a non-empty JSON object of {id: query}"
             )
+        for qid in obj:
+            if (problem := name_problem(qid)) is not None:
+                raise HttpError(400, "bad_frame", f"query id {problem}")
         return {qid: Query.parse(q, self.engine.schema) for qid, q in obj.items()}
 
     async def _long_poll(

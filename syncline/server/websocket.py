@@ -17,14 +17,16 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded
+from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded, StoreError
 from ..protocol.frames import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
+    CLOSE_RESTART,
     FATAL_CLOSE_CODES,
     AckFrame,
+    error_frame,
 )
 from ..protocol.server import (
     Event,
@@ -123,6 +125,17 @@ class WebSocketEndpoint:
             if exc.fatal:
                 conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                 return False
+        except StoreError as exc:
+            # The database failed a read of this frame (hello, sub): nothing was sent and
+            # nothing half done. Say which condition, close, and let the client reconnect
+            # with its backoff; a bug this is not, so no 1011.
+            code = exc.condition or "unavailable"
+            _log_read_failure(code, exc)
+            conn.send_frame(
+                error_frame(code, f"the server could not read its database ({code}); reconnect")
+            )
+            conn.close_later(CLOSE_RESTART, "database unavailable; reconnect")
+            return False
         except Exception:
             # A bug of ours or of the application's hooks: say so without details,
             # log them, and close; the client reconnects and resumes.
@@ -166,11 +179,15 @@ class WebSocketEndpoint:
         conn.read_key = engine.read_key(principal)
         conn.client_id = hello.client_id
         try:
-            last = await engine.client_last(principal, hello.client_id)
+            try:
+                last = await engine.bind_client(principal, hello.client_id)
+            except StoreError as exc:  # writes refused: the first mutation binds the id
+                self.server.store_episodes.failed(exc, "binding a client id at hello")
+                last = await engine.client_last(principal, hello.client_id)
         except ClientIdTaken as exc:
             raise ProtocolError(exc.code, str(exc), fatal=True) from None
-        if hello.acked:
-            await engine.confirm_acks(hello.client_id, min(hello.acked, last))
+        if hello.acked:  # best effort: a database that refuses writes still serves reads
+            await self.server.confirm_acks(hello.client_id, min(hello.acked, last))
         head = await engine.head()
         conn.send_frame(conn.protocol.welcome(head.epoch, str(head), last))
 
@@ -235,3 +252,14 @@ class WebSocketEndpoint:
             conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.server.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
+
+
+_read_failures = {"last": -math.inf}
+
+
+def _log_read_failure(code: str, exc: StoreError) -> None:
+    """At most one line per 10 s: while the database is down every reconnect fails."""
+    now = time.monotonic()
+    if now - _read_failures["last"] >= 10.0:
+        _read_failures["last"] = now
+        log.warning("a read failed (%s), the connection closes to be retried: %s", code, exc)

@@ -26,7 +26,7 @@
 //   tabs.js       other tabs: shared edits, and when to adopt dead pages' queues
 //                 (adopt.js sends them; locks.js holds the page's Web Lock)
 //   views.js      bound elements patched and live queries refreshed (bind.js patches)
-//   listeners.js  on(kind, listener)
+//   listeners.js  on(kind, listener); reload.js the default answer to "reload"
 //   limits.js     what the server would refuse without using an id up
 //   ids.js        client ids and record ids
 
@@ -42,6 +42,7 @@ import { parseQuery } from "./query.js";
 import { InvalidMutation, Replica } from "./replica.js";
 import { makeSchema } from "./schema.js";
 import { Session } from "./session.js";
+import { reloadPage } from "./reload.js";
 import { QueueKeeper, memoryStore, openStoreWithin } from "./storage.js";
 import { PageTabs } from "./tabs.js";
 import { Views } from "./views.js";
@@ -53,6 +54,10 @@ import "./ops.js";
 export { newClientId, newId } from "./ids.js";
 export { InvalidMutation } from "./replica.js";
 export { QueryError } from "./query.js";
+// Browser helpers: a keyed list from a <template>, an input bound both ways.
+export { ListError, renderList } from "./list.js";
+export { bindInput } from "./input.js";
+export { mapSelection } from "./caret.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./ops.js").Mutation} Mutation */
@@ -97,6 +102,9 @@ export { QueryError } from "./query.js";
  * @property {Partial<Limits>} [limits]
  * @property {LockManager | null} [locks]  default navigator.locks
  * @property {Document} [document]  the page (default: the global document)
+ * @property {false | ((event: ClientEvent) => void)} [reload]  what a "reload" event does
+ *   when no on("reload") listener handles it: by default the page reloads once the
+ *   pending queue is saved (reload.js); false: nothing; a function: call it
  */
 
 /**
@@ -462,7 +470,19 @@ export class SyncClient {
       this._listeners.emit("conflict", e.draft);
     } else {
       this._listeners.emit(e.kind, adoptedFrom === undefined ? e : { ...e, adoptedFrom });
+      if (e.kind === "reload" && !this._listeners.count("reload")) this._defaultReload(e);
     }
+  }
+
+  /**
+   * Nobody listens to "reload": do what connect({ reload }) says (reload the page).
+   * @param {ClientEvent} e
+   */
+  _defaultReload(e) {
+    const option = this.options.reload;
+    if (option === false) return;
+    if (typeof option === "function") option(e);
+    else void reloadPage(this._queue.settled());
   }
 
   /** @param {Status} status */

@@ -31,6 +31,16 @@ export class Listeners {
   }
 
   /**
+   * How many listeners hear `kind` itself ("*" listeners not counted): the client's
+   * default answer to "reload" runs only when the application has none.
+   * @param {string} kind
+   * @returns {number}
+   */
+  count(kind) {
+    return this._byKind.get(kind)?.size ?? 0;
+  }
+
+  /**
    * @param {string} kind
    * @param {unknown} payload
    */

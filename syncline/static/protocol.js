@@ -67,7 +67,8 @@ export const PROTOCOL_VERSION = 1;
 
 /** `error` codes after which reconnecting cannot help. */
 export const FATAL_CODES = new Set(["reload", "unauthorized", "version", "client_id_taken"]);
-const TEMPORARY_ERRORS = new Set(["rate", "retry"]);
+// `retry` and the store conditions that refuse writes for a while (docs/protocol.md).
+const TEMPORARY_ERRORS = new Set(["rate", "retry", "storage_full", "read_only", "unavailable"]);
 
 /**
  * @param {EventKind} kind

@@ -30,7 +30,7 @@ import { parseQuery, matches, sortRows } from "./query.js";
 import { collectionOf, makeSchema } from "./schema.js";
 import { conflictFromWire, integer, list, need, object } from "./wire.js";
 
-export { InvalidMutation, MutationBuilder } from "./builder.js";
+export { InvalidMutation, MutationBuilder, PolicyViolation } from "./builder.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./cursor.js").Cursor} Cursor */

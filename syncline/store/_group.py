@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from ..exceptions import StoreError
 from .base import Store, WriteTx
 
-__all__ = ["Group", "GroupCommitStore", "consume"]
+__all__ = ["Group", "GroupCommitStore", "consume", "error_class"]
 
 T = TypeVar("T")
 
@@ -182,10 +182,21 @@ class GroupCommitStore(Store, Generic[G, W]):
             task.exception()  # retrieved: whoever awaited it has seen it already
 
     def _failure(self, exc: BaseException) -> StoreError:
-        """``exc`` as the :class:`StoreError` a caller gets, naming the database."""
-        error = StoreError(f"{self.where}: {exc}")
+        """``exc`` as the :class:`StoreError` a caller gets, naming the database (and
+        the condition behind it: :meth:`_error_class`)."""
+        error = self._error_class(exc)(f"{self.where}: {exc}")
         error.__cause__ = exc
         return error
+
+    def _condition(self, exc: BaseException) -> type[StoreError] | None:
+        """The dialect's reading of one of its driver's errors (full, read-only,
+        unreachable), or None."""
+        return None
+
+    def _error_class(self, exc: BaseException | None) -> type[StoreError]:
+        """The :class:`StoreError` subclass naming the condition behind ``exc``
+        (:func:`error_class`, with the dialect's reading of its driver's errors)."""
+        return error_class(exc, self._condition)
 
     # --- writes and group commit ------------------------------------------------------
 
@@ -264,13 +275,31 @@ class GroupCommitStore(Store, Generic[G, W]):
         if error is None:
             group.done.set_result(None)
         else:
-            failure = StoreError(
+            failure = self._error_class(error)(
                 f"{self.where}: COMMIT failed or the group was rolled back; nothing of "
                 f"this group was written and none of its writers is acknowledged: {error}"
             )
             failure.__cause__ = error
             group.done.set_exception(failure)
         group.done.add_done_callback(consume)
+
+
+def error_class(
+    exc: BaseException | None, native: Callable[[BaseException], type[StoreError] | None]
+) -> type[StoreError]:
+    """The :class:`StoreError` subclass naming the condition behind ``exc`` -- its own,
+    or ``native``'s reading of a driver error, there or in what it was raised from -- or
+    :class:`StoreError` itself when none is known."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StoreError) and exc.condition is not None:
+            return type(exc)
+        found = native(exc)
+        if found is not None:
+            return found
+        exc = exc.__cause__ or exc.__context__
+    return StoreError
 
 
 def consume(future: asyncio.Future[Any]) -> None:

@@ -41,10 +41,16 @@ asyncio lock is released as soon as COMMIT is sent: the next group starts on ano
 connection and waits in ``pg_advisory_xact_lock`` until that COMMIT is done. Every
 writer leaves ``write()`` only after its group's COMMIT succeeded, so every ack follows
 its commit (invariant 2; ``synchronous_commit = on`` is set on every connection). If
-COMMIT fails, every writer of the group gets a :class:`StoreError`; a writer cancelled
-while a statement is in flight leaves the connection in an unknown state, so its whole
-group is rolled back and fails. Writers of one group see each other's writes (one
-connection, one transaction), so ``seq`` stays dense; the group reads the head once.
+COMMIT fails, every writer of the group gets a :class:`StoreError`. A writer cancelled
+while a statement is in flight (its client went away) lets the statement finish, then
+leaves like a block that raised (its savepoint rolled back): the group goes on. Only a
+statement that outlasts :attr:`PostgresStore.cancel_grace` (or a lost connection)
+leaves the connection in an unknown state; then the whole group is rolled back and
+fails. Errors name the condition when one is known (:class:`StorageFull` for
+``disk_full``, :class:`StoreReadOnly` for ``read_only_sql_transaction``,
+:class:`StoreUnavailable` for a lost or refused connection). Writers of one group see
+each other's writes (one connection, one transaction), so ``seq`` stays dense; the
+group reads the head once.
 
 **Exactly-once (invariant 3).** ``advance_client`` is one conditional ``UPDATE ... WHERE
 last = expected`` (an ``INSERT ... ON CONFLICT DO NOTHING`` for a new client), so even

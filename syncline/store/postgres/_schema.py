@@ -86,7 +86,13 @@ never edit a released step (databases in the field already ran it)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection lost half way through a statement
+    OSError,
+    TimeoutError,
+)
 
 
 def quote_ident(name: str) -> str:

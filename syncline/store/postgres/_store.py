@@ -15,6 +15,8 @@ from ...model import Schema
 from .._group import GroupCommitStore
 from ..base import ReadTx
 from ._compile import indexes
+from ._errors import condition
+from ._lost import connection_lost, terminate
 from ._schema import DB_ERRORS, MIGRATIONS, Statements, lock_key, migrate, reset
 from ._tx import PostgresGroup, Read, Write
 
@@ -34,9 +36,21 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
     migrations: tuple[tuple[str, ...], ...] = MIGRATIONS
     rollback_timeout = 5.0
     """Seconds a failed group's ROLLBACK may take before its connection is closed."""
+    cancel_grace = 5.0
+    """Seconds a cancelled writer waits for its statement to finish so that it leaves its
+    group cleanly (its savepoint rolled back); after that the group is broken."""
+
+    connect_timeout = 10.0
+    """Seconds the pool may take to open one connection before a :class:`StoreError`."""
 
     def __init__(
-        self, dsn: str, *, schema: str = "syncline", min_size: int = 1, max_size: int = 10
+        self,
+        dsn: str,
+        *,
+        schema: str = "syncline",
+        min_size: int = 1,
+        max_size: int = 10,
+        application_name: str = "syncline",
     ) -> None:
         if max_size < 2:
             raise StoreError("max_size must be at least 2: a committing group and the next")
@@ -45,6 +59,7 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
+        self.application_name = application_name  # pg_stat_activity shows it
         self._sql = Statements(schema)
         self._write_key = lock_key("write", schema)
         self._pool: Pool | None = None
@@ -62,11 +77,16 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                 self.dsn,
                 min_size=self.min_size,
                 max_size=self.max_size,
-                server_settings={"synchronous_commit": "on", "application_name": "syncline"},
+                server_settings={
+                    "synchronous_commit": "on",
+                    "application_name": self.application_name,
+                },
                 reset=reset,
+                timeout=self.connect_timeout,
             )
         except DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL ({self.dsn}): {exc}") from exc
+            error = self._error_class(exc)(f"cannot connect to PostgreSQL ({self.dsn}): {exc}")
+            raise error from exc
         try:
             async with pool.acquire() as conn:
                 self.migrations_applied = await migrate(
@@ -88,6 +108,9 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                 self._pool.terminate()
             self._pool = None
 
+    def _condition(self, exc: BaseException) -> type[StoreError] | None:
+        return condition(exc)
+
     def _open_pool(self) -> Pool:
         return self._opened(self._pool)
 
@@ -102,24 +125,39 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTx]:
-        conn = await self._acquire_connection()
-        tx = Read(self, conn)
+        tx = Read(self, await self._acquire_connection())
         try:
             yield tx
         finally:
             tx._ended = True
-            await asyncio.shield(self._spawn(self._end_read(conn, tx._begun)))
+            await asyncio.shield(self._spawn(self._end_read(tx._conn, tx._begun)))
 
-    async def _end_read(self, conn: Conn, begun: bool) -> None:
+    async def _end_read(self, conn: Conn | None, begun: bool) -> None:
         """End the snapshot and give the connection back (asyncpg lets a cancelled
         statement finish before the next one runs); closed if ROLLBACK fails."""
+        if conn is None:  # replacing a lost connection failed
+            return
         try:
             if begun:
                 await conn.execute("ROLLBACK")
         except BaseException:
-            conn.terminate()
+            terminate(conn)
+        await self._release(conn)
+
+    async def _release(self, conn: Conn) -> None:
+        """Give ``conn`` back to the pool. Never raises: a connection whose reset fails
+        (it was lost) is terminated by the pool, which opens another when needed."""
         if self._pool is not None:
-            await self._pool.release(conn)
+            try:
+                await self._pool.release(conn)
+            except DB_ERRORS:
+                terminate(conn)
+
+    async def _discard(self, conn: Conn) -> None:
+        """Close a connection found lost (see :mod:`._lost`) and give its pool slot
+        back: the pool opens a new connection for the next caller."""
+        terminate(conn)
+        await self._release(conn)
 
     # --- writes and group commit ------------------------------------------------------
 
@@ -157,7 +195,7 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
         statement cancelled half way is cancelled on the server first: asyncpg runs
         the next command only after that, so ROLLBACK also waits for it)."""
         conn, error = group.conn, group.broken
-        healthy = True
+        healthy = not connection_lost(error)  # a lost session rolled back by itself
         try:
             if conn is not None and error is None:
                 status = await conn.execute("COMMIT")
@@ -165,19 +203,21 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                     error = StoreError(f"COMMIT answered {status!r}")
                 else:
                     self.commits += 1
-            elif conn is not None:
+            elif conn is not None and healthy:
                 await asyncio.wait_for(conn.execute("ROLLBACK"), self.rollback_timeout)
-        except asyncpg.PostgresError as exc:  # the server answered: the connection is fine
-            error = error or exc
+        except asyncpg.PostgresError as exc:  # the server answered: the connection is
+            error = error or exc  # fine, unless the answer was that it is closing
+            healthy = not connection_lost(exc)
         except BaseException as exc:
             error, healthy = error or exc, False
         finally:
-            if conn is not None:
-                if not healthy:
-                    conn.terminate()  # PostgreSQL rolls back what it has not committed
-                if self._pool is not None:
-                    await self._pool.release(conn)
-        self._resolve(group, error)
+            try:
+                if conn is not None:
+                    if not healthy:
+                        terminate(conn)  # PostgreSQL rolls back what it has not committed
+                    await self._release(conn)
+            finally:
+                self._resolve(group, error)  # whatever happened, its writers are told
 
     # --- diagnostics and indexes ------------------------------------------------------
 

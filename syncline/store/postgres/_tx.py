@@ -4,6 +4,7 @@ connection (see :mod:`syncline.store.postgres`)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
@@ -12,13 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import orjson
 
-from ...exceptions import StoreError
 from ...query import Query
 from ...record import Record
 from .._group import Group
 from .._sql import Transaction, dumps, finish_records, log_entry, record
 from ..base import ClientState, LogEntry, WriteTx, following
 from ._compile import compile_query
+from ._lost import connection_lost
 from ._schema import DB_ERRORS
 
 if TYPE_CHECKING:
@@ -29,15 +30,25 @@ __all__ = ["PostgresGroup", "Read", "Write"]
 
 T = TypeVar("T")
 
+RETRIES = 2
+"""Fresh connections tried when one is found lost before anything of a transaction
+can have happened (see :mod:`._lost`)."""
+
 
 class Read(Transaction):
-    """A read on its own pool connection; the first statement begins the snapshot."""
+    """A read on its own pool connection; the first statement begins the snapshot.
+
+    A connection found lost before any result reached the caller (the pool handed out
+    one the server had closed) is replaced and the statement run again in a new
+    snapshot: nobody saw the old one. After that, a lost connection is a
+    :class:`StoreError`."""
 
     def __init__(self, store: PostgresStore, conn: Conn | None) -> None:
         self._store = store
         self._sql = store._sql
         self._conn = conn
         self._begun = False
+        self._answered = False  # a result reached the caller: the snapshot must stay
 
     async def _connection(self) -> Conn:
         assert self._conn is not None
@@ -46,16 +57,27 @@ class Read(Transaction):
             await self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return self._conn
 
-    async def _call(self, work: Coroutine[Any, Any, T]) -> T:
-        try:
-            return await work
-        except DB_ERRORS as exc:
-            raise self._store._failure(exc) from exc
-
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         self._check()
-        conn = await self._call(self._connection())
-        return list(await self._call(conn.fetch(sql, *args)))
+        for attempt in range(RETRIES + 1):
+            try:
+                conn = await self._connection()
+                rows = await conn.fetch(sql, *args)
+            except DB_ERRORS as exc:
+                if attempt == RETRIES or self._answered or not connection_lost(exc):
+                    raise self._store._failure(exc) from exc
+                await self._reconnect()
+                continue
+            self._answered = True
+            return list(rows)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reconnect(self) -> None:
+        """Drop the lost connection from the pool and take another."""
+        lost, self._conn, self._begun = self._conn, None, False
+        if lost is not None:
+            await self._store._discard(lost)
+        self._conn = await self._store._acquire_connection()
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         rows = await self._fetch(sql, *args)
@@ -117,6 +139,25 @@ class Read(Transaction):
         return ack
 
 
+async def _settled(step: asyncio.Future[Any], grace: float) -> bool:
+    """Wait up to ``grace`` seconds for ``step`` to end, whatever cancels the waiter
+    meanwhile; True if it ended with an answer from the server (the connection is in a
+    known state)."""
+    deadline = asyncio.get_running_loop().time() + grace
+    while not step.done():
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait([step], timeout=remaining)
+        except asyncio.CancelledError:
+            continue  # cancelled again: the statement is still the thing to wait for
+    if step.cancelled():
+        return False
+    error = step.exception()
+    return error is None or isinstance(error, asyncpg.PostgresError)
+
+
 @dataclass(eq=False)
 class PostgresGroup(Group):
     """Writers sharing one PostgreSQL transaction; ``done`` resolves after its COMMIT.
@@ -163,15 +204,11 @@ class Write(Read, WriteTx):
         open. Anything that interrupts a statement half way breaks the group."""
         g = self._group
         if g.broken is not None:
-            raise StoreError(f"an earlier write of this group failed: {g.broken}")
+            failure = self._store._error_class(g.broken)
+            raise failure(f"an earlier write of this group failed: {g.broken}") from g.broken
         try:
             if g.conn is None:
-                g.conn = await self._store._acquire_connection()
-                key = self._store._write_key
-                await g.conn.execute(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; "
-                    f"SELECT pg_advisory_xact_lock({key}); SAVEPOINT w"
-                )
+                await self._begin_group()
                 g.savepoint = True
             elif not g.savepoint:
                 await g.conn.execute("SAVEPOINT w")
@@ -180,14 +217,44 @@ class Write(Read, WriteTx):
             g.broken = g.broken or exc
             raise
         self._entered = True
+        assert g.conn is not None
         return g.conn
 
+    async def _begin_group(self) -> None:
+        """Take a connection and open the group's transaction; one found lost is
+        replaced (the server rolled back whatever it had begun)."""
+        g = self._group
+        key = self._store._write_key
+        for attempt in range(RETRIES + 1):
+            g.conn = await self._store._acquire_connection()
+            try:
+                await g.conn.execute(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; "
+                    f"SELECT pg_advisory_xact_lock({key}); SAVEPOINT w"
+                )
+                return
+            except DB_ERRORS as exc:
+                if attempt == RETRIES or not connection_lost(exc):
+                    raise
+                lost, g.conn = g.conn, None
+                await self._store._discard(lost)
+
     async def _call(self, work: Coroutine[Any, Any, T]) -> T:
+        step = asyncio.ensure_future(work)
         try:
-            return await work
+            # Shielded: a writer cancelled half way through a statement (its client went
+            # away) would leave the group's connection in an unknown state, and so
+            # break every other writer of the group. The statement finishes first.
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            if not await _settled(step, self._store.cancel_grace):
+                self._group.broken = self._group.broken or asyncio.CancelledError()
+            raise  # the block exits, and its savepoint is rolled back: the group goes on
         except asyncpg.PostgresError as exc:
+            if connection_lost(exc):  # the session is gone, and the group's work with it
+                self._group.broken = self._group.broken or exc
             raise self._store._failure(exc) from exc  # the savepoint undoes it at exit
-        except BaseException as exc:  # cancelled or disconnected: state unknown
+        except BaseException as exc:  # disconnected: state unknown
             self._group.broken = self._group.broken or exc
             if isinstance(exc, DB_ERRORS):
                 raise self._store._failure(exc) from exc

@@ -43,7 +43,10 @@ follows its commit. If COMMIT fails, every writer of the group gets a
 :class:`StoreError` and none is acknowledged; so does the whole group if a savepoint
 cannot be rolled back. Writers of one group see each other's writes (same
 connection), so ``seq`` stays dense. Group bookkeeping never waits on the cancelled:
-a writer cancelled while its group commits may still be committed.
+a writer cancelled while its group commits may still be committed. SQLite errors name
+the condition when one is known (:class:`StorageFull` for ``SQLITE_FULL``,
+:class:`StoreReadOnly` for ``SQLITE_READONLY``, :class:`StoreUnavailable` for
+``SQLITE_BUSY``, ``SQLITE_IOERR`` and the like).
 
 **Round trips.** Each thread hand-off costs tens of microseconds (more on a busy
 machine), more than most statements, and writers make them one after another inside

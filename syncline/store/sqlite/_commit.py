@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ...exceptions import StoreError
 from .._group import Group
+from ._errors import store_error
 from ._statements import head
 
 T = TypeVar("T")
@@ -80,7 +80,7 @@ def _enter(
 def _begin(db: sqlite3.Connection, group: SQLiteGroup) -> tuple[int, int] | None:
     """BEGIN the group's transaction if not yet begun (see :func:`_enter`)."""
     if group.broken is not None:
-        raise StoreError(f"an earlier write of this group failed: {group.broken}")
+        raise store_error(f"an earlier write of this group failed: {group.broken}", group.broken)
     if group.begun:
         return None
     if db.in_transaction:  # left over by a failed ROLLBACK: start clean
@@ -137,9 +137,10 @@ def _end_group(db: sqlite3.Connection, group: SQLiteGroup) -> bool:
     if group.broken is not None:
         if db.in_transaction:
             db.execute("ROLLBACK")
-        raise StoreError(
+        raise store_error(
             f"a write of this group failed or could not be undone, so the group was "
-            f"rolled back: {group.broken}"
+            f"rolled back: {group.broken}",
+            group.broken,
         )
     if not begun:
         return False

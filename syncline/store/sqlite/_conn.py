@@ -17,6 +17,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import orjson
 
 from ...exceptions import StoreError
+from ._errors import store_error
 
 __all__ = ["Conn"]
 
@@ -71,7 +72,7 @@ class Conn:
             db = await asyncio.wrap_future(executor.submit(_connect, path, timeout, writer))
         except sqlite3.Error as exc:
             executor.shutdown(wait=False)
-            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+            raise store_error(f"{path}: cannot open the database: {exc}", exc) from exc
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -91,7 +92,7 @@ class Conn:
             try:
                 return fn(db, *args, **kwargs)
             except sqlite3.Error as exc:
-                raise StoreError(f"{path}: {exc}") from exc
+                raise store_error(f"{path}: {exc}", exc) from exc
 
         return self._executor.submit(call)
 

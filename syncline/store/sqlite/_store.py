@@ -17,6 +17,7 @@ from . import _statements as stmt
 from ._commit import Exit, Member, SQLiteGroup, end_group_exit, leave_group
 from ._compile import indexes
 from ._conn import Conn
+from ._errors import condition
 from ._schema import MIGRATIONS, migrate
 from ._tx import Read, Write
 from .writecache import WriteCache
@@ -67,6 +68,9 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+
+    def _condition(self, exc: BaseException) -> type[StoreError] | None:
+        return condition(exc)
 
     def _writer_conn(self) -> Conn:
         return self._opened(self._writer)
