@@ -4,6 +4,8 @@ The tree::
 
     SynclineError
     ├── SchemaError              the application declared its model wrongly (local misuse)
+    ├── MissingExtra             an optional dependency is not installed (also an
+    │                            ``ImportError``); the message names the extra
     ├── QueryError               a query names an unknown collection or a non-queryable field
     ├── ReadLimitExceeded        a snapshot or pull would cost more than a limit allows
     ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
@@ -26,8 +28,6 @@ The tree::
     │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
-    ├── MissingExtra             an optional dependency is not installed (also an
-    │                            ``ImportError``); the message names the extra
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
     ├── ProtocolMisuse           (syncline.protocol) local code called the protocol
@@ -80,6 +80,19 @@ class SchemaError(SynclineError):
     """The schema declaration is wrong; fix the application's model."""
 
     code = "schema"
+
+
+class MissingExtra(SynclineError, ImportError):
+    """A module needs an optional dependency that is not installed: ``pip install
+    syncline`` is the core only, and the message names the extra that brings it
+    (``syncline[postgres]``). ``name`` is the missing module, as for any ImportError."""
+
+    code = "missing_extra"
+
+    def __init__(self, message: str, *, name: str, extra: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.extra = extra
 
 
 class QueryError(SynclineError):
@@ -259,16 +272,3 @@ class BackplaneError(SynclineError):
     """The backplane could not start (its server cannot be reached, a bad URL)."""
 
     code = "backplane"
-
-
-class MissingExtra(SynclineError, ImportError):
-    """A module needs an optional dependency that is not installed: ``pip install
-    syncline`` is the core only, and the message names the extra that brings it
-    (``syncline[postgres]``). ``name`` is the missing module, as for any ImportError."""
-
-    code = "missing_extra"
-
-    def __init__(self, message: str, *, name: str, extra: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.extra = extra
