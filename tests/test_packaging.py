@@ -304,3 +304,17 @@ def _get_when_up(url: str, server: subprocess.Popen[bytes]) -> httpx.Response:
             assert server.poll() is None, f"the server exited with {server.returncode}"
             assert time.monotonic() < deadline, "the server did not start within 60 s"
             time.sleep(0.1)
+
+
+def test_a_broken_dependency_shows_its_own_cause() -> None:
+    """Only the dependency's own absence is news of a missing extra: a module missing
+    inside it (a broken install) keeps its error."""
+    from syncline._extras import missing_extra
+    from syncline.exceptions import MissingExtra
+
+    absent = ModuleNotFoundError("No module named 'asyncpg'", name="asyncpg")
+    made = missing_extra(absent, "asyncpg", "PostgreSQL support", "postgres")
+    assert isinstance(made, MissingExtra) and isinstance(made, ImportError)
+    assert (made.name, made.extra) == ("asyncpg", "postgres")
+    inner = ModuleNotFoundError("No module named 'async_timeout'", name="async_timeout")
+    assert missing_extra(inner, "asyncpg", "PostgreSQL support", "postgres") is inner
