@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from ...exceptions import StoreError
+from ...logs import redact_url
 from ...model import Schema
 from .._group import GroupCommitStore
 from ..base import ReadTx
@@ -66,7 +67,9 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                 reset=reset,
             )
         except DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL ({self.dsn}): {exc}") from exc
+            raise StoreError(
+                f"cannot connect to PostgreSQL ({redact_url(self.dsn)}): {exc}"
+            ) from exc
         try:
             async with pool.acquire() as conn:
                 self.migrations_applied = await migrate(
