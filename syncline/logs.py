@@ -147,6 +147,19 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class StartupFailure(logging.Filter):
+    """Starlette hands uvicorn a failed lifespan's whole traceback as the message; when
+    it ends in a syncline error (the store cannot open, say), its last line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and isinstance(record.msg, str):
+            text = record.msg.rstrip()
+            last = text.rpartition("\n")[2]
+            if text.startswith("Traceback") and last.startswith("syncline."):
+                record.msg, record.args = "application startup failed: %s", (last,)
+        return True
+
+
 def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` for ``level`` and ``fmt``, given to uvicorn as
     ``log_config`` (so each worker process applies it too): syncline's, uvicorn's and the
@@ -162,11 +175,13 @@ def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}, "access": {"()": formatter}},
+        "filters": {"startup_failure": {"()": f"{__name__}.StartupFailure"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
                 "stream": "ext://sys.stderr",
+                "filters": ["startup_failure"],
             },
         },
         "root": {"handlers": ["default"], "level": upper},
