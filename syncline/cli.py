@@ -521,6 +521,16 @@ def bench(
     json_path: Annotated[
         str | None, typer.Option("--json", metavar="PATH", help="Also write the results here.")
     ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SYNCLINE_BENCH_POSTGRES",
+            metavar="URL",
+            help="A PostgreSQL database (postgresql://user@host/db) for mutations' "
+            "PostgreSQL rows; each run makes its own schema there and drops it. "
+            "Unset: no PostgreSQL rows.",
+        ),
+    ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True)] = False,
 ) -> None:
     """Benchmark syncline beside its peers on loopback (each server in its own process)
@@ -535,11 +545,25 @@ def bench(
         )
     from pathlib import Path
 
+    if postgres_url is not None:
+        from .bench.scenarios import postgres_problem
+        from .store import split_schema
+
+        if not postgres_url.startswith(("postgresql://", "postgres://")):
+            raise typer.BadParameter(
+                f"{redact_url(postgres_url)!r} is not a postgresql:// URL",
+                param_hint="--postgres-url",
+            )
+        postgres_url = split_schema(postgres_url)[0]  # each run makes its own schema
+        problem = postgres_problem(postgres_url)
+        if problem is not None:
+            _fail(f"cannot connect to --postgres-url {redact_url(postgres_url)}: {problem}")
     run(
         list(scenarios or []),
         quick=quick,
         json_path=Path(json_path) if json_path else None,
         tiny=tiny,
+        postgres_url=postgres_url,
     )
 
 
