@@ -27,7 +27,6 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from ..engine import Engine
 from ..exceptions import ClientIdTaken, MutationRefused, SetupError, StoreError
@@ -36,7 +35,6 @@ from ..fanout.memory import MemoryBackplane
 from ..logs import redact_url
 from ..model import Principal
 from ..protocol.frames import (
-    CLOSE_INTERNAL,
     CLOSE_RESTART,
     CLOSE_REVOKED,
     AckFrame,
@@ -149,7 +147,7 @@ class SynclineServer:
         self.reader.on_advance.append(self.http.advanced)
         path = path.rstrip("/")
         self.routes = [
-            WebSocketRoute(path, self._guarded_ws(WebSocketEndpoint(self).serve)),
+            WebSocketRoute(path, WebSocketEndpoint(self).serve),
             Route(f"{path}/mutate", self._guarded(self.http.mutate), methods=["POST"]),
             Route(f"{path}/pull", self._guarded(self.http.pull), methods=["GET"]),
             Route(f"{path}/{{module}}.js", self._guarded(self.http.client_module), methods=["GET"]),
@@ -177,24 +175,6 @@ class SynclineServer:
                 response = Response(frame, status_code=403, media_type="application/json")
             add_missing(response.headers, self.security_headers)
             return response
-
-        return guarded
-
-    def _guarded_ws(
-        self, endpoint: Callable[[WebSocket], Awaitable[None]]
-    ) -> Callable[[WebSocket], Awaitable[None]]:
-        """``endpoint``, or a close saying to pass the lifespan when it was forgotten
-        (accepted first: a close before the upgrade carries no reason)."""
-
-        async def guarded(ws: WebSocket) -> None:
-            if not self._started:
-                try:
-                    self._check_lifespan()
-                except SetupError:
-                    await ws.accept()
-                    await ws.close(code=CLOSE_INTERNAL, reason=NOT_STARTED[:120])
-                    return
-            await endpoint(ws)
 
         return guarded
 

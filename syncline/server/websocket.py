@@ -17,7 +17,13 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded
+from ..exceptions import (
+    ClientIdTaken,
+    CursorError,
+    QueryError,
+    ReadLimitExceeded,
+    SetupError,
+)
 from ..logs import bind, new_connection_id, set_context
 from ..protocol.frames import (
     CLOSE_INTERNAL,
@@ -65,7 +71,12 @@ class WebSocketEndpoint:
             # Refused before the upgrade: the ASGI server answers HTTP 403.
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
-        await server.start()
+        try:
+            await server.start()
+        except SetupError as exc:  # no lifespan: accepted, so that the close says why
+            await ws.accept()
+            await ws.close(code=CLOSE_INTERNAL, reason=str(exc)[:123])  # the most a close carries
+            return
         await ws.accept()
         set_context(connection=new_connection_id("ws"))  # this task's log lines name it
         conn = Connection(ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon)
