@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,40 +21,23 @@ from syncline.client import Client
 from syncline.logs import JsonFormatter, TextFormatter, bind, logging_config, redact_url
 
 from .logging_app import schema
-from .test_serve import ROOT, free_port
-
-SERVE = [sys.executable, "-m", "syncline", "serve"]
+from .test_serve import free_port, serve_in_background, wait_until_up
 
 
 @contextmanager
 def serving(
     tmp_path: Path, app: str, *options: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[int, Path]]:
-    """``syncline serve app`` on a free port, its stderr to a file: (port, log path)."""
+    """``syncline serve app`` on a free port, its output to a file: (port, log path)."""
     port = free_port()
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [*SERVE, app, "--port", str(port), *options],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            env={**os.environ, **(env or {})},
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/sync/client.js", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, log_path.read_text()
-                    assert time.monotonic() < deadline, "the server did not start"
-                    time.sleep(0.1)
-            yield port, log_path
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    proc = serve_in_background([app, "--port", str(port), *options], env or {}, log_path)
+    try:
+        wait_until_up(port, proc)
+        yield port, log_path
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
