@@ -406,7 +406,7 @@ def serve(
             envvar=_env("FORWARDED_ALLOW_IPS"),
             help="Comma-separated addresses or networks of the proxies whose X-Forwarded-* "
             "headers are trusted, or *; unset: uvicorn's default, "
-            "$FORWARDED_ALLOW_IPS or 127.0.0.1.",
+            "$FORWARDED_ALLOW_IPS or 127.0.0.1,::1.",
             rich_help_panel=_PROXY,
         ),
     ] = None,
@@ -485,7 +485,7 @@ def serve(
         log_format.value,
         log_level.value,
         "on" if proxy_headers else "off",
-        forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1",
+        forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1",
     )
     log.info("%s", limits.describe())
     extra: dict[str, Any] = {}

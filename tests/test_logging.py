@@ -136,3 +136,36 @@ def test_logging_config_refuses_unknown_levels_and_formats() -> None:
         logging_config("loud")
     with pytest.raises(ValueError, match="log format 'xml'"):
         logging_config("info", "xml")
+
+
+@pytest.mark.parametrize(
+    ("options", "client"),
+    [
+        (["--forwarded-allow-ips", "127.0.0.1"], "203.0.113.7"),
+        (["--forwarded-allow-ips", "10.0.0.0/8"], "127.0.0.1"),  # not a trusted proxy
+        (["--no-proxy-headers", "--forwarded-allow-ips", "*"], "127.0.0.1"),
+    ],
+)
+def test_proxy_options_decide_whose_address_the_access_log_shows(
+    tmp_path: Path, options: list[str], client: str
+) -> None:
+    db = str(tmp_path / "n.sqlite3")
+    args = ["--db", db, "--log-format", "json", *options]
+    with serving(tmp_path, "tests.logging_app:app", *args) as (port, log_path):
+        httpx.get(
+            f"http://127.0.0.1:{port}/sync/client.js",
+            headers={"x-forwarded-for": "203.0.113.7"},
+            timeout=5,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            access = [
+                line["message"]
+                for line in json_lines(log_path)
+                if line["logger"] == "uvicorn.access" and "client.js" in line["message"]
+            ]
+            if access or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert access, "no access log line"
+    assert access[-1].startswith(f"{client}:"), access
