@@ -35,6 +35,7 @@ from .ops import Delete, Increment, Insert, Mutation, Op, SetAdd, SetRemove, Upd
 from .query import Query
 from .record import Record
 from .results import Ack, FieldConflict
+from .undo import History, UndoOutcome, plan, record_effects
 
 __all__ = ["Draft", "Entry", "Event", "MutationBuilder", "Pending", "Replica", "typed_query"]
 
@@ -91,7 +92,9 @@ class Draft:
 
 @dataclass(frozen=True)
 class Event:
-    kind: Literal["changed", "conflict", "overwritten", "merged", "rejected", "dropped"]
+    kind: Literal[
+        "changed", "conflict", "overwritten", "merged", "rejected", "dropped", "undo-partial"
+    ]
     mutation_id: int | None = None
     keys: tuple[Key, ...] = ()
     fields: tuple[str, ...] = ()
@@ -112,6 +115,8 @@ class Replica:
         self._members: dict[str, set[Key]] = {}
         self._next_id = 1
         self._view: dict[Key, Record | None] | None = None
+        self.history = History()  # undo and redo of this replica's own edits (syncline.undo)
+        self._recording = "user"
 
     # --- state from the server --------------------------------------------------------
 
@@ -212,6 +217,7 @@ class Replica:
             return []  # an ack for a mutation already settled (a replay)
         events: list[Event] = []
         entry.acked, entry.seq = True, ack.seq
+        self.history.acked(ack.mutation_id, ack.seq, ack.status in ("applied", "duplicate"))
         sent_ops = entry.mutation.ops
         for i, result in enumerate(ack.results):
             if result.status == "dropped" and i < len(sent_ops):
@@ -248,6 +254,7 @@ class Replica:
         base = self.cursor.seq if self.cursor is not None else 0
         mutation = Mutation(id=self._next_id, ops=ops, base=base, mode=mode)
         self._next_id += 1
+        self.history.record(mutation.id, record_effects(self, self.view(), ops), self._recording)
         self.pending.append(Pending(mutation))
         self._view = None
         return mutation
@@ -301,6 +308,62 @@ class Replica:
                         Update(c=op.c, id=op.id, set=fields, base=base, prev=prev, inc=op.inc)
                     )
         return b.mutation
+
+    # --- undo and redo (syncline.undo) ------------------------------------------------
+
+    @contextmanager
+    def undo_group(self) -> Iterator[None]:
+        """Every mutation queued inside the block is one undo entry."""
+        self.history.begin_group()
+        try:
+            yield
+        finally:
+            self.history.end_group()
+
+    @property
+    def can_undo(self) -> bool:
+        return self.history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.history.can_redo
+
+    def undo(self) -> UndoOutcome | None:
+        """Queue the inverse of the newest undo entry (None: nothing to undo)."""
+        return self._invert(self.history.undo_stack, "redo")
+
+    def redo(self) -> UndoOutcome | None:
+        """Queue the inverse of the newest undo (None: nothing to redo)."""
+        return self._invert(self.history.redo_stack, "undo")
+
+    def _invert(self, stack: list[Any], push_to: str) -> UndoOutcome | None:
+        if not stack:
+            return None
+        entry = stack.pop()
+        ops, outcome = plan(self, entry, self.history)
+        if ops:
+            self._recording = push_to
+            try:
+                outcome.mutation_id = self._queue(ops, "whole").id
+            finally:
+                self._recording = "user"
+        if outcome.conflicts:
+            self.drafts.append(Draft(outcome.mutation_id or 0, tuple(outcome.conflicts)))
+        return outcome
+
+    def undo_events(self, outcome: UndoOutcome | None) -> list[Event]:
+        """The events an undo's outcome raises: ``undo-partial`` naming what it skipped,
+        ``conflict`` for each draft it made."""
+        if outcome is None:
+            return []
+        events: list[Event] = []
+        if outcome.skipped:
+            keys = tuple(dict.fromkeys((s.collection, s.id) for s in outcome.skipped))
+            fields = tuple(dict.fromkeys(s.field for s in outcome.skipped if s.field))
+            events.append(Event("undo-partial", outcome.mutation_id, keys=keys, fields=fields))
+        if outcome.conflicts:
+            events.append(Event("conflict", outcome.mutation_id, draft=self.drafts[-1]))
+        return events
 
     def _one(self, build: Any) -> Mutation:
         with self.batch() as b:

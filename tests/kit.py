@@ -20,8 +20,9 @@ SCHEMA_PATH = KIT / "schema.json"
 TEXTMERGE_PATH = KIT / "textmerge.json"
 QUERY_PATH = KIT / "query.json"
 LOCAL_REFUSALS_PATH = KIT / "local_refusals.json"
+UNDO_PATH = KIT / "undo.json"
 DATA_FILES = frozenset(
-    p.name for p in (SCHEMA_PATH, TEXTMERGE_PATH, QUERY_PATH, LOCAL_REFUSALS_PATH)
+    p.name for p in (SCHEMA_PATH, TEXTMERGE_PATH, QUERY_PATH, LOCAL_REFUSALS_PATH, UNDO_PATH)
 )
 
 

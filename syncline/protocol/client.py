@@ -106,6 +106,7 @@ EventKind = Literal[
     "merged",  # a text edit was merged with another client's (fields)
     "rejected",  # the server refused a mutation for good (error)
     "dropped",  # an op of a mutation was dropped (keys, reason)
+    "undo-partial",  # an undo or redo skipped fields others changed since (keys, fields)
     "ack",  # the server answered a mutation (frame: the ack as sent, with ``replay``)
     "reset",  # a snapshot replaced the data of some queries (reason)
     "reload",  # the server's schema differs: reload the application (frame)
