@@ -48,7 +48,7 @@ export const PROTOCOL_VERSION = 1;
 /** @typedef {"closed" | "hello_sent" | "live" | "failed"} State */
 
 /**
- * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "ack" | "reset" | "reload" | "error" | "status"} EventKind
+ * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "undo-partial" | "ack" | "reset" | "reload" | "error" | "status"} EventKind
  */
 
 /**

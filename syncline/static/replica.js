@@ -29,6 +29,7 @@ import { applyLocal, recordFromWire, recordKey } from "./ops.js";
 import { parseQuery, matches, sortRows } from "./query.js";
 import { collectionOf, makeSchema } from "./schema.js";
 import { conflictFromWire, integer, list, need, object } from "./wire.js";
+import { History, plan, recordEffects } from "./undo.js";
 
 export { InvalidMutation, MutationBuilder, PolicyViolation } from "./builder.js";
 
@@ -64,7 +65,7 @@ export { InvalidMutation, MutationBuilder, PolicyViolation } from "./builder.js"
  */
 
 /**
- * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped"} ReplicaEventKind
+ * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "undo-partial"} ReplicaEventKind
  */
 
 /**
@@ -112,6 +113,9 @@ export class Replica {
     this._members = new Map();
     /** @type {Map<string, Rec | null> | null} */
     this._view = null;
+    /** Undo and redo of this replica's own edits (undo.js). */
+    this.history = new History();
+    this._recording = "user";
   }
 
   // --- state from the server ---------------------------------------------------------
@@ -262,6 +266,7 @@ export class Replica {
     const events = [];
     entry.acked = true;
     entry.seq = seq;
+    this.history.acked(mid, seq, status === "applied" || status === "duplicate");
     for (const result of results) {
       if (result.overwritten.length) {
         events.push(event("overwritten", { mutationId: mid, fields: result.overwritten }));
@@ -308,9 +313,91 @@ export class Replica {
     /** @type {Mutation} */
     const mutation = { id: this.nextId, ops, base, mode };
     this.nextId += 1;
+    this.history.record(mutation.id, recordEffects(this.schema, this.view(), ops), this._recording);
     this.pending.push({ mutation, seq: null, acked: false });
     this._view = null;
     return mutation;
+  }
+
+  // --- undo and redo (undo.js) -------------------------------------------------------
+
+  /**
+   * Every mutation queued while `fn` runs is one undo entry.
+   * @template T
+   * @param {() => T} fn
+   * @returns {T}
+   */
+  undoGroup(fn) {
+    this.history.beginGroup();
+    try {
+      return fn();
+    } finally {
+      this.history.endGroup();
+    }
+  }
+
+  get canUndo() {
+    return this.history.canUndo;
+  }
+
+  get canRedo() {
+    return this.history.canRedo;
+  }
+
+  /** Queue the inverse of the newest undo entry (null: nothing to undo). */
+  undo() {
+    return this._invert(this.history.undoStack, "redo");
+  }
+
+  /** Queue the inverse of the newest undo (null: nothing to redo). */
+  redo() {
+    return this._invert(this.history.redoStack, "undo");
+  }
+
+  /**
+   * @param {import("./undo.js").Entry[]} stack
+   * @param {string} pushTo
+   * @returns {import("./undo.js").UndoOutcome | null}
+   */
+  _invert(stack, pushTo) {
+    const entry = stack.pop();
+    if (entry === undefined) return null;
+    const builder = new MutationBuilder(this);
+    const outcome = plan(this, builder, entry, this.history);
+    if (builder.ops.length) {
+      this._recording = pushTo;
+      try {
+        outcome.mutationId = this._queue(builder.ops, "whole").id;
+      } finally {
+        this._recording = "user";
+      }
+    }
+    if (outcome.conflicts.length) {
+      this.drafts.push({ mutationId: outcome.mutationId ?? 0, conflicts: outcome.conflicts, ops: [] });
+    }
+    return outcome;
+  }
+
+  /**
+   * The events an undo's outcome raises: "undo-partial" naming what it skipped,
+   * "conflict" for the draft it made.
+   * @param {import("./undo.js").UndoOutcome | null} outcome
+   * @returns {ReplicaEvent[]}
+   */
+  undoEvents(outcome) {
+    if (outcome === null) return [];
+    /** @type {ReplicaEvent[]} */
+    const events = [];
+    const mutationId = outcome.mutationId;
+    if (outcome.skipped.length) {
+      const keys = [...new Set(outcome.skipped.map((s) => recordKey(s.c, s.id)))];
+      const fields = [...new Set(outcome.skipped.flatMap((s) => (s.field ? [s.field] : [])))];
+      events.push(event("undo-partial", { mutationId, keys, fields }));
+    }
+    if (outcome.conflicts.length) {
+      events.push(event("conflict", { mutationId, draft: this.drafts[this.drafts.length - 1] }));
+    }
+    return events;
   }
 
   /** @param {(b: MutationBuilder) => void} build @returns {Mutation} */

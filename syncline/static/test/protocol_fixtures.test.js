@@ -21,7 +21,13 @@ import { BOARD, KIT_DIR, KIT_SCHEMA, hashInput, schemaHash } from "./board.js";
 /** @typedef {import("../replica.js").MutationBuilder} MutationBuilder */
 
 // The kit's data files; every other *.json is a scenario.
-const DATA_FILES = new Set(["schema.json", "textmerge.json", "query.json", "local_refusals.json"]);
+const DATA_FILES = new Set([
+  "schema.json",
+  "textmerge.json",
+  "query.json",
+  "local_refusals.json",
+  "undo.json",
+]);
 const FIXTURES = readdirSync(fileURLToPath(KIT_DIR))
   .filter((f) => f.endsWith(".json") && !DATA_FILES.has(f))
   .sort();
