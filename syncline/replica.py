@@ -385,6 +385,7 @@ class Replica:
     def discard(self, mutation: Mutation) -> None:
         """Take back a queued mutation that was never sent; the last one's id is reused."""
         self.pending = [p for p in self.pending if p.mutation is not mutation]
+        self.history.acked(mutation.id, None, applied=False)  # forget its undo entry
         if self._next_id == mutation.id + 1:
             self._next_id = mutation.id
         self._view = None

@@ -53,6 +53,7 @@ from ..protocol.client import (
 from ..protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from ..query import Query
 from ..replica import Draft, Entry, MutationBuilder, Replica
+from ..undo import UndoOutcome
 from ..waiting import wait_event
 from .persist import Persistence
 
@@ -276,6 +277,52 @@ class Client:
             self._notify()
             return None
         return self._queued(mutation)
+
+    # --- undo and redo (syncline.undo) -----------------------------------------------
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether :meth:`undo` has an entry to undo (re-read it on ``changed``)."""
+        return self.replica.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.replica.can_redo
+
+    @contextlib.contextmanager
+    def undo_group(self) -> Iterator[None]:
+        """Every edit made inside the block is one undo entry."""
+        with self.replica.undo_group():
+            yield
+        self._persist.save_queue()
+
+    def undo(self) -> UndoOutcome | None:
+        """Undo this client's newest undo entry with a new mutation, sent like any
+        other (queued while offline). Fields someone else changed since are skipped
+        (an ``undo-partial`` event names them) or, for ``manual`` ones, come back as a
+        draft. None when there is nothing to undo."""
+        return self._invert(self.replica.undo)
+
+    def redo(self) -> UndoOutcome | None:
+        """Redo the newest undo, by the same rules."""
+        return self._invert(self.replica.redo)
+
+    def _invert(self, step: Callable[[], UndoOutcome | None]) -> UndoOutcome | None:
+        self._check_open()
+        outcome = step()
+        if outcome is None:
+            return None
+        if outcome.mutation_id is not None:
+            mutation = next(
+                p.mutation for p in self.replica.pending if p.mutation.id == outcome.mutation_id
+            )
+            self._queued(mutation)
+        else:
+            self._persist.save_queue()
+            self._notify()
+        events = [ClientEvent.from_replica(e) for e in self.replica.undo_events(outcome)]
+        self._dispatch(events)
+        return outcome
 
     def _local(self, make: Callable[[], Mutation]) -> Mutation:
         self._check_open()

@@ -2,10 +2,11 @@
 
 One SQLite file holds what a client must not forget (invariant 3): its client id, its
 next mutation id, its pending mutations (with the ack ``seq`` of those already
-answered) and its open drafts, written before a mutation is first sent. Beside them it
-keeps a snapshot of the replica's confirmed data with its cursor, a cache written now
-and then: after a restart the client resumes from that cursor, or from an older one,
-which is always safe (changes since an older cursor bring the data forward).
+answered), its open drafts and its undo and redo stacks, written before a mutation is
+first sent. Beside them it keeps a snapshot of the replica's confirmed data with its
+cursor, a cache written now and then: after a restart the client resumes from that
+cursor, or from an older one, which is always safe (changes since an older cursor bring
+the data forward).
 
 A file belongs to one client at a time: a second process opening it gets a
 :class:`~syncline.exceptions.StoreError` (the lock is an advisory ``flock`` beside it).
@@ -46,6 +47,7 @@ class Saved:
     pending: list[Pending] = field(default_factory=list)
     drafts: list[Draft] = field(default_factory=list)
     state: dict[str, Any] | None = None
+    history: dict[str, Any] | None = None  # the undo and redo stacks (syncline.undo)
 
 
 class PendingStore:
@@ -81,6 +83,7 @@ class PendingStore:
             pending=pending,
             drafts=drafts,
             state=state,
+            history=orjson.loads(meta["history"]) if "history" in meta else None,
         )
 
     def save_queue(
@@ -89,6 +92,7 @@ class PendingStore:
         next_id: int,
         pending: Sequence[Pending],
         drafts: Sequence[Draft],
+        history: dict[str, Any] | None = None,
     ) -> None:
         """Replace the stored queue with this one, in one transaction."""
         rows = [
@@ -105,6 +109,11 @@ class PendingStore:
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [("client_id", client_id), ("next_id", str(next_id))],
             )
+            if history is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('history', ?)",
+                    (orjson.dumps(history).decode(),),
+                )
 
     def save_state(self, snapshot: dict[str, Any] | None) -> None:
         """Keep the replica's confirmed data and its cursor (a snapshot)."""

@@ -1,12 +1,12 @@
 """When a client writes what it must not forget, and how it takes it back on a restart.
 
-Two things are kept, on two schedules (invariant 3). The queue (client id, next
-mutation id, pending mutations with their ack ``seq``, drafts) is written whenever it
-changed, at once: a mutation is on disk before it is first sent. The confirmed data
-(the replica's :meth:`~syncline.replica.Replica.held_snapshot`) is a cache, written at
-most once per ``save_interval`` and on close: resuming from an older cursor is always
-safe. :class:`~syncline.client.pending.PendingStore` is the file; this decides when.
-Without a path nothing is written and nothing is restored.
+Two things are kept, on two schedules (invariant 3). The queue (client id, next mutation
+id, pending mutations with their ack ``seq``, drafts, the undo and redo stacks) is
+written whenever it changed, at once: a mutation is on disk before it is first sent. The
+confirmed data (the replica's :meth:`~syncline.replica.Replica.held_snapshot`) is a
+cache, written at most once per ``save_interval`` and on close: resuming from an older
+cursor is always safe. :class:`~syncline.client.pending.PendingStore` is the file; this
+decides when. Without a path nothing is written and nothing is restored.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import logging
 import os
 import secrets
 
+import orjson
+
 from ..exceptions import SynclineError
 from ..protocol.client import ClientProtocol
 from ..replica import Replica
+from ..undo import History
 from .pending import PendingStore, Saved
 
 __all__ = ["Persistence", "new_client_id"]
@@ -73,6 +76,13 @@ class Persistence:
         saved = self._saved
         replica.pending = saved.pending
         replica.drafts = saved.drafts
+        if saved.history is not None:
+            try:
+                replica.history = History.from_wire(saved.history)
+            except (KeyError, TypeError, ValueError):
+                log.warning(
+                    "ignoring the saved undo history of %s: it no longer loads", self._store
+                )
         last = max((p.mutation.id for p in saved.pending), default=0)
         replica.next_mutation_id = max(saved.next_id, last + 1)
         if saved.state is not None:
@@ -92,10 +102,15 @@ class Persistence:
             replica.next_mutation_id,
             tuple((p.mutation.id, p.acked, p.seq) for p in replica.pending),
             tuple((d.mutation_id, d.conflicts) for d in replica.drafts),
+            orjson.dumps(history := replica.history.to_wire()),
         )
         if sig != self._queue_sig:
             self._store.save_queue(
-                replica.client_id, replica.next_mutation_id, replica.pending, replica.drafts
+                replica.client_id,
+                replica.next_mutation_id,
+                replica.pending,
+                replica.drafts,
+                history,
             )
             self._queue_sig = sig
 
