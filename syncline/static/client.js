@@ -36,14 +36,20 @@ import { isObject } from "./json.js";
 import { DEFAULT_LIMITS, limitProblem } from "./limits.js";
 import { Listeners } from "./listeners.js";
 import { claimPage } from "./locks.js";
-import { Value, readonly } from "./observable.js";
+import { Value, readonly, report } from "./observable.js";
 import { ClientProtocol, clientEvent } from "./protocol.js";
 import { parseQuery } from "./query.js";
 import { InvalidMutation, Replica } from "./replica.js";
 import { makeSchema } from "./schema.js";
 import { Session } from "./session.js";
 import { reloadPage } from "./reload.js";
-import { QueueKeeper, memoryStore, openStoreWithin } from "./storage.js";
+import {
+  QueueKeeper,
+  memoryStore,
+  openStoreWithin,
+  previousHistory,
+  tabIdentity,
+} from "./storage.js";
 import { PageTabs } from "./tabs.js";
 import { Views } from "./views.js";
 // Not used here: imported so that the browser asks for ops.js (and so textmerge.js) in
@@ -80,7 +86,7 @@ export { mapSelection } from "./caret.js";
  * What `on(kind, listener)` listens to. "conflict" listeners get the Draft (answer it
  * with resolve); "change" listeners get {keys}; the others get the event
  * ({kind, mutationId, fields, error, reason, keys, status, frame}).
- * @typedef {"change" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "reset" | "reload" | "error" | "status" | "ack" | "*"} ListenKind
+ * @typedef {"change" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "undo-partial" | "reset" | "reload" | "error" | "status" | "ack" | "*"} ListenKind
  */
 
 /**
@@ -172,6 +178,12 @@ export class SyncClient {
     this.status = readonly(this._status);
     /** The number of mutations not yet confirmed (sent or not). */
     this.pending = readonly(this._pending);
+    this._canUndo = new Value(false);
+    this._canRedo = new Value(false);
+    /** Whether undo() / redo() have an entry (observables). */
+    this.canUndo = readonly(this._canUndo);
+    this.canRedo = readonly(this._canRedo);
+    this.replica.tab = options.storage === false ? null : tabIdentity();
     this._listeners = new Listeners();
     this._views = new Views(
       this.replica,
@@ -259,7 +271,21 @@ export class SyncClient {
     this._lock = lock;
     if (store !== null) this._queue.use(store);
     if (tabs) this._tabs.open();
-    if (tabs && this._lock !== null) void this._tabs.adopt();
+    // A reload of this tab: take its undo stacks before adoption sends (and deletes)
+    // the previous page's queue.
+    const adopt = () => {
+      if (tabs && this._lock !== null && !this._closed) void this._tabs.adopt();
+    };
+    previousHistory(this._queue.store, this.replica.tab, this.clientId)
+      .then((history) => {
+        const r = this.replica;
+        if (history !== null && !this._closed && !r.history.canUndo && !r.history.canRedo) {
+          r.history = history;
+          this._after([]);
+        }
+      })
+      .catch(report)
+      .finally(adopt);
   }
 
   /**
@@ -390,6 +416,54 @@ export class SyncClient {
     return this._local(() => this.replica.resolve(draft, kept));
   }
 
+  // --- undo and redo (undo.js) -------------------------------------------------------
+
+  /**
+   * Every edit made while `fn` runs is one undo entry.
+   * @template T
+   * @param {() => T} fn
+   * @returns {T}
+   */
+  undoGroup(fn) {
+    return this.replica.undoGroup(fn);
+  }
+
+  /**
+   * Undo this tab's newest undo entry with a new mutation, sent like any other (queued
+   * while offline). Fields someone else changed since are skipped ("undo-partial"
+   * listeners get {keys, fields, mutationId}) or, for manual ones, come back as a draft
+   * ("conflict"). Null when there is nothing to undo.
+   * @returns {import("./undo.js").UndoOutcome | null}
+   */
+  undo() {
+    return this._invert(() => this.replica.undo());
+  }
+
+  /** Redo the newest undo, by the same rules. @returns {import("./undo.js").UndoOutcome | null} */
+  redo() {
+    return this._invert(() => this.replica.redo());
+  }
+
+  /**
+   * @param {() => import("./undo.js").UndoOutcome | null} step
+   * @returns {import("./undo.js").UndoOutcome | null}
+   */
+  _invert(step) {
+    this._checkOpen();
+    /** @type {import("./undo.js").UndoOutcome | null} */
+    let outcome = null;
+    this._local(() => {
+      outcome = step();
+      const id = outcome?.mutationId ?? null;
+      return id === null ? null : (this.replica.pending.find((p) => p.mutation.id === id)?.mutation ?? null);
+    });
+    for (const e of this.replica.undoEvents(outcome)) {
+      if (e.kind === "conflict") this._listeners.emit("conflict", e.draft);
+      else this._listeners.emit(e.kind, { kind: e.kind, mutationId: e.mutationId, keys: e.keys, fields: e.fields });
+    }
+    return outcome;
+  }
+
   /**
    * @template {Mutation | null} M
    * @param {() => M} make
@@ -452,6 +526,8 @@ export class SyncClient {
     for (const e of all) if (e.kind === "changed") for (const k of e.keys) keys.add(k);
     if (keys.size) this._views.render(keys);
     this._pending.set(this.replica.pending.length + this._tabs.adoptedCount);
+    this._canUndo.set(this.replica.canUndo);
+    this._canRedo.set(this.replica.canRedo);
     const status = this._session.status;
     if (status === "live" && this._status.value !== "live" && this._tabs.takeRetry()) {
       queueMicrotask(() => void this._tabs.adopt());

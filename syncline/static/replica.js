@@ -116,6 +116,8 @@ export class Replica {
     /** Undo and redo of this replica's own edits (undo.js). */
     this.history = new History();
     this._recording = "user";
+    /** @type {string | null} the browser tab this replica's page is in (storage.js) */
+    this.tab = null;
   }
 
   // --- state from the server ---------------------------------------------------------

@@ -9,6 +9,7 @@
 
 import { cloneJson, getOwn, isObject } from "./json.js";
 import { report } from "./observable.js";
+import { History } from "./undo.js";
 import { conflictFromWire } from "./wire.js";
 
 /** @typedef {import("./ops.js").Mutation} Mutation */
@@ -25,6 +26,8 @@ export const STORE_NAME = "pending";
  * @property {{mutation: Mutation, acked: boolean, seq: number | null}[]} pending
  * @property {Draft[]} drafts
  * @property {number} saved  when (ms since the epoch)
+ * @property {unknown} [history]  the undo and redo stacks (undo.js History.toWire)
+ * @property {string | null} [tab]  the browser tab that made them (tabIdentity)
  */
 
 /**
@@ -49,6 +52,8 @@ export function queueOf(replica) {
     pending: replica.pending.map((p) => ({ mutation: p.mutation, acked: p.acked, seq: p.seq })),
     drafts: replica.drafts,
     saved: Date.now(),
+    history: replica.history.toWire(),
+    tab: replica.tab ?? null,
   };
 }
 
@@ -62,6 +67,7 @@ function queueSig(r) {
     r.nextId,
     r.pending.map((p) => [p.mutation.id, p.acked, p.seq]),
     r.drafts.map((d) => d.mutationId),
+    r.history.toWire(),
   ]);
 }
 
@@ -122,7 +128,10 @@ export class QueueKeeper {
    * may stay in the back-forward cache, so the next change saves it again).
    */
   forgetIfEmpty() {
-    if (this.replica.pending.length || this.replica.drafts.length) return;
+    const r = this.replica;
+    if (r.pending.length || r.drafts.length) return;
+    // A tab's undo stacks stay for its next page (a reload), which takes them.
+    if (r.tab !== null && (r.history.canUndo || r.history.canRedo)) return;
     this._sig = null;
     const store = this.store;
     const client = this.replica.clientId;
@@ -182,6 +191,8 @@ export function decodeQueue(text) {
         ops: /** @type {Draft["ops"]} */ (getOwn(d, "ops") ?? []),
       })),
       saved: Number(getOwn(obj, "saved") ?? 0),
+      history: getOwn(obj, "history") ?? null,
+      tab: typeof getOwn(obj, "tab") === "string" ? /** @type {string} */ (getOwn(obj, "tab")) : null,
     };
   } catch {
     return null;
@@ -330,4 +341,46 @@ export function openStoreWithin(ms, open = () => openStore()) {
       },
     );
   });
+}
+
+/**
+ * This browser tab's identity, kept in sessionStorage (which survives a reload and is
+ * per tab): a reloaded page finds its undo stacks by it. Null where sessionStorage is
+ * missing or refuses.
+ * @param {Storage | undefined} [storage]
+ * @returns {string | null}
+ */
+export function tabIdentity(storage = globalThis.sessionStorage) {
+  try {
+    if (!storage) return null;
+    const held = storage.getItem("syncline-tab");
+    if (held) return held;
+    const made = `tab-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+    storage.setItem("syncline-tab", made);
+    return made;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The undo stacks a previous page of this tab left in `store` (the newest), detached
+ * for this page's client id; null if there are none.
+ * @param {QueueStore} store
+ * @param {string | null} tab
+ * @param {string} client  this page's client id
+ * @returns {Promise<History | null>}
+ */
+export async function previousHistory(store, tab, client) {
+  if (tab === null) return null;
+  const mine = (await store.list()).filter(
+    (q) => q.tab === tab && q.client !== client && isObject(q.history),
+  );
+  mine.sort((a, b) => b.saved - a.saved);
+  if (!mine.length) return null;
+  try {
+    return History.fromWire(mine[0].history).detached();
+  } catch {
+    return null;
+  }
 }

@@ -232,6 +232,27 @@ export class History {
   }
 
   /**
+   * This history for another client id (a reloaded tab's): its mutation ids renumbered
+   * below 1, so they never meet the new client's. Entries whose commit was still
+   * unknown stay unknown: their undo cannot tell whether someone else changed a field.
+   * @returns {History}
+   */
+  detached() {
+    const h = History.fromWire(this.toWire());
+    let next = -1;
+    /** @type {Map<number, number>} */
+    const renamed = new Map();
+    for (const entry of [...h.undoStack, ...h.redoStack]) {
+      entry.mids = entry.mids.map((m) => {
+        if (!renamed.has(m)) renamed.set(m, next--);
+        return /** @type {number} */ (renamed.get(m));
+      });
+    }
+    h.seqs = new Map([...this.seqs].filter(([m]) => renamed.has(m)).map(([m, s]) => [/** @type {number} */ (renamed.get(m)), s]));
+    return h;
+  }
+
+  /**
    * The entry's newest commit seq once the replica has caught up with all of them; null
    * while one is still pending (then nobody's change since is known).
    * @param {Entry} entry @param {number} cursorSeq @returns {number | null}
