@@ -303,6 +303,27 @@ sync.on("overwritten", (/** @type {{fields: string[]}} */ { fields }) => {
   const names = fields.length ? fields.join(" and ") : "card";
   toast(`Your edit to the ${names} replaced a change someone made at the same time.`);
 });
+// --- undo and redo: the toolbar's buttons, Ctrl+Z and Ctrl+Shift+Z ------------------------
+
+const undoButton = /** @type {HTMLButtonElement} */ (byId("undo-button"));
+const redoButton = /** @type {HTMLButtonElement} */ (byId("redo-button"));
+sync.canUndo.subscribe((/** @type {boolean} */ can) => (undoButton.disabled = !can));
+sync.canRedo.subscribe((/** @type {boolean} */ can) => (redoButton.disabled = !can));
+undoButton.addEventListener("click", () => sync.undo());
+redoButton.addEventListener("click", () => sync.redo());
+document.addEventListener("keydown", (event) => {
+  if (!(event.ctrlKey || event.metaKey) || event.key.toLowerCase() !== "z") return;
+  // Inside a text box the browser's own undo edits the text being typed.
+  const target = /** @type {HTMLElement | null} */ (event.target);
+  if (target && target.closest("input, textarea, select, [contenteditable]")) return;
+  event.preventDefault();
+  if (event.shiftKey) sync.redo();
+  else sync.undo();
+});
+sync.on("undo-partial", (/** @type {{fields: string[]}} */ { fields }) => {
+  const names = fields.length ? fields.join(" and ") : "card";
+  toast(`Undo left the ${names} alone: someone else changed it since.`);
+});
 sync.on("rejected", (/** @type {{error?: {message?: string, code?: string}}} */ { error }) => {
   toast(`A change was refused: ${error?.message ?? error?.code ?? "unknown reason"}`);
 });
