@@ -4,6 +4,7 @@ in the pending file, with no connection: frames fed by hand."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from syncline.client import Client, ClientEvent
@@ -84,3 +85,15 @@ def test_the_undo_history_is_bounded_by_its_documented_default() -> None:
     assert len(history.undo_stack) == 100
     assert history.undo_stack[0].mids == [50]
     assert History.from_wire(history.to_wire()).to_wire() == history.to_wire()
+
+
+def test_the_undo_section_of_the_design_names_tests_that_exist() -> None:
+    root = Path(__file__).resolve().parent.parent
+    design = (root / "docs" / "design.md").read_text()
+    section = design.split("## Undo", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`((?:tests|syncline/static/test)/[\w/.]+?\.(?:py|js))::(\w+)", section)
+    assert len(named) >= 5
+    for path, test in named:
+        source = (root / path).read_text()
+        assert re.search(rf"def {test}\b", source), f"{path}::{test} does not exist"
+    assert (root / "syncline/static/test/undo_fixture.test.js").exists()
