@@ -110,7 +110,7 @@ async def stored(engine: Engine) -> dict[str, Record]:
 # --- (a) ------------------------------------------------------------------------------
 
 
-async def undo_all(actions: list[tuple[str, int, int]], syncs: list[bool]) -> None:
+async def undo_all(actions: list[tuple[str, int, int]], syncs: list[bool], redo: bool) -> None:
     engine = await seed()
     start = {k: dict(v.data) for k, v in (await stored(engine)).items()}
     me = await replica(engine, "me")
@@ -118,6 +118,10 @@ async def undo_all(actions: list[tuple[str, int, int]], syncs: list[bool]) -> No
         act(me, a, "me")
         if syncs[i % len(syncs)]:
             await flush(engine, me)
+    done: dict[str, Any] = {}
+    if redo:  # where my edits led (else the undos may start with edits still pending)
+        await flush(engine, me)
+        done = {k: dict(v.data) for k, v in (await stored(engine)).items()}
     while me.can_undo:
         outcome = me.undo()
         assert outcome is not None and not outcome.partial, outcome
@@ -126,17 +130,26 @@ async def undo_all(actions: list[tuple[str, int, int]], syncs: list[bool]) -> No
     await flush(engine, me)
     end = {k: dict(v.data) for k, v in (await stored(engine)).items()}
     assert end == start
+    if redo:  # and redoing everything brings back where my edits had led
+        while me.can_redo:
+            outcome = me.redo()
+            assert outcome is not None and not outcome.partial, outcome
+        await flush(engine, me)
+        assert {k: dict(v.data) for k, v in (await stored(engine)).items()} == done
+        return
     assert {k: me.get("cards", k) for k in CARDS} == {
         k: {**v, "id": k} if v is not None else None for k, v in ((c, start.get(c)) for c in CARDS)
     }
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(action, min_size=1, max_size=12), st.lists(st.booleans(), min_size=1))
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(action, min_size=1, max_size=12), st.lists(st.booleans(), min_size=1), st.booleans()
+)
 def test_undo_everything_alone_returns_every_field_to_its_start(
-    actions: list[tuple[str, int, int]], syncs: list[bool]
+    actions: list[tuple[str, int, int]], syncs: list[bool], redo: bool
 ) -> None:
-    asyncio.run(undo_all(actions, syncs))
+    asyncio.run(undo_all(actions, syncs, redo))
 
 
 # --- (b) and (c) ----------------------------------------------------------------------
@@ -210,7 +223,7 @@ async def interleave(steps: list[tuple[str, int, Any]]) -> None:
         assert held == expected, f"{r.client_id} diverged"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(step, min_size=5, max_size=40))
 def test_undo_redo_interleaved_with_others_keeps_theirs_and_converges(
     steps: list[tuple[str, int, Any]],
