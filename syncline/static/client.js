@@ -425,7 +425,11 @@ export class SyncClient {
    * @returns {T}
    */
   undoGroup(fn) {
-    return this.replica.undoGroup(fn);
+    try {
+      return this.replica.undoGroup(fn);
+    } finally {
+      this._after([]); // the entry exists once the group ends: canUndo, the saved stacks
+    }
   }
 
   /**
