@@ -159,6 +159,7 @@ class LogReader:
         self.on_advance: list[Callable[[int], None]] = []
         """Called with the new position after each step that moved it (other nodes'
         commits included)."""
+        self.on_entries: Callable[[list[LogEntry], float], None] | None = None  # metrics
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -251,6 +252,8 @@ class LogReader:
         for result in served:
             if result is not None:
                 self._hand_over(result, head)
+        if entries and self.on_entries is not None:  # (entries, the time they were handed)
+            self.on_entries(entries, time.time())
         moved = head != self.position
         self.position = head
         self.steps += 1

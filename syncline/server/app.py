@@ -21,7 +21,7 @@ import logging
 import math
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -48,10 +48,15 @@ from ..protocol.server import ProtocolError, ServerProtocol
 from ..query import Query
 from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
+from .health import HealthEndpoints
 from .http import HttpEndpoints
 from .origins import OriginPolicy
+from .ratelog import EpisodeLog
 from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["Authenticate", "SynclineServer"]
 
@@ -84,6 +89,8 @@ class SynclineServer:
         max_polls_per_principal: int = 4,
         max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
+        ready_timeout: float = 2.0,
+        max_reader_lag: float = 10.0,
     ) -> None:
         from ..fanout.reader import LogReader
 
@@ -105,6 +112,13 @@ class SynclineServer:
         self.trim_every = trim_every
         self.max_polls_per_principal = max_polls_per_principal
         self.max_connections_per_principal = max_connections_per_principal
+        self.ready_timeout = ready_timeout
+        """Seconds the store may take to answer the readiness probe's read."""
+        self.max_reader_lag = max_reader_lag
+        """Seconds the log reader may be behind the head and the node still be ready."""
+        self.metrics: Metrics | None = None  # on once metrics_app() was called
+        self.log_floor = 0  # the retention floor as last read (start, each trim)
+        self.episodes = EpisodeLog(log)  # repeated refusals: one line per episode
         # A snapshot must fit the send queue, which lets no larger frame out.
         self.max_snapshot_bytes = max(
             1, min(self.limits.max_snapshot_bytes, max_queue_bytes - 1024)
@@ -126,15 +140,20 @@ class SynclineServer:
         self._started = False
         self._start_lock = asyncio.Lock()
         self.http = HttpEndpoints(self)
+        self.health = HealthEndpoints(self)
         # The server hears of commits once: from its reader, after each step that moved
         # the head (this node's commits and other nodes' alike).
         self.reader.on_advance.append(self.http.advanced)
         path = path.rstrip("/")
+        self.path = path
         self.routes = [
             WebSocketRoute(path, WebSocketEndpoint(self).serve),
             Route(f"{path}/mutate", self._guarded(self.http.mutate), methods=["POST"]),
             Route(f"{path}/pull", self._guarded(self.http.pull), methods=["GET"]),
             Route(f"{path}/{{module}}.js", self._guarded(self.http.client_module), methods=["GET"]),
+            # Probes carry no Origin and an address as Host: not behind the Host check.
+            Route(f"{path}/health", self._headed(self.health.health), methods=["GET", "HEAD"]),
+            Route(f"{path}/ready", self._headed(self.health.ready), methods=["GET", "HEAD"]),
         ]
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
@@ -150,13 +169,54 @@ class SynclineServer:
                 response = await endpoint(request)
             else:
                 message = f"host {host!r} not allowed (see allowed_hosts)"
-                log.info("refused a request to the sync endpoints: %s", message)
+                self.log_refusal(request, "host", message)
                 frame = encode(error_frame("origin", message))
                 response = Response(frame, status_code=403, media_type="application/json")
             add_missing(response.headers, self.security_headers)
             return response
 
         return guarded
+
+    def _headed(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` with the security headers on its answer (and no Host check)."""
+
+        async def headed(request: Request) -> Response:
+            response = await endpoint(request)
+            add_missing(response.headers, self.security_headers)
+            return response
+
+        return headed
+
+    def log_refusal(self, conn: HTTPConnection, reason: str, message: str) -> None:
+        peer = conn.client.host if conn.client is not None else "?"
+        self.episodes.log(
+            logging.INFO,
+            reason,
+            peer,
+            "refused a request to the sync endpoints from %s: %s",
+            peer,
+            message,
+            extra={"peer": peer},
+        )
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def metrics_app(self) -> Callable[..., Awaitable[None]]:
+        """Turn this server's Prometheus metrics on and return an ASGI app serving them:
+        ``Mount("/metrics", sync.metrics_app())``. Call it before serving (counts begin
+        then). Needs ``prometheus-client`` (``pip install 'syncline[metrics]'``)."""
+        if self.metrics is None:
+            from ..metrics import Metrics
+            from ..store._group import GroupCommitStore
+
+            self.metrics = metrics = Metrics(self)
+            store = self.engine.store
+            if isinstance(store, GroupCommitStore):
+                store.on_group_commit.append(metrics.group_committed)
+            self.reader.on_entries = metrics.fanned_out
+        return self.metrics.app
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -168,6 +228,7 @@ class SynclineServer:
                 # Queries filter on queryable fields: index them before serving any.
                 await self.engine.store.ensure_indexes(self.engine.schema)
                 await self.reader.start()
+                await self._read_floor()
                 await self.backplane.start(self.reader.notify)
                 self.http.advanced((await self.engine.head()).seq)
                 if self.retention is not None:
@@ -178,6 +239,37 @@ class SynclineServer:
                         watch_forever(self.connections, tick, self.hello_timeout, self.heartbeat)
                     )
                 self._started = True
+                self._log_configuration()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _log_configuration(self) -> None:
+        """What this node serves with, once at start (no secrets: no credentials or
+        URLs, only the database's name as its store states it)."""
+        store = self.engine.store
+        where = getattr(store, "where", "")
+        log.info(
+            "syncline serving %s: store %s%s, backplane %s (%s), retention %s, heartbeat "
+            "%gs, max_queue_bytes %d, allowed_origins %s, allowed_hosts %s, metrics %s",
+            self.path,
+            type(store).__name__,
+            f" ({where})" if where else "",
+            type(self.backplane).__name__,
+            self.backplane.state,
+            "off" if self.retention is None else f"{self.retention:g}s",
+            self.heartbeat,
+            self.max_queue_bytes,
+            "same-origin" if self.allowed_origins is None else self.allowed_origins,
+            "any" if self.origins.hosts is None else sorted(self.origins.hosts),
+            "on" if self.metrics is not None else "off",
+        )
+
+    async def _read_floor(self) -> None:
+        """Cache the retention floor (for metrics: no store read per scrape)."""
+        async with self.engine.store.read() as tx:
+            self.log_floor = await tx.floor()
 
     async def stop(self) -> None:
         for conn in list(self.connections):
@@ -200,6 +292,7 @@ class SynclineServer:
                 removed = await self.engine.trim(older_than=retention)
                 if removed:
                     log.info("trimmed %d log entries older than %.0fs", removed, retention)
+                    await self._read_floor()
             except Exception:
                 log.exception("trimming the log failed; will retry")
             await asyncio.sleep(self.trim_every)
@@ -252,7 +345,7 @@ class SynclineServer:
         its Host is allowed (DNS rebinding): :mod:`.origins` and docs/security.md."""
         refusal = self.origins.refusal(conn)
         if refusal is not None:
-            log.info("refused a request to the sync endpoints: %s", refusal)
+            self.log_refusal(conn, "origin", refusal)
         return refusal is None
 
     async def authenticate_as(
@@ -278,6 +371,41 @@ class SynclineServer:
         refusal: MutationRefused | None = None,
     ) -> AckFrame | RejectFrame:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
+        frame = await self._apply(principal, client_id, mutation, refusal)
+        if self.metrics is not None:
+            self.metrics.mutation(frame)
+        if isinstance(frame, RejectFrame):
+            self.log_reject(frame, principal, client_id)
+        return frame
+
+    def log_reject(self, frame: RejectFrame, principal: Principal, client_id: str) -> None:
+        """A refused mutation: INFO, once per episode per (code, principal)."""
+        key = self.engine.principal_key(principal)
+        self.episodes.log(
+            logging.INFO,
+            f"reject {frame.code}",
+            key,
+            "mutation %s of client %s refused (%s, %s): %s",
+            frame.mid,
+            client_id,
+            frame.code,
+            "permanent" if frame.permanent else "retry",
+            frame.message,
+            extra={
+                "principal": key,
+                "client_id": client_id,
+                "mutation_id": frame.mid,
+                "code": frame.code,
+            },
+        )
+
+    async def _apply(
+        self,
+        principal: Principal,
+        client_id: str,
+        mutation: dict[str, Any],
+        refusal: MutationRefused | None,
+    ) -> AckFrame | RejectFrame:
         mid = mutation.get("id")
         try:
             ack = await self.engine.apply(principal, client_id, mutation, refusal=refusal)

@@ -17,7 +17,7 @@ import logging
 import math
 import types
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
@@ -32,11 +32,15 @@ from ..protocol.frames import (
     CLOSE_SLOW,
     Limits,
     ServerFrame,
+    SnapshotFrame,
     encode_text,
 )
 from ..protocol.server import ServerProtocol
 from ..query import Query
 from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["Connection", "Flusher", "watch_forever"]
 
@@ -63,6 +67,7 @@ class Connection:
         "cursor",
         "heard",
         "left",
+        "metrics",
         "outbox",
         "pinged",
         "principal",
@@ -81,8 +86,10 @@ class Connection:
         limits: Limits,
         max_queue_bytes: int,
         flush_soon: Callable[[Connection], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.ws = ws
+        self.metrics = metrics
         self.protocol = ServerProtocol(limits)
         self.outbox = Outbox(
             max_queue_bytes, on_overflow=self._overflowed, on_ready=self._outbox_ready
@@ -114,7 +121,10 @@ class Connection:
         self.outbox.put_changes(part)
 
     def send_frame(self, frame: ServerFrame | Mapping[str, Any]) -> None:
-        self.outbox.put(encode_text(frame))
+        text = encode_text(frame)
+        if self.metrics is not None and isinstance(frame, SnapshotFrame):
+            self.metrics.snapshot_bytes.observe(len(text) if text.isascii() else len(text.encode()))
+        self.outbox.put(text)
 
     def close_later(self, code: int, reason: str) -> None:
         """Ask the connection to close, from any task; the first reason given wins."""
@@ -176,7 +186,10 @@ class Connection:
         self._flush_due = False
         if self._writer is not None or self.left:
             return
+        metrics = self.metrics
         while (frame := self.outbox.pop()) is not None:
+            if metrics is not None:
+                metrics.frame_out(frame)
             write = self.ws.send_text(frame)
             try:
                 # One step, in the connection's own context: a write that need not wait
@@ -211,6 +224,8 @@ class Connection:
         try:
             await first
             while (frame := self.outbox.pop()) is not None:
+                if self.metrics is not None:
+                    self.metrics.frame_out(frame)
                 await self.ws.send_text(frame)
         except Exception as exc:
             _log_send_error(exc)

@@ -19,13 +19,16 @@ from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
 from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded, StoreError
 from ..protocol.frames import (
+    CLOSE_CODES,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
     CLOSE_RESTART,
+    CLOSE_SLOW,
     FATAL_CLOSE_CODES,
     AckFrame,
+    RejectFrame,
     error_frame,
 )
 from ..protocol.server import (
@@ -48,6 +51,16 @@ __all__ = ["WebSocketEndpoint"]
 
 log = logging.getLogger("syncline.server")
 
+_KINDS: dict[type, str] = {
+    Hello: "hello",
+    Subscribe: "sub",
+    Unsubscribe: "unsub",
+    Mutate: "mut",
+    Ping: "ping",
+    Pong: "pong",
+}
+_QUIET_CLOSES = (CLOSE_NORMAL, CLOSE_RESTART)  # the client left, or this server stops
+
 
 class WebSocketEndpoint:
     def __init__(self, server: SynclineServer) -> None:
@@ -62,13 +75,20 @@ class WebSocketEndpoint:
         """Run one connection: read frames until the client leaves or someone asks it to
         close (overflow, revoke, shutdown, a fatal protocol error, a failed write)."""
         server = self.server
+        metrics = server.metrics
         if not server.origin_allowed(ws):
             # Refused before the upgrade: the ASGI server answers HTTP 403.
+            if metrics is not None:
+                metrics.closed(CLOSE_POLICY)
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
         await server.start()
         await ws.accept()
-        conn = Connection(ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon)
+        conn = Connection(
+            ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon, metrics
+        )
+        if metrics is not None:
+            metrics.awaiting.inc()
         server.connections.add(conn)
         conn.task = asyncio.current_task()
         try:
@@ -79,6 +99,7 @@ class WebSocketEndpoint:
                 raise
         finally:
             conn.task = None
+            self._closed(conn)
             self._release(conn)
             conn.flush()  # what the connection said last (an error, say) goes before the close
             server.connections.discard(conn)
@@ -96,6 +117,36 @@ class WebSocketEndpoint:
                     await asyncio.wait_for(
                         ws.close(code=code, reason=reason[:120]), server.close_timeout
                     )
+
+    def _closed(self, conn: Connection) -> None:
+        """The connection ends: its gauges and close code, and one log line (per
+        episode of the same close for the same principal or peer)."""
+        code, reason = conn.close_reason or (CLOSE_NORMAL, "")
+        live = conn in self._admitted
+        metrics = self.server.metrics
+        if metrics is not None:
+            (metrics.live if live else metrics.awaiting).dec()
+            metrics.subscriptions.dec(len(conn.queries))
+            metrics.closed(code)
+        episodes = self.server.episodes
+        episodes.end(conn)
+        peer = conn.ws.client.host if conn.ws.client is not None else "?"
+        fields = {"code": code, "client_id": conn.client_id, "principal": conn.principal_key}
+        if code in _QUIET_CLOSES:
+            log.debug("connection closed (%d): %s", code, reason or "normal", extra=fields)
+            return
+        episodes.log(
+            logging.WARNING if code == CLOSE_SLOW else logging.INFO,
+            f"close {code}",
+            conn.principal_key or peer,
+            "closed a connection of %s (client %s) with %d (%s): %s",
+            conn.principal_key or f"peer {peer}",
+            conn.client_id or "-",
+            code,
+            CLOSE_CODES.get(code, "?"),
+            reason,
+            extra=fields,
+        )
 
     async def _read_loop(self, conn: Connection) -> None:
         """Read and handle frames in turn; silence is watched by the server's watcher."""
@@ -117,11 +168,34 @@ class WebSocketEndpoint:
         data = message.get("text")
         if data is None:
             data = message.get("bytes") or b""  # a binary frame: the protocol refuses it
+        metrics = self.server.metrics
+        counted = False
         try:
             event = conn.protocol.receive(data, time.monotonic())
+            if metrics is not None:
+                metrics.frame_in(_KINDS[type(event)], _size(data))
+            counted = True
             await self._handle(conn, event)
         except ProtocolError as exc:
-            conn.send_frame(exc.frame())
+            frame = exc.frame()
+            if metrics is not None and not counted:  # refused by the protocol itself
+                metrics.frame_in("mut" if isinstance(frame, RejectFrame) else "bad", _size(data))
+            if isinstance(frame, RejectFrame):  # refused for the rate: a mutation's answer
+                if metrics is not None:
+                    metrics.mutation(frame)
+                self.server.log_reject(frame, conn.principal, conn.client_id)
+            elif not exc.fatal:  # (a fatal one is logged with the close)
+                self.server.episodes.log(
+                    logging.INFO,
+                    f"protocol {exc.code}",
+                    conn,
+                    "a frame from client %s was refused (%s): %s",
+                    conn.client_id or "-",
+                    exc.code,
+                    exc,
+                    extra={"code": exc.code, "client_id": conn.client_id},
+                )
+            conn.send_frame(frame)
             if exc.fatal:
                 conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                 return False
@@ -149,11 +223,17 @@ class WebSocketEndpoint:
         if isinstance(event, Hello):
             await self._hello(conn, event)
             self._admit(conn)
+            if (metrics := self.server.metrics) is not None:
+                metrics.awaiting.dec()
+                metrics.live.inc()
         elif isinstance(event, Subscribe):
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
+            held = len(conn.queries)
             for qid in event.query_ids:
                 conn.queries.pop(qid, None)
+            if (metrics := self.server.metrics) is not None:
+                metrics.subscriptions.dec(held - len(conn.queries))
         elif isinstance(event, Mutate):
             await self._mutate(conn, event)
         elif isinstance(event, Ping):
@@ -234,6 +314,7 @@ class WebSocketEndpoint:
         limits, bucket = self.server.limits, self._admitted.get(conn)
         allowance = bucket.available(time.monotonic()) if bucket is not None else None
         budget = ReadBudget(self.server.max_snapshot_bytes, limits.max_scan_rows, allowance)
+        held = len(conn.queries)
         try:
             await self.server.reader.join(conn, queries, since, budget)
         except CursorError as exc:
@@ -243,6 +324,8 @@ class WebSocketEndpoint:
         finally:
             if bucket is not None:
                 bucket.spend(budget.spent, time.monotonic())
+            if (metrics := self.server.metrics) is not None:
+                metrics.subscriptions.inc(len(conn.queries) - held)
 
     async def _mutate(self, conn: Connection, event: Mutate) -> None:
         frame = await self.server.apply(
@@ -252,6 +335,11 @@ class WebSocketEndpoint:
             conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.server.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
+
+
+def _size(data: str | bytes) -> int:
+    """A frame's bytes (UTF-8), without encoding the usual ASCII text."""
+    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
 
 
 _read_failures = {"last": -math.inf}

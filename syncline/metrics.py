@@ -1,0 +1,237 @@
+"""Prometheus metrics of one :class:`~syncline.server.app.SynclineServer`.
+
+``sync.metrics_app()`` turns them on and answers an ASGI app serving them (mount it at
+``/metrics`` or wherever the application wants). Each server has its own registry, so
+several servers in one process (tests, or two databases) keep apart. The hooks are
+cheap: a counter incremented inline where the event happens, nothing allocated per
+frame beyond that. What describes state rather than events (the backplane, the log's
+head and floor, the outboxes) is read at scrape time by a collector from values the
+server keeps anyway: no store read per scrape.
+
+Multi-process mode (several workers behind one port): with ``PROMETHEUS_MULTIPROC_DIR``
+set in the environment *before* the process starts, counters, histograms and the
+connection gauges are written to that directory by every worker and a scrape of any
+worker sums them (``prometheus_client.multiprocess``); the state read at scrape time is
+the answering worker's (the log head and floor are the database's, the same from any
+worker). docs/operations.md, "Metrics", lists every metric.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import SynclineError
+from .protocol.frames import CLOSE_SLOW, SERVER_FRAME_TYPES, AckFrame, RejectFrame
+
+if TYPE_CHECKING:
+    from .record import LogEntry
+    from .server.app import SynclineServer
+
+__all__ = ["Metrics", "MetricsUnavailable", "frame_type"]
+
+CLIENT_TYPES = ("hello", "sub", "unsub", "mut", "ping", "pong", "bad")
+"""The ``type`` label of frames in; ``bad``: one the protocol refused to decode."""
+
+_OUT_PREFIXES = tuple(
+    (t, f'{{"t":"{t}"')
+    for t in ("changes", "ack", *(t for t in SERVER_FRAME_TYPES if t not in ("changes", "ack")))
+)
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_BYTES = tuple(float(1 << n) for n in range(8, 26, 2))  # 256 B .. 16 MiB
+
+
+class MetricsUnavailable(SynclineError, ImportError):
+    """Metrics were asked for but ``prometheus-client`` is not installed."""
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise MetricsUnavailable(
+            "syncline's metrics need prometheus-client: pip install 'syncline[metrics]'"
+        ) from None
+    return prometheus_client
+
+
+def frame_type(text: str) -> str:
+    """The ``t`` of an encoded server frame, without decoding it (or ``other``)."""
+    for kind, prefix in _OUT_PREFIXES:
+        if text.startswith(prefix):
+            return kind
+    return "other"
+
+
+def text_bytes(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII (the usual)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+class Metrics:
+    """The server's metrics; the hooks below are what the server's parts call."""
+
+    def __init__(self, server: SynclineServer) -> None:
+        pc = _prometheus()
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        own = pc.CollectorRegistry()
+        self.server = server
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Any:
+            return pc.Gauge(name, doc, labels, registry=own, multiprocess_mode="livesum")
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Any:
+            return pc.Counter(name, doc, labels, registry=own)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Any:
+            return pc.Histogram(name, doc, registry=own, buckets=buckets)
+
+        connections = gauge(
+            "syncline_connections", "WebSocket connections open, by state", ["state"]
+        )
+        self.awaiting = connections.labels("awaiting_hello")
+        self.live = connections.labels("live")
+        self.subscriptions = gauge(
+            "syncline_subscriptions", "Queries subscribed by open WebSocket connections"
+        )
+        self.mutations = counter(
+            "syncline_mutations",
+            "Mutations answered, by outcome (applied, conflict, duplicate, rejected: "
+            "permanent, refused: temporary) and refusal code",
+            ["outcome", "code"],
+        )
+        self.commit_seconds = histogram(
+            "syncline_commit_duration_seconds",
+            "Seconds from a write group's first write to its COMMIT's completion",
+            _SECONDS,
+        )
+        self.group_size = histogram(
+            "syncline_commit_group_size", "Writers sharing one COMMIT (group commit)", _SIZES
+        )
+        self.fanout_lag = histogram(
+            "syncline_fanout_lag_seconds",
+            "Seconds from a change's commit to this node's log reader handing it to "
+            "connections (one observation per committed mutation read)",
+            _LAG,
+        )
+        frames = counter(
+            "syncline_frames", "WebSocket frames, by direction and type", ["direction", "type"]
+        )
+        sizes = counter(
+            "syncline_frame_bytes",
+            "Bytes of WebSocket frames (UTF-8 text), by direction and type",
+            ["direction", "type"],
+        )
+        self.frames_in = {t: (frames.labels("in", t), sizes.labels("in", t)) for t in CLIENT_TYPES}
+        self.frames_out = {
+            t: (frames.labels("out", t), sizes.labels("out", t))
+            for t in (*SERVER_FRAME_TYPES, "other")
+        }
+        self.slow = counter(
+            "syncline_slow_consumer_disconnects",
+            "Connections closed (4008) because more than max_queue_bytes waited for them",
+        )
+        self.closes = counter(
+            "syncline_disconnects", "WebSocket connections closed, by close code", ["code"]
+        )
+        self.snapshot_bytes = histogram(
+            "syncline_snapshot_bytes",
+            "Bytes of snapshot frames sent (WebSocket subscriptions and HTTP pulls)",
+            _BYTES,
+        )
+
+        def collect_state() -> Iterator[Any]:
+            backplane = server.backplane
+            state = GaugeMetricFamily(
+                "syncline_backplane_state",
+                "1 for the backplane's current state (connected, or degraded to polling)",
+                labels=["state"],
+            )
+            for name in ("connected", "degraded"):
+                state.add_metric([name], 1.0 if backplane.state == name else 0.0)
+            yield state
+            yield CounterMetricFamily(
+                "syncline_backplane_reconnects",
+                "Times the backplane's connection came back after it was lost",
+                value=backplane.reconnects,
+            )
+            position = server.reader.position
+            yield GaugeMetricFamily(
+                "syncline_log_head",
+                "The newest seq this node's log reader has read",
+                value=position if position is not None else 0,
+            )
+            yield GaugeMetricFamily(
+                "syncline_log_floor",
+                "The retention floor: the oldest cursor seq the log can continue from",
+                value=server.log_floor,
+            )
+            queued = [c.outbox.queued_bytes for c in server.connections]
+            yield GaugeMetricFamily(
+                "syncline_outbox_bytes",
+                "Bytes waiting in the send queues of all connections",
+                value=sum(queued),
+            )
+            yield GaugeMetricFamily(
+                "syncline_outbox_largest_bytes",
+                "Bytes waiting in the fullest send queue (max_queue_bytes closes it)",
+                value=max(queued, default=0),
+            )
+
+        self.registry = own
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            self.registry = pc.CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        self.registry.register(_Collector(collect_state))
+        self.app: Callable[..., Any] = pc.make_asgi_app(self.registry)
+
+    # --- hooks ---------------------------------------------------------------------------
+
+    def frame_in(self, kind: str, size: int) -> None:
+        count, total = self.frames_in.get(kind) or self.frames_in["bad"]
+        count.inc()
+        total.inc(size)
+
+    def frame_out(self, text: str) -> None:
+        count, total = self.frames_out[frame_type(text)]
+        count.inc()
+        total.inc(text_bytes(text))
+
+    def mutation(self, frame: AckFrame | RejectFrame | Any) -> None:
+        """Count one answered mutation from its ``ack`` or ``reject`` frame."""
+        if isinstance(frame, AckFrame):
+            self.mutations.labels("duplicate" if frame.replay else frame.status, "").inc()
+        elif isinstance(frame, RejectFrame):
+            outcome = "rejected" if frame.permanent else "refused"
+            self.mutations.labels(outcome, frame.code).inc()
+
+    def closed(self, code: int) -> None:
+        self.closes.labels(str(code)).inc()
+        if code == CLOSE_SLOW:
+            self.slow.inc()
+
+    def group_committed(self, size: int, seconds: float) -> None:
+        self.group_size.observe(size)
+        self.commit_seconds.observe(seconds)
+
+    def fanned_out(self, entries: list[LogEntry], now: float) -> None:
+        last = -1
+        for e in entries:
+            if e.seq != last:  # one mutation's entries share a seq
+                last = e.seq
+                self.fanout_lag.observe(max(0.0, now - e.time))
+
+
+class _Collector:
+    """A prometheus collector from a generator function (read at each scrape)."""
+
+    def __init__(self, collect: Callable[[], Iterator[Any]]) -> None:
+        self.collect = collect
