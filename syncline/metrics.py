@@ -206,9 +206,12 @@ class Metrics:
         total.inc(text_bytes(text))
 
     def mutation(self, frame: AckFrame | RejectFrame | Any) -> None:
-        """Count one answered mutation from its ``ack`` or ``reject`` frame."""
-        if isinstance(frame, AckFrame):
-            self.mutations.labels("duplicate" if frame.replay else frame.status, "").inc()
+        """Count one answered mutation from its ``ack`` or ``reject`` frame (a kept
+        answer sent again, ``replay``, is a duplicate whatever it says)."""
+        if isinstance(frame, AckFrame | RejectFrame) and frame.replay:
+            self.mutations.labels("duplicate", "").inc()
+        elif isinstance(frame, AckFrame):
+            self.mutations.labels(frame.status, "").inc()
         elif isinstance(frame, RejectFrame):
             outcome = "rejected" if frame.permanent else "refused"
             self.mutations.labels(outcome, frame.code).inc()
