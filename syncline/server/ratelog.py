@@ -57,7 +57,7 @@ class EpisodeLog:
             self._summary(reason, who, episode)
         reasons[reason] = [now, 0, level]
         fields = {"reason": reason, **(extra or {})}
-        self.logger.log(level, message, *args, extra=fields)
+        self.logger.log(level, message, *args, extra=fields, stacklevel=2)
         return True
 
     def end(self, who: Hashable) -> None:
