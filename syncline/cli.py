@@ -218,6 +218,13 @@ def serve(
     timeout_header: TimeoutHeader = DEFAULT_HEADER_TIMEOUT,
     timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
     limit_concurrency: LimitConcurrency = 0,
+    metrics_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Also answer Prometheus metrics of the application's SynclineServer at "
+            "this path, e.g. /metrics (needs pip install 'syncline[metrics]')."
+        ),
+    ] = None,
 ) -> None:
     """Run your application with uvicorn. It finds --db in $SYNCLINE_DB
     (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
@@ -254,10 +261,18 @@ def serve(
         keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
     )
+    served: Any = target
+    if metrics_path is not None:
+        from .metrics import MetricsPathError, MetricsUnavailable, with_metrics
+
+        try:
+            served = with_metrics(getattr(module, attr), metrics_path, module)
+        except (MetricsPathError, MetricsUnavailable) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--metrics-path") from None
     typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
     typer.echo(limits.describe())
     uvicorn.run(
-        target,
+        served,
         host=host,
         port=port,
         log_level="info",

@@ -238,3 +238,33 @@ class _Collector:
 
     def __init__(self, collect: Callable[[], Iterator[Any]]) -> None:
         self.collect = collect
+
+
+class MetricsPathError(SynclineError, ValueError):
+    """``--metrics-path`` cannot be served: not a path, or no single server to measure."""
+
+
+def with_metrics(app: Any, path: str, *objects: Any) -> Any:
+    """``app`` with the metrics of the one :class:`SynclineServer` reachable from it (or
+    from ``objects``, such as its module) answered at ``path``: what
+    ``syncline serve --metrics-path`` runs. Everything else goes to ``app`` unchanged."""
+    from .serving import _servers
+
+    if not path.startswith("/") or path == "/":
+        raise MetricsPathError(f"metrics path {path!r} must start with / and name a path")
+    servers = list({id(s): s for s in _servers((app, *objects))}.values())
+    if len(servers) != 1:
+        raise MetricsPathError(
+            f"--metrics-path needs exactly one SynclineServer in the application; found "
+            f"{len(servers)} (mount sync.metrics_app() yourself instead)"
+        )
+    metrics = servers[0].metrics_app()
+    path = path.rstrip("/")
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == path:
+            await metrics(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return dispatch

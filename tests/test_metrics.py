@@ -29,7 +29,8 @@ from syncline.store.sqlite import SQLiteStore
 
 from .live import RawClient, StalledClient, serve
 from .schemas import BOARD
-from .servers import ROOT
+from .servers import ROOT, free_port
+from .test_backplane_degraded import wait_until_up
 from .test_server import CARDS, card_insert
 
 LISTS = {"lists": {"c": "lists"}}
@@ -314,3 +315,42 @@ def test_multiprocess_mode_sums_the_workers(tmp_path: Path) -> None:
     m = parse(worker("scrape", 2, "c"))
     assert get(m, "syncline_mutations_total", outcome="applied", code="") == 3 + 4 + 2
     assert get(m, "syncline_log_head") == 2  # the answering worker's own state
+
+
+def test_syncline_serve_answers_metrics_at_the_path_given(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    command = [
+        *(sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"),
+        *("--db", str(tmp_path / "n.sqlite3"), "--port", str(port)),
+        *("--metrics-path", "/metrics"),
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(port, proc, log)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200  # the application still answers everything else
+        m = parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        assert get(m, "syncline_backplane_state", state="connected") == 1
+        assert get(m, "syncline_snapshot_bytes_count") == 0
+        assert ("syncline_connections", (("state", "live"),)) in m
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_serve_refuses_a_metrics_path_that_is_not_one(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"),
+            *("--db", str(tmp_path / "n.sqlite3"), "--metrics-path", "metrics"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "metrics path 'metrics' must start with /" in done.stderr
