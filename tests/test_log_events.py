@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
-from starlette.applications import Starlette
 
 from syncline import Engine
 from syncline.server.app import SynclineServer
@@ -21,26 +20,18 @@ from syncline.store.postgres import PostgresStore
 from syncline.store.sqlite import SQLiteStore
 
 from .conftest import PG_DSN, drop_pg_schema, new_pg_schema
-from .live import RawClient, serve
+from .live import RawClient
 from .schemas import BOARD
+from .test_health import running as serving
+from .test_metrics import authenticate
 from .test_server import card_insert
-
-
-def authenticate(conn: Any, credentials: Mapping[str, Any] | None) -> str | None:
-    return None if credentials and credentials.get("user") == "bad" else "anonymous"
 
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, SynclineServer]]:
     store = SQLiteStore(tmp_path / "l.sqlite3")
-    await store.open()
-    sync = SynclineServer(Engine(BOARD, store), authenticate=authenticate, **kw)
-    app = Starlette(routes=sync.routes, lifespan=sync.lifespan)
-    try:
-        async with serve(app) as host:
-            yield host, sync
-    finally:
-        await store.close()
+    async with serving(store, authenticate=authenticate, **kw) as (host, sync):
+        yield host, sync
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -111,6 +102,7 @@ async def test_refusals_and_disconnects_are_logged_with_their_reasons(
     unauthorized = [m for m in messages if "with 4001 (unauthorized)" in m]
     assert len(unauthorized) == 1, messages
     assert "authentication failed" in unauthorized[0]
+    assert "close 4001: 19 more like it" in " ".join(messages)  # counted; told at the stop
     origin = [m for m in messages if "origin 'http://evil.example'" in m]
     assert len(origin) == 1, messages
     [reject] = [r for r in lines(caplog) if "refused (missing_reference" in r.getMessage()]

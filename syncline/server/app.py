@@ -283,6 +283,7 @@ class SynclineServer:
         self._trimmer = self._watcher = None
         await self.reader.stop()
         self._started = False
+        self.episodes.flush()
 
     async def _trim_forever(self, retention: float) -> None:
         """The trim job: log entries and tombstones older than ``retention`` seconds go;

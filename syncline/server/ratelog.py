@@ -5,7 +5,8 @@ would let a client fill the server's disk.
 An episode is keyed by (reason, who): who is a principal key, a peer address or a
 connection. The first event of an episode is logged; the ones that follow within
 ``window`` seconds are counted; the count is logged by the next event after the window
-(which begins a new episode) or by :meth:`EpisodeLog.end` (the connection closed).
+(which begins a new episode), by :meth:`EpisodeLog.end` (the connection closed) or by
+:meth:`EpisodeLog.flush` (the server stops).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class EpisodeLog:
     def end(self, who: Hashable) -> None:
         """``who`` is gone (a connection closed): log the counts of its open episodes."""
         self._summarize(who, pop=True)
+
+    def flush(self) -> None:
+        """Log the counts of every open episode (the server stops)."""
+        for who in list(self._open):
+            self._summarize(who, pop=True)
 
     def _summarize(self, who: Hashable, *, pop: bool) -> None:
         reasons = self._open.pop(who, None) if pop else self._open.get(who)
