@@ -8,7 +8,12 @@ import os
 import sys
 from typing import Annotated, Any
 
-import typer
+from ._extras import missing_extra, require
+
+try:
+    import typer
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "typer", "The syncline command", "standard") from None
 
 from .exceptions import BackplaneError, StoreError
 from .fanout.select import BACKPLANE_ENV, backplane_from_url
@@ -21,6 +26,8 @@ from .serving import (
     frame_limit_of,
 )
 from .store import DB_ENV, store_from_url
+
+require("The syncline command", "standard", "uvicorn")  # imported late: --help stays quick
 
 app = typer.Typer(
     name="syncline",
@@ -263,11 +270,13 @@ def serve(
     )
     served: Any = target
     if metrics_path is not None:
-        from .metrics import MetricsPathError, MetricsUnavailable, with_metrics
+        from .exceptions import MissingExtra
 
         try:
+            from .metrics import with_metrics
+
             served = with_metrics(getattr(module, attr), metrics_path, module)
-        except (MetricsPathError, MetricsUnavailable) as exc:
+        except (MissingExtra, ValueError) as exc:  # MetricsPathError is a ValueError
             raise typer.BadParameter(str(exc), param_hint="--metrics-path") from None
     typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
     typer.echo(limits.describe())

@@ -22,14 +22,22 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._extras import missing_extra
 from .exceptions import SynclineError
 from .protocol.frames import CLOSE_SLOW, SERVER_FRAME_TYPES, AckFrame, RejectFrame
+
+try:
+    import prometheus_client as pc
+    from prometheus_client import multiprocess
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "prometheus_client", "Prometheus metrics", "metrics") from None
 
 if TYPE_CHECKING:
     from .record import LogEntry
     from .server.app import SynclineServer
 
-__all__ = ["Metrics", "MetricsUnavailable", "frame_type"]
+__all__ = ["Metrics", "MetricsPathError", "frame_type", "with_metrics"]
 
 CLIENT_TYPES = ("hello", "sub", "unsub", "mut", "ping", "pong", "bad")
 """The ``type`` label of frames in; ``bad``: one the protocol refused to decode."""
@@ -43,20 +51,6 @@ _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _BYTES = tuple(float(1 << n) for n in range(8, 26, 2))  # 256 B .. 16 MiB
-
-
-class MetricsUnavailable(SynclineError, ImportError):
-    """Metrics were asked for but ``prometheus-client`` is not installed."""
-
-
-def _prometheus() -> Any:
-    try:
-        import prometheus_client
-    except ImportError:
-        raise MetricsUnavailable(
-            "syncline's metrics need prometheus-client: pip install 'syncline[metrics]'"
-        ) from None
-    return prometheus_client
 
 
 def frame_type(text: str) -> str:
@@ -76,9 +70,6 @@ class Metrics:
     """The server's metrics; the hooks below are what the server's parts call."""
 
     def __init__(self, server: SynclineServer) -> None:
-        pc = _prometheus()
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         own = pc.CollectorRegistry()
         self.server = server
@@ -186,8 +177,6 @@ class Metrics:
 
         self.registry = own
         if self.multiprocess:
-            from prometheus_client import multiprocess
-
             self.registry = pc.CollectorRegistry()
             multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.registry.register(_Collector(collect_state))

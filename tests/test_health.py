@@ -85,6 +85,9 @@ async def test_ready_when_all_is_well_and_probes_need_no_origin_nor_a_known_host
         sync,
     ):
         await commit(sync, "b1")
+        async with asyncio.timeout(T):
+            while sync.reader.position != 1:  # the reader reads the commit
+                await asyncio.sleep(0.01)
         # A load balancer's probe: Host is the node's address, no Origin.
         probe = {"host": "10.0.0.5:8000"}
         status, body = await ready(host, probe)

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from syncline import Engine, Insert
+from syncline.exceptions import MissingExtra
 from syncline.protocol import Limits
 from syncline.server.app import SynclineServer
 from syncline.store.memory import MemoryStore
@@ -253,15 +254,15 @@ async def test_each_server_counts_in_its_own_registry() -> None:
 
 
 def test_a_missing_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncline.metrics import MetricsUnavailable
-
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import raises ImportError
+    monkeypatch.delitem(sys.modules, "syncline.metrics")  # imported anew
     sync = SynclineServer(Engine(BOARD, MemoryStore()))
-    with pytest.raises(MetricsUnavailable) as info:
+    with pytest.raises(MissingExtra) as info:
         sync.metrics_app()
     assert str(info.value) == (
-        "syncline's metrics need prometheus-client: pip install 'syncline[metrics]'"
+        "Prometheus metrics needs prometheus-client: pip install 'syncline[metrics]'"
     )
+    assert info.value.extra == "metrics"
     assert sync.metrics is None
 
 
@@ -321,7 +322,7 @@ def test_syncline_serve_answers_metrics_at_the_path_given(tmp_path: Path) -> Non
     port = free_port()
     log = tmp_path / "serve.log"
     command = [
-        *(sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"),
+        *(sys.executable, "-m", "syncline", "serve", "syncline.examples.notes.app:app"),
         *("--db", str(tmp_path / "n.sqlite3"), "--port", str(port)),
         *("--metrics-path", "/metrics"),
     ]
@@ -343,7 +344,7 @@ def test_syncline_serve_answers_metrics_at_the_path_given(tmp_path: Path) -> Non
 def test_serve_refuses_a_metrics_path_that_is_not_one(tmp_path: Path) -> None:
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"),
+            *(sys.executable, "-m", "syncline", "serve", "syncline.examples.notes.app:app"),
             *("--db", str(tmp_path / "n.sqlite3"), "--metrics-path", "metrics"),
         ],
         cwd=ROOT,

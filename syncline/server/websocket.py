@@ -230,8 +230,7 @@ class WebSocketEndpoint:
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
             held = len(conn.queries)
-            for qid in event.query_ids:
-                conn.queries.pop(qid, None)
+            self.server.reader.unsubscribe(conn, event.query_ids)
             if (metrics := self.server.metrics) is not None:
                 metrics.subscriptions.dec(held - len(conn.queries))
         elif isinstance(event, Mutate):
