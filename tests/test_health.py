@@ -187,3 +187,18 @@ async def test_a_log_reader_behind_the_head_is_not_ready(tmp_path: Path) -> None
         assert body["checks"]["store"]["ok"] is True
         await sync.reader.start()
         await ready_becomes(host, lambda status, _: status == 200)
+
+
+async def test_the_probe_starts_a_server_nothing_used_yet(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    sync = SynclineServer(Engine(BOARD, store))
+    try:
+        async with serve(Starlette(routes=sync.routes)) as host:  # no lifespan: lazy start
+            assert not sync.started
+            status, body = await ready(host)
+            assert (status, body["status"]) == (200, "ready")
+            assert sync.started
+            await sync.stop()
+    finally:
+        await store.close()

@@ -39,6 +39,7 @@ class HealthEndpoints:
     def __init__(self, server: SynclineServer) -> None:
         self.server = server
         self._failing: frozenset[str] = frozenset()  # the checks that failed last time
+        self._starting: asyncio.Task[None] | None = None
 
     async def health(self, request: Request) -> Response:
         """Liveness: the process serves (no read, no check)."""
@@ -68,7 +69,8 @@ class HealthEndpoints:
         head: int | None = None
         try:
             async with asyncio.timeout(timeout):
-                await server.start()  # a server nothing used yet starts here, as on a request
+                if not server.started:
+                    await asyncio.shield(self._start())
                 head = (await server.engine.head()).seq
         except TimeoutError:
             checks["store"] = {"ok": False, "error": "timeout", "timeout_seconds": timeout}
@@ -79,6 +81,15 @@ class HealthEndpoints:
         else:
             checks["store"] = {"ok": True, "seconds": round(time.monotonic() - begun, 6)}
         return head, problems
+
+    def _start(self) -> asyncio.Task[None]:
+        """Start a server nothing used yet, as a request would (a load balancer sends no
+        traffic before the node is ready): in a task of its own, which a probe that
+        times out leaves running rather than cancelling half way."""
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.ensure_future(self.server.start())
+            self._starting.add_done_callback(_retrieved)
+        return self._starting
 
     async def _reader(self, head: int | None, problems: list[str]) -> dict[str, Any]:
         server = self.server
@@ -133,6 +144,11 @@ class HealthEndpoints:
         else:
             log.warning("ready again")
         self._failing = failing
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a failed start is reported by the probe that awaited it
 
 
 def _json(body: dict[str, Any], status: int) -> Response:
