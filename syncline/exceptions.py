@@ -28,6 +28,8 @@ The tree::
     │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
+    ├── SetupError               the application or its command line wired syncline wrongly
+    │                            (no lifespan, no install_jinja, a port in use)
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
     ├── ProtocolMisuse           (syncline.protocol) local code called the protocol
@@ -62,6 +64,7 @@ __all__ = [
     "RecordNotFound",
     "RetryLater",
     "SchemaError",
+    "SetupError",
     "StorageFull",
     "StoreError",
     "StoreReadOnly",
@@ -272,3 +275,10 @@ class BackplaneError(SynclineError):
     """The backplane could not start (its server cannot be reached, a bad URL)."""
 
     code = "backplane"
+
+
+class SetupError(SynclineError):
+    """syncline is wired wrongly: the message says what to change (pass
+    ``lifespan=sync.lifespan``, call ``install_jinja``, choose another port)."""
+
+    code = "setup"

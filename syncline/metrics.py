@@ -18,6 +18,7 @@ worker). docs/operations.md, "Metrics", lists every metric.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
     from .record import LogEntry
     from .server.app import SynclineServer
 
-__all__ = ["Metrics", "MetricsPathError", "frame_type", "with_metrics"]
+__all__ = [
+    "Metrics",
+    "MetricsPathError",
+    "frame_type",
+    "serve_factory",
+    "serve_with_metrics",
+    "with_metrics",
+]
 
 CLIENT_TYPES = ("hello", "sub", "unsub", "mut", "ping", "pong", "bad")
 """The ``type`` label of frames in; ``bad``: one the protocol refused to decode."""
@@ -257,3 +265,27 @@ def with_metrics(app: Any, path: str, *objects: Any) -> Any:
             await app(scope, receive, send)
 
     return dispatch
+
+
+_TARGET_ENV, _PATH_ENV = "_SYNCLINE_SERVED_APP", "_SYNCLINE_SERVED_METRICS_PATH"
+
+
+def _load(target: str, path: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return with_metrics(getattr(module, attr), path, module)
+
+
+def serve_with_metrics(target: str, path: str) -> str:
+    """Check that ``target`` (``MODULE:APP``) can be served with its metrics at
+    ``path``, and return the uvicorn factory that does it in each worker (uvicorn takes
+    an import string, not an app, for ``--workers``)."""
+    _load(target, path)  # refused here, once, rather than in every worker
+    os.environ[_TARGET_ENV], os.environ[_PATH_ENV] = target, path
+    return f"{__name__}:serve_factory"
+
+
+def serve_factory() -> Any:
+    """uvicorn's app factory under ``syncline serve --metrics-path`` (see
+    :func:`serve_with_metrics`)."""
+    return _load(os.environ[_TARGET_ENV], os.environ[_PATH_ENV])

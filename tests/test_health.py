@@ -202,3 +202,13 @@ async def test_the_probe_starts_a_server_nothing_used_yet(tmp_path: Path) -> Non
             await sync.stop()
     finally:
         await store.close()
+
+
+async def test_a_forgotten_lifespan_is_not_ready_and_says_setup(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite3")  # never opened: nobody entered the lifespan
+    sync = SynclineServer(Engine(BOARD, store))
+    async with serve(Starlette(routes=sync.routes)) as host:
+        status, body = await ready(host)
+        assert (status, body["status"]) == (503, "not_ready")
+        assert body["checks"]["store"] == {"ok": False, "error": "setup"}
+        assert await health(host) == 200

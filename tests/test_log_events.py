@@ -133,8 +133,10 @@ async def test_the_start_up_configuration_is_logged_without_secrets(
     finally:
         await store.close()
         await drop_pg_schema(schema)
-    [line] = [r.getMessage() for r in lines(caplog) if "syncline serving" in r.getMessage()]
-    assert f"PostgresStore (PostgreSQL schema '{schema}')" in line
-    assert "backplane MemoryBackplane (connected)" in line
+    [line] = [r.getMessage() for r in lines(caplog) if "sync node started" in r.getMessage()]
+    assert "store PostgresStore postgresql://postgres:***@" in line
+    assert f"schema {schema}" in line
+    assert "backplane MemoryBackplane (connected), log head 0" in line
+    assert "heartbeat 20s, max_queue_bytes 4194304" in line
     assert "allowed_origins ['https://app.example']" in line
     assert all("s3cret" not in r.getMessage() for r in caplog.records)

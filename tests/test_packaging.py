@@ -259,6 +259,9 @@ def test_the_installed_version_is_the_tree_s(standard: Venv) -> None:
     done = standard.run(standard.python, "-c", probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [_tree_version()] * 2
+    said = standard.run(str(standard.path / "bin" / "syncline"), "--version")
+    assert said.returncode == 0, said.stderr
+    assert _tree_version() in said.stdout
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..exceptions import StoreError
+from ..exceptions import SetupError, StoreError
 
 if TYPE_CHECKING:
     from .app import SynclineServer
@@ -78,6 +78,9 @@ class HealthEndpoints:
         except StoreError as exc:
             checks["store"] = {"ok": False, "error": exc.condition or "store_error"}
             problems.append(f"the store failed a read: {exc}")
+        except SetupError as exc:  # the application forgot lifespan=sync.lifespan
+            checks["store"] = {"ok": False, "error": "setup"}
+            problems.append(str(exc))
         else:
             checks["store"] = {"ok": True, "seconds": round(time.monotonic() - begun, 6)}
         return head, problems

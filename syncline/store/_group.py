@@ -169,6 +169,11 @@ class GroupCommitStore(Store, Generic[G, W]):
     def _opened(self, resource: T | None) -> T:
         """``resource`` (the dialect's connection or pool), or a :class:`StoreError`
         outside ``open()`` ... ``close()``."""
+        if self._state == "new":
+            raise StoreError(
+                f"the {self.kind} was never opened: await its open() first (serving a "
+                "SynclineServer: pass lifespan=sync.lifespan to Starlette)"
+            )
         if self._state != "open" or resource is None:
             raise StoreError(f"the store is {self._state}; use it between open() and close()")
         return resource
