@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
@@ -82,6 +83,15 @@ async def test_refusals_and_disconnects_are_logged_with_their_reasons(
         with pytest.raises(websockets.InvalidStatus):
             async with RawClient.connect(host, BOARD, origin="http://evil.example"):
                 pass
+        # HTTP 401s, five from one peer: one line.
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(5):
+                r = await http.post(
+                    f"http://{host}/sync/mutate",
+                    json={"client": "h-0001", "mut": {"id": 1, "ops": []}},
+                    headers={"x-user": "bad"},
+                )
+                assert r.status_code == 401
         # A reject with its code, and fields.
         async with RawClient.connect(host, BOARD, client_id="rejected-0001") as c:
             frame = await c.mutate([card_insert("c9", list_id="ghost")], 1)
@@ -103,6 +113,8 @@ async def test_refusals_and_disconnects_are_logged_with_their_reasons(
     assert len(unauthorized) == 1, messages
     assert "authentication failed" in unauthorized[0]
     assert "close 4001: 19 more like it" in " ".join(messages)  # counted; told at the stop
+    http_401 = [m for m in messages if "authentication failed (HTTP 401)" in m]
+    assert len(http_401) == 1, messages
     origin = [m for m in messages if "origin 'http://evil.example'" in m]
     assert len(origin) == 1, messages
     [reject] = [r for r in lines(caplog) if "refused (missing_reference" in r.getMessage()]

@@ -59,7 +59,10 @@ def get(samples: Samples, name: str, **labels: str) -> float:
 
 
 def authenticate(conn: Any, credentials: Mapping[str, Any] | None) -> str | None:
-    return None if credentials and credentials.get("user") == "bad" else "anonymous"
+    """Refuses ``{"user": "bad"}`` in a hello, and the header ``X-User: bad``."""
+    if credentials and credentials.get("user") == "bad":
+        return None
+    return None if conn.headers.get("x-user") == "bad" else "anonymous"
 
 
 @contextlib.asynccontextmanager
@@ -172,6 +175,11 @@ async def test_a_scrape_after_a_workload_counts_exactly_what_it_did(tmp_path: Pa
                     f"http://{host}/sync/pull", params={"queries": orjson.dumps(LISTS).decode()}
                 )
                 assert pulled.json()["t"] == "snapshot"
+                posted = await http.post(  # an HTTP mutation counts as a WebSocket one
+                    f"http://{host}/sync/mutate",
+                    json={"client": "http-0001", "mut": {"id": 1, "ops": [card_insert("h1")]}},
+                )
+                assert posted.json()["status"] == "applied"
 
             head = (await sync.engine.head()).seq
             await a.pump(head)
@@ -179,7 +187,7 @@ async def test_a_scrape_after_a_workload_counts_exactly_what_it_did(tmp_path: Pa
             assert get(m, "syncline_connections", state="awaiting_hello") == 1
             assert get(m, "syncline_connections", state="live") == 3
             assert get(m, "syncline_subscriptions") == 3
-            applied = 5 + 1 + cut_after
+            applied = 5 + 1 + cut_after + 1
             assert get(m, "syncline_mutations_total", outcome="applied", code="") == applied
             assert get(m, "syncline_mutations_total", outcome="conflict", code="") == 1
             assert get(m, "syncline_mutations_total", outcome="duplicate", code="") == 2
