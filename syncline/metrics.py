@@ -69,9 +69,11 @@ def frame_type(text: str) -> str:
     return "other"
 
 
-def text_bytes(text: str) -> int:
-    """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII (the usual)."""
-    return len(text) if text.isascii() else len(text.encode())
+def text_bytes(text: str | bytes) -> int:
+    """Bytes of a frame in UTF-8, without encoding it when it is ASCII (the usual)."""
+    if isinstance(text, bytes) or text.isascii():
+        return len(text)
+    return len(text.encode())
 
 
 class Metrics:
@@ -192,10 +194,10 @@ class Metrics:
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def frame_in(self, kind: str, size: int) -> None:
+    def frame_in(self, kind: str, data: str | bytes) -> None:
         count, total = self.frames_in.get(kind) or self.frames_in["bad"]
         count.inc()
-        total.inc(size)
+        total.inc(text_bytes(data))
 
     def frame_out(self, text: str) -> None:
         count, total = self.frames_out[frame_type(text)]
@@ -212,6 +214,9 @@ class Metrics:
         elif isinstance(frame, RejectFrame):
             outcome = "rejected" if frame.permanent else "refused"
             self.mutations.labels(outcome, frame.code).inc()
+
+    def snapshot_sent(self, text: str) -> None:
+        self.snapshot_bytes.observe(text_bytes(text))
 
     def closed(self, code: int) -> None:
         self.closes.labels(str(code)).inc()

@@ -122,7 +122,7 @@ class Connection:
     def send_frame(self, frame: ServerFrame | Mapping[str, Any]) -> None:
         text = encode_text(frame)
         if self.metrics is not None and isinstance(frame, SnapshotFrame):
-            self.metrics.snapshot_bytes.observe(len(text) if text.isascii() else len(text.encode()))
+            self.metrics.snapshot_sent(text)
         self.outbox.put(text)
 
     def close_later(self, code: int, reason: str) -> None:

@@ -220,7 +220,7 @@ class HttpEndpoints:
         snap = await self.engine.snapshot(principal, queries, budget=budget)
         body = encode(snapshot_frame(snap, reset=reset))
         if self.server.metrics is not None:
-            self.server.metrics.snapshot_bytes.observe(len(body))
+            self.server.metrics.snapshot_bytes.observe(len(body))  # bytes already
         return body
 
     def _queries(self, raw: str) -> dict[str, Query]:

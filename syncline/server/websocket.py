@@ -187,13 +187,13 @@ class WebSocketEndpoint:
         try:
             event = conn.protocol.receive(data, time.monotonic())
             if metrics is not None:
-                metrics.frame_in(_KINDS[type(event)], _size(data))
+                metrics.frame_in(_KINDS[type(event)], data)
             counted = True
             await self._handle(conn, event)
         except ProtocolError as exc:
             frame = exc.frame()
             if metrics is not None and not counted:  # refused by the protocol itself
-                metrics.frame_in("mut" if isinstance(frame, RejectFrame) else "bad", _size(data))
+                metrics.frame_in("mut" if isinstance(frame, RejectFrame) else "bad", data)
             if isinstance(frame, RejectFrame):  # refused for the rate: a mutation's answer
                 if metrics is not None:
                     metrics.mutation(frame)
@@ -350,11 +350,6 @@ class WebSocketEndpoint:
             conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.server.reader.notify()  # so the stream reaches the ack's seq even if idle
         conn.send_frame(frame)
-
-
-def _size(data: str | bytes) -> int:
-    """A frame's bytes (UTF-8), without encoding the usual ASCII text."""
-    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
 
 
 _read_failures = {"last": -math.inf}
