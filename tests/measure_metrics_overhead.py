@@ -18,25 +18,18 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 
-from syncline import Engine, Insert
 from syncline.protocol import Limits
 from syncline.server.app import SynclineServer
-from syncline.store.sqlite import SQLiteStore
 
 from .live import RawClient, serve
 from .schemas import BOARD
+from .test_metrics import seeded
 from .test_server import CARDS, card_insert
 
 
 async def fan_out(metrics: bool, subscribers: int, mutations: int) -> float:
-    store = SQLiteStore(Path(tempfile.mkdtemp()) / "b.sqlite3")
-    await store.open()
-    engine = Engine(BOARD, store)
-    async with engine.transaction("admin") as tx:
-        tx.apply(
-            Insert(c="boards", id="b1", fields={"name": "B"}),
-            Insert(c="lists", id="l1", fields={"board_id": "b1"}),
-        )
+    engine = await seeded(Path(tempfile.mkdtemp()) / "b.sqlite3")
+    store = engine.store
     sync = SynclineServer(
         engine,
         limits=Limits(mutations_per_second=1e6, mutation_burst=10**6),

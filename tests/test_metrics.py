@@ -65,9 +65,9 @@ def authenticate(conn: Any, credentials: Mapping[str, Any] | None) -> str | None
     return None if conn.headers.get("x-user") == "bad" else "anonymous"
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, SynclineServer]]:
-    store = SQLiteStore(tmp_path / "m.sqlite3")
+async def seeded(path: Path) -> Engine:
+    """An engine on a new SQLite store at ``path`` holding a board, a list and a card."""
+    store = SQLiteStore(path)
     await store.open()
     engine = Engine(BOARD, store)
     async with engine.transaction("admin") as tx:
@@ -76,6 +76,13 @@ async def running(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, Synclin
             Insert(c="lists", id="l1", fields={"board_id": "b1"}),
             Insert(c="cards", id="c1", fields={"list_id": "l1", "title": "first"}),
         )
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, SynclineServer]]:
+    engine = await seeded(tmp_path / "m.sqlite3")
+    store = engine.store
     sync = SynclineServer(engine, authenticate=authenticate, **kw)
     app = Starlette(
         routes=[*sync.routes, Mount("/metrics", sync.metrics_app())], lifespan=sync.lifespan
