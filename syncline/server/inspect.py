@@ -69,6 +69,8 @@ class Inspector:
 
     max_rows = 200
     """Connections, queries and changes listed at most (the totals are still counted)."""
+    max_changes = 50
+    """The last changes of the log listed."""
     max_events = 100
     """Recent conflicts and rejects kept (a ring buffer: the oldest go first)."""
     max_queries_per_connection = 20
@@ -244,8 +246,8 @@ class Inspector:
         }
 
     async def _log(self, access: Access) -> dict[str, Any]:
-        """The head, floor and the last :attr:`max_rows` changes (newest first)."""
-        rows = self.max_rows
+        """The head, floor and the last :attr:`max_changes` changes (newest first)."""
+        rows = min(self.max_changes, self.max_rows)
         try:
             async with self.server.engine.store.read() as tx:
                 head, floor, epoch = await tx.head(), await tx.floor(), await tx.epoch()
