@@ -4,6 +4,7 @@ state, and holds every acknowledged mutation up to its head; refusals name the p
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from .schemas import BOARD
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
+    """``python -m syncline ARGS``: exit code, stdout, stderr (wide, for rich's tables)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -22,6 +24,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

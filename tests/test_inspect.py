@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from syncline.server.app import SynclineServer
 
 from .live import RawClient
 from .schemas import BOARD
+from .test_backup import run_cli
 from .test_server import running as server_running
 
 SECRET = "launch code 0000"
@@ -239,42 +238,27 @@ async def test_output_is_bounded(tmp_path: Path) -> None:
     assert len(orjson.dumps(s)) < 20_000
 
 
-async def syncline_cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "syncline",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_syncline_inspect_prints_the_summary_as_tables(tmp_path: Path) -> None:
     async with running(tmp_path, inspect=admin_header) as (host, _):
         async with RawClient.connect(host, BOARD, client_id="cli-watched-1") as c:
             await c.subscribe(CARDS)
             missing = {"op": "update", "c": "cards", "id": "gone", "set": {"title": "x"}}
             assert (await c.mutate([{**missing, "base": {"title": 1}}], 1))["t"] == "reject"
-            code, out, err = await syncline_cli("inspect", f"http://{host}", "-H", "X-Admin: yes")
+            code, out, err = await run_cli("inspect", f"http://{host}", "-H", "X-Admin: yes")
             assert code == 0, err
             assert "connections (1)" in out and "cli-watched-1" in out
             assert "not_found" in out and "gone" in out
             assert SECRET not in out
-            code, out, err = await syncline_cli(
+            code, out, err = await run_cli(
                 "inspect", f"{host}/sync/inspect", "-H", "X-Admin: yes", "--json"
             )
             assert code == 0, err
             assert json.loads(out)["connections"]["shown"][0]["client_id"] == "cli-watched-1"
-            code, out, err = await syncline_cli("inspect", f"http://{host}/sync")
+            code, out, err = await run_cli("inspect", f"http://{host}/sync")
             assert code == 1 and "refused (403)" in err and "--header" in err and not out
-            code, _, err = await syncline_cli("inspect", f"http://{host}", "-H", "nocolon")
+            code, _, err = await run_cli("inspect", f"http://{host}", "-H", "nocolon")
             assert code == 2 and "is not 'NAME: VALUE'" in err
     (tmp_path / "off").mkdir()
     async with running(tmp_path / "off") as (host, _):
-        code, _, err = await syncline_cli("inspect", f"http://{host}")
+        code, _, err = await run_cli("inspect", f"http://{host}")
         assert code == 1 and "no inspector at" in err and "(404)" in err
