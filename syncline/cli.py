@@ -8,7 +8,12 @@ import os
 import sys
 from typing import Annotated, Any
 
-import typer
+from ._extras import missing_extra, require
+
+try:
+    import typer
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "typer", "The syncline command", "standard") from None
 
 from .exceptions import BackplaneError, StoreError
 from .fanout.select import BACKPLANE_ENV, backplane_from_url
@@ -21,6 +26,8 @@ from .serving import (
     frame_limit_of,
 )
 from .store import DB_ENV, store_from_url
+
+require("The syncline command", "standard", "uvicorn")  # imported late: --help stays quick
 
 app = typer.Typer(
     name="syncline",

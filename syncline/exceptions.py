@@ -4,6 +4,8 @@ The tree::
 
     SynclineError
     ├── SchemaError              the application declared its model wrongly (local misuse)
+    ├── MissingExtra             an optional dependency is not installed (also an
+    │                            ``ImportError``); the message names the extra
     ├── QueryError               a query names an unknown collection or a non-queryable field
     ├── ReadLimitExceeded        a snapshot or pull would cost more than a limit allows
     ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
@@ -49,6 +51,7 @@ __all__ = [
     "CursorTooOld",
     "Forbidden",
     "InvalidMutation",
+    "MissingExtra",
     "MissingReference",
     "MutationGap",
     "MutationRefused",
@@ -77,6 +80,19 @@ class SchemaError(SynclineError):
     """The schema declaration is wrong; fix the application's model."""
 
     code = "schema"
+
+
+class MissingExtra(SynclineError, ImportError):
+    """A module needs an optional dependency that is not installed: ``pip install
+    syncline`` is the core only, and the message names the extra that brings it
+    (``syncline[postgres]``). ``name`` is the missing module, as for any ImportError."""
+
+    code = "missing_extra"
+
+    def __init__(self, message: str, *, name: str, extra: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.extra = extra
 
 
 class QueryError(SynclineError):

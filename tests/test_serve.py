@@ -23,20 +23,40 @@ ROOT = Path(__file__).resolve().parent.parent
     ("args", "message"),
     [
         (["serve", "nomodule", "--db", "x.sqlite3"], "is not MODULE:APP"),
-        (["serve", "examples.notes.app:nothing", "--db", "memory:"], "has no attribute 'nothing'"),
-        (["serve", "no_such_module_x:app", "--db", "memory:"], "cannot import 'no_such_module_x'"),
-        (["serve", "examples.notes.app:app", "--db", "mysql://db/x"], "unsupported database URL"),
         (
-            ["serve", "examples.notes.app:app", "--db", "/no/such/folder/x.sqlite3"],
+            ["serve", "syncline.examples.notes.app:nothing", "--db", "memory:"],
+            "has no attribute 'nothing'",
+        ),
+        (["serve", "no_such_module_x:app", "--db", "memory:"], "cannot import 'no_such_module_x'"),
+        (
+            ["serve", "syncline.examples.notes.app:app", "--db", "mysql://db/x"],
+            "unsupported database URL",
+        ),
+        (
+            ["serve", "syncline.examples.notes.app:app", "--db", "/no/such/folder/x.sqlite3"],
             "does not exist",
         ),
-        (["serve", "examples.notes.app:app"], "Missing option '--db'"),
+        (["serve", "syncline.examples.notes.app:app"], "Missing option '--db'"),
         (
-            ["serve", "examples.notes.app:app", "--db", "x.sqlite3", "--backplane", "postgres"],
+            [
+                "serve",
+                "syncline.examples.notes.app:app",
+                "--db",
+                "x.sqlite3",
+                "--backplane",
+                "postgres",
+            ],
             "--backplane postgres uses the store's database: give a postgresql:// --db",
         ),
         (
-            ["serve", "examples.notes.app:app", "--db", "x.sqlite3", "--backplane", "kafka://x"],
+            [
+                "serve",
+                "syncline.examples.notes.app:app",
+                "--db",
+                "x.sqlite3",
+                "--backplane",
+                "kafka://x",
+            ],
             "unsupported backplane 'kafka://x'",
         ),
         (
@@ -66,7 +86,7 @@ def test_two_python_clients_sync_through_syncline_serve(tmp_path: Path) -> None:
             "-m",
             "syncline",
             "serve",
-            "examples.notes.app:app",
+            "syncline.examples.notes.app:app",
             "--db",
             str(tmp_path / "notes.sqlite3"),
             "--port",
@@ -79,7 +99,12 @@ def test_two_python_clients_sync_through_syncline_serve(tmp_path: Path) -> None:
     try:
         wait_until_up(port, server)
         out = subprocess.run(
-            [sys.executable, "-m", "examples.notes.two_clients", f"ws://127.0.0.1:{port}/sync"],
+            [
+                sys.executable,
+                "-m",
+                "syncline.examples.notes.two_clients",
+                f"ws://127.0.0.1:{port}/sync",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -115,7 +140,7 @@ def test_serve_runs_the_app_on_the_given_database(tmp_path: Path) -> None:
             "-m",
             "syncline",
             "serve",
-            "examples.notes.app:app",
+            "syncline.examples.notes.app:app",
             "--db",
             str(db),
             "--port",

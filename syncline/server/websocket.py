@@ -152,8 +152,7 @@ class WebSocketEndpoint:
         elif isinstance(event, Subscribe):
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
-            for qid in event.query_ids:
-                conn.queries.pop(qid, None)
+            self.server.reader.unsubscribe(conn, event.query_ids)
         elif isinstance(event, Mutate):
             await self._mutate(conn, event)
         elif isinstance(event, Ping):

@@ -221,6 +221,8 @@ class GroupCommitStore(Store, Generic[G, W]):
             await self._left(tx, ok=False)
             raise
         own = await self._left(tx, ok=True)
+        if isinstance(own, StoreError):  # converted already: it names the database
+            raise own
         if own is not None:
             raise self._failure(own) from own
         await asyncio.shield(group.done)
