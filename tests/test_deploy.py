@@ -162,10 +162,12 @@ def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
     ).stdout
     assert where.startswith(str(paths["/opt/syncline"])), where  # the wheel, not the tree
 
-    # WORKDIR /app, COPY examples /app/examples; the user owns /data only.
-    [copy] = [a for k, a in instructions() if k == "COPY" and "/app" in a]
-    source, target = copy.split()
-    shutil.copytree(ROOT / source, here(target))
+    # WORKDIR /app (and what is copied there); the user owns /data only.
+    assert one("WORKDIR") == "/app"
+    paths["/app"].mkdir()
+    for copy in [a for k, a in instructions() if k == "COPY" and "/app" in a]:
+        source, target = copy.split()
+        shutil.copytree(ROOT / source, here(target))
     uid = int(one("USER"))
     paths["/data"].mkdir()
     os.chown(paths["/data"], uid, uid)
