@@ -262,3 +262,24 @@ async def test_syncline_inspect_prints_the_summary_as_tables(tmp_path: Path) -> 
     async with running(tmp_path / "off") as (host, _):
         code, _, err = await run_cli("inspect", f"http://{host}")
         assert code == 1 and "no inspector at" in err and "(404)" in err
+
+
+async def test_a_rebound_name_cannot_reach_a_guard_that_trusts_loopback(tmp_path: Path) -> None:
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 is same-origin with
+    it, so a guard that trusts the loopback address alone would let it read everything;
+    the server's Host check refuses the request before the guard is asked."""
+
+    def loopback(request: Request) -> bool:
+        return request.client is not None and request.client.host == "127.0.0.1"
+
+    async with running(tmp_path, inspect=loopback) as (host, _):
+        port = host.split(":")[1]
+        async with httpx.AsyncClient() as http:
+            for path in PATHS:
+                ok = await http.get(f"http://{host}{path}")
+                assert ok.status_code == 200, path
+                rebound = await http.get(
+                    f"http://{host}{path}", headers={"host": f"evil.example:{port}"}
+                )
+                assert rebound.status_code == 403, path
+                assert rebound.json()["code"] == "origin" and SECRET not in rebound.text

@@ -141,7 +141,7 @@ class SynclineServer:
         # Opt-in, behind the application's own guard (docs/operations.md, Inspector).
         self.inspector = Inspector(self, inspect) if inspect is not None else None
         if self.inspector is not None:
-            self.routes += self.inspector.routes(path)
+            self.routes += self.inspector.routes(path, self._guarded)
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
     def _guarded(

@@ -52,6 +52,7 @@ CLIP = 200
 """Characters kept of any one string (keys, ids, messages, values) in a summary."""
 
 Access = Literal["names", "values"]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _ASSETS = {"inspect.js": "text/javascript", "inspect.css": "text/css"}
 _PAGE_HEADERS = {
@@ -86,11 +87,13 @@ class Inspector:
         """Mutations answered since start, by outcome: applied, conflict, duplicate,
         rejected."""
 
-    def routes(self, path: str) -> list[Route]:
+    def routes(self, path: str, wrap: Callable[[Endpoint], Endpoint]) -> list[Route]:
+        """The inspector's routes, each endpoint ``wrap``ped (the server's Host check:
+        a guard that trusts loopback must not be reachable through a rebound name)."""
         return [
-            Route(f"{path}/inspect", self.page, methods=["GET"]),
-            Route(f"{path}/inspect/summary", self.summary_endpoint, methods=["GET"]),
-            Route(f"{path}/inspect/{{asset}}", self.asset, methods=["GET"]),
+            Route(f"{path}/inspect", wrap(self.page), methods=["GET"]),
+            Route(f"{path}/inspect/summary", wrap(self.summary_endpoint), methods=["GET"]),
+            Route(f"{path}/inspect/{{asset}}", wrap(self.asset), methods=["GET"]),
         ]
 
     # --- fed from SynclineServer.apply ---------------------------------------------------
