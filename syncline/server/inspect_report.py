@@ -72,6 +72,10 @@ def _clock(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3] if t else ""
 
 
+def _counted(total: int, shown: int) -> str:
+    return str(total) if shown >= total else f"{total}, {shown} shown"
+
+
 def render_summary(s: Mapping[str, Any]) -> Iterable[Any]:
     """Rich renderables: a heading line and one table per part of the summary."""
     from rich.table import Table
@@ -91,7 +95,7 @@ def render_summary(s: Mapping[str, Any]) -> Iterable[Any]:
     yield "mutations: " + (" · ".join(f"{k} {n}" for k, n in counts.items()) or "none yet")
 
     conns = s["connections"]
-    table = Table(title=f"connections ({conns['total']})")
+    table = Table(title=f"connections ({_counted(conns['total'], len(conns['shown']))})")
     for column in ("client id", "principal", "subscriptions", "cursor", "outbox"):
         table.add_column(column)
     for c in conns["shown"]:
@@ -105,7 +109,8 @@ def render_summary(s: Mapping[str, Any]) -> Iterable[Any]:
         )
     yield table
 
-    table = Table(title=f"fan-out by query ({s['queries']['total']})")
+    queries = s["queries"]
+    table = Table(title=f"fan-out by query ({_counted(queries['total'], len(queries['shown']))})")
     table.add_column("query key")
     table.add_column("connections", justify="right")
     for q in s["queries"]["shown"]:

@@ -38,6 +38,14 @@ function fill(tableId, rows, attrs = []) {
   body.replaceChildren(...out);
 }
 
+/**
+ * @param {number} total
+ * @param {number} shown
+ */
+function counted(total, shown) {
+  return shown >= total ? `(${total})` : `(${total}, ${shown} shown)`;
+}
+
 /** @param {any} s */
 function render(s) {
   const log = s.log || {};
@@ -54,7 +62,7 @@ function render(s) {
     .join(" · ") || "no mutations yet";
 
   const conns = s.connections;
-  byId("conn-count").textContent = `(${conns.total})`;
+  byId("conn-count").textContent = counted(conns.total, conns.shown.length);
   fill(
     "connections",
     conns.shown.map((/** @type {any} */ c) => [
@@ -68,7 +76,7 @@ function render(s) {
     conns.shown.map((/** @type {any} */ c) => ({ "data-client-id": c.client_id || "" })),
   );
 
-  byId("query-count").textContent = `(${s.queries.total})`;
+  byId("query-count").textContent = counted(s.queries.total, s.queries.shown.length);
   fill("queries", s.queries.shown.map((/** @type {any} */ q) => [q.key, q.connections]));
 
   fill(
