@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ignored(patterns: list[str]) -> shutil._IgnoreCallable:  # type: ignore[name-defined]
+def ignored(patterns: list[str]) -> Callable[[str, list[str]], set[str]]:
+    """A copytree ``ignore`` for .dockerignore's patterns (the forms it uses)."""
+
     def ignore(directory: str, names: list[str]) -> set[str]:
         rel = Path(directory).relative_to(ROOT)
         out = set()
