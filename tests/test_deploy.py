@@ -187,6 +187,10 @@ def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
     argv[argv.index("--port") + 1] = str(port)
     argv[argv.index("--host") + 1] = "127.0.0.1"  # this test's traffic stays on loopback
     argv[0] = str(paths["/opt/syncline"] / "bin" / argv[0])
+    health = json.loads(one("HEALTHCHECK").split("CMD", 1)[1])
+    health = [here(a).replace(":8000/", f":{port}/") for a in health]
+    unhealthy = subprocess.run(as_user + health, env=env, capture_output=True, timeout=30)
+    assert unhealthy.returncode != 0  # nothing serves yet: the check says so
     server = subprocess.Popen(
         as_user + argv,
         cwd=paths["/app"],
@@ -195,11 +199,7 @@ def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    health = json.loads(one("HEALTHCHECK").split("CMD", 1)[1])
-    health = [here(a).replace(":8000/", f":{port}/") for a in health]
     try:
-        unhealthy = subprocess.run(as_user + health, env=env, capture_output=True, timeout=30)
-        assert unhealthy.returncode != 0  # nothing serves yet, or only just
         deadline = time.monotonic() + 60
         while True:
             assert server.poll() is None, server.communicate()[0]
