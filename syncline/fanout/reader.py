@@ -193,6 +193,8 @@ class LogReader:
         self._task: asyncio.Task[None] | None = None
         self._last_advance = time.monotonic()
         self.steps = 0
+        self.step_seconds = 0.0
+        """Seconds the loop's steps took, matching and encoding included (diagnostics)."""
         self.index = SubscriptionIndex()
         self.evaluated = 0
         """How many (query, read key) answers steps have computed (the index skips the
@@ -261,8 +263,10 @@ class LogReader:
         while True:
             await wait_event(self._wake, self.poll_interval)
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self.step()
+                self.step_seconds += time.monotonic() - started
             except asyncio.CancelledError:
                 raise
             except Exception:  # nothing was handed over: the next wake retries the range

@@ -50,6 +50,7 @@ from ..query import Query
 from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
 from .http import HttpEndpoints
+from .inspect import InspectGuard, Inspector
 from .origins import OriginPolicy
 from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
@@ -101,6 +102,7 @@ class SynclineServer:
         max_polls_per_principal: int = 4,
         max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
+        inspect: InspectGuard | None = None,
     ) -> None:
         from ..fanout.reader import LogReader
 
@@ -155,6 +157,10 @@ class SynclineServer:
             Route(f"{path}/pull", self._guarded(self.http.pull), methods=["GET"]),
             Route(f"{path}/{{module}}.js", self._guarded(self.http.client_module), methods=["GET"]),
         ]
+        # Opt-in, behind the application's own guard (docs/operations.md, Inspector).
+        self.inspector = Inspector(self, inspect) if inspect is not None else None
+        if self.inspector is not None:
+            self.routes += self.inspector.routes(path, self._guarded)
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
     def _guarded(
@@ -320,6 +326,18 @@ class SynclineServer:
         refusal: MutationRefused | None = None,
     ) -> AckFrame | RejectFrame:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
+        frame = await self._apply(principal, client_id, mutation, refusal)
+        if self.inspector is not None:
+            self.inspector.observe(principal, client_id, mutation, frame)
+        return frame
+
+    async def _apply(
+        self,
+        principal: Principal,
+        client_id: str,
+        mutation: dict[str, Any],
+        refusal: MutationRefused | None,
+    ) -> AckFrame | RejectFrame:
         mid = mutation.get("id")
         try:
             ack = await self.engine.apply(principal, client_id, mutation, refusal=refusal)
