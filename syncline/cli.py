@@ -120,8 +120,9 @@ def demo(
     which: Annotated[
         str,
         typer.Argument(
-            metavar="[board|todomvc]",
-            help="board: the collaborative board (every merge policy); todomvc: TodoMVC.",
+            metavar="[board|todomvc|tiny]",
+            help="board: the collaborative board (every merge policy); todomvc: TodoMVC; "
+            "tiny: the smallest live example (syncline/examples/tiny/).",
         ),
     ] = "board",
     host: Host = "127.0.0.1",
@@ -146,7 +147,7 @@ def demo(
     timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
     limit_concurrency: LimitConcurrency = 0,
 ) -> None:
-    """Serve a demo on an embedded SQLite file: the board (default) or TodoMVC.
+    """Serve a demo on an embedded SQLite file: the board (default), TodoMVC or tiny.
 
     With --console, show the sync core at work instead: two clients edit one card at once;
     watch the merge, the conflict and the converged result.
@@ -156,9 +157,9 @@ def demo(
 
         asyncio.run(run(seed))
         return
-    if which not in ("board", "todomvc"):
+    if which not in ("board", "todomvc", "tiny"):
         raise typer.BadParameter(
-            f"{which!r} is not a demo; choose board or todomvc", param_hint="DEMO"
+            f"{which!r} is not a demo; choose board, todomvc or tiny", param_hint="DEMO"
         )
     db = db or f"syncline-{which}.sqlite3"
     _check_db(db)
@@ -168,6 +169,10 @@ def demo(
 
     if which == "todomvc":
         from .demo.todomvc.app import app_for
+    elif which == "tiny":
+        from .examples.tiny.app import tiny_app
+
+        app_for = tiny_app  # type: ignore[assignment]  # no sessions: no secret to take
     else:
         from .demo.app import app_for
 

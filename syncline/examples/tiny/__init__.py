@@ -1,0 +1,1 @@
+"""The smallest live example (``syncline demo tiny``): app.py, templates/, static/."""
