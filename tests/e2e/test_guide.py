@@ -5,9 +5,10 @@ title="app.py" ````) is part of that file; the blocks of one file, taken in the 
 the guide's pages in mkdocs.yml, are the file (``guide_files``). The test writes them
 into an empty folder, serves ``app:app`` with uvicorn as the guide says, signs in two
 visitors in two browser contexts, and checks what the guide promises: edits sync both
-ways, rows are inserted and removed, a server-side write reaches both, and a manual
-conflict is resolved in the guide's dialog. The guide's own tests (``test_app.py``)
-and its plain Starlette variant run too, so the guide cannot drift from the library.
+ways, rows are inserted and removed, a server-side write reaches both, a manual
+conflict is resolved in the guide's dialog, and a new schema shows its reload notice.
+The guide's own tests (``test_app.py``) and its plain Starlette variant run too, so the
+guide cannot drift from the library.
 """
 
 from __future__ import annotations
@@ -88,43 +89,62 @@ def app_env(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def guide_app(tmp_path: Path) -> Iterator[str]:
-    """The guide's app served by ``uvicorn app:app`` from its folder; its base URL."""
-    write_guide_app(tmp_path)
-    port = free_port()
-    log = (tmp_path / "uvicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=app_env(tmp_path),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class GuideServer:
+    """``uvicorn app:app`` run from the guide's folder, as the guide says, on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.address = ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.folder / "uvicorn.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app:app", *self.address],
+            cwd=self.folder,
+            env=app_env(self.folder),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
         deadline = time.monotonic() + 60
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn app:app exited:\n{(tmp_path / 'uvicorn.log').read_text()}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"uvicorn app:app exited:\n{(self.folder / 'uvicorn.log').read_text()}")
             try:
-                with urllib.request.urlopen(f"{url}/login", timeout=2) as answer:
+                with urllib.request.urlopen(f"{self.url}/login", timeout=2) as answer:
                     if answer.status == 200:
-                        break
+                        return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail("the guide's app did not answer within 60 s")
             time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def guide_server(tmp_path: Path) -> Iterator[GuideServer]:
+    """The guide's app, written from its blocks into an empty folder, and serving."""
+    write_guide_app(tmp_path)
+    server = GuideServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -152,9 +172,9 @@ class Visitor:
 
 
 @pytest.fixture
-async def visitors(browser: Browser, guide_app: str) -> AsyncIterator[list[Visitor]]:
+async def visitors(browser: Browser, guide_server: GuideServer) -> AsyncIterator[list[Visitor]]:
     """Ann and Bob, each in a browser context of their own, signed in and live."""
-    contexts = [await browser.new_context(base_url=guide_app) for _ in range(2)]
+    contexts = [await browser.new_context(base_url=guide_server.url) for _ in range(2)]
     out: list[Visitor] = []
     for context, name in zip(contexts, ["ann", "bob"], strict=True):
         page = await context.new_page()
@@ -235,6 +255,29 @@ async def test_a_manual_conflict_is_resolved_in_the_guides_dialog(
         await expect(where).to_have_value("bakery", timeout=WAIT)
     listed = await (await ann.page.request.get("/api/items")).json()
     assert [(i["id"], i["shop"]) for i in listed] == [("coffee", "bakery")]
+
+
+async def test_a_new_schema_shows_the_guides_reload_notice(
+    visitors: list[Visitor], guide_server: GuideServer
+) -> None:
+    """Deploying a schema the open pages cannot work with (its revision bumped): the
+    guide's own ``reload`` listener shows its notice instead of reloading the page."""
+    ann, _ = visitors
+    await ann.page.evaluate("window.loadedBefore = true")
+    models = guide_server.folder / "models.py"
+    declared = 'schema = Schema([Collection("items", Item)])'
+    assert declared in models.read_text()
+    bumped = 'schema = Schema([Collection("items", Item)], revision=1)'
+    models.write_text(models.read_text().replace(declared, bumped))
+    guide_server.stop()
+    await ann.status("offline")
+    guide_server.start()  # the new schema: the page's hello is answered with reload
+    await expect(ann.page.locator("#reload")).to_be_visible(timeout=WAIT)
+    assert await ann.page.evaluate("window.loadedBefore") is True  # not reloaded by itself
+    await ann.page.locator("#reload").get_by_role("button", name="Reload").click()
+    await expect(ann.page.locator("#reload")).to_be_hidden(timeout=WAIT)
+    await ann.status("live")
+    assert await ann.page.evaluate("window.loadedBefore") is None  # a new page
 
 
 def run_in_guide_folder(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
