@@ -1,17 +1,29 @@
-"""The ``syncline`` command line: ``demo``, ``serve`` and ``bench``."""
+"""The ``syncline`` command line: ``demo``, ``serve`` and ``bench``.
+
+Every option can also come from an environment variable (``SYNCLINE_`` and the option's
+name: ``SYNCLINE_DB``, ``SYNCLINE_PORT``, ...), shown in ``--help``."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import importlib
+import logging
 import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
 
-import typer
+from ._extras import missing_extra, require
 
-from .exceptions import BackplaneError, StoreError
+try:
+    import typer
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "typer", "The syncline command", "standard") from None
+
+from .exceptions import BackplaneError, SetupError, StoreError
 from .fanout.select import BACKPLANE_ENV, backplane_from_url
+from .logs import configure, redact_url
 from .serving import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE,
@@ -20,7 +32,18 @@ from .serving import (
     ServingLimits,
     frame_limit_of,
 )
+from .startup import (
+    check_forwarded_ips,
+    check_port,
+    check_root_path,
+    check_workers,
+    open_database,
+)
 from .store import DB_ENV, store_from_url
+
+require("The syncline command", "standard", "uvicorn")  # imported late: --help stays quick
+
+log = logging.getLogger("syncline.cli")
 
 app = typer.Typer(
     name="syncline",
@@ -32,12 +55,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
-Host = Annotated[str, typer.Option(help="Interface to listen on.")]
-Port = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+
+def _env(name: str) -> str:
+    return f"SYNCLINE_{name}"
+
+
+Host = Annotated[str, typer.Option(envvar=_env("HOST"), help="Interface to listen on.")]
+Port = Annotated[
+    int, typer.Option(min=1, max=65535, envvar=_env("PORT"), help="Port to listen on.")
+]
 Compress = Annotated[
     bool,
     typer.Option(
         "--compress/--no-compress",
+        envvar=_env("COMPRESS"),
         help="permessage-deflate on WebSockets: smaller frames, but every connection "
         "compresses each fanned-out frame again and keeps about 100 KB of zlib state.",
     ),
@@ -47,6 +78,7 @@ _LIMITS = "Serving limits (docs/security.md)"
 WsMaxSize = Annotated[
     int,
     typer.Option(
+        envvar=_env("WS_MAX_SIZE"),
         min=0,
         help="Largest WebSocket message in bytes, decompressed (with --compress, inflating "
         "stops there); larger ones close the connection with 1009. 0: the application's "
@@ -57,6 +89,7 @@ WsMaxSize = Annotated[
 MaxHeaderBytes = Annotated[
     int,
     typer.Option(
+        envvar=_env("MAX_HEADER_BYTES"),
         min=1024,
         help="Largest request line and headers together, in bytes; larger heads are "
         "answered 431 and the connection closed.",
@@ -66,6 +99,7 @@ MaxHeaderBytes = Annotated[
 TimeoutHeader = Annotated[
     float,
     typer.Option(
+        envvar=_env("TIMEOUT_HEADER"),
         min=0.1,
         help="Seconds from a connection's opening (or a request's first byte) to the end "
         "of its headers; slower heads (slowloris) are answered 408 and closed, and idle "
@@ -76,6 +110,7 @@ TimeoutHeader = Annotated[
 TimeoutKeepAlive = Annotated[
     int,
     typer.Option(
+        envvar=_env("TIMEOUT_KEEP_ALIVE"),
         min=1,
         help="Seconds an idle keep-alive HTTP connection stays open after a response.",
         rich_help_panel=_LIMITS,
@@ -84,6 +119,7 @@ TimeoutKeepAlive = Annotated[
 LimitConcurrency = Annotated[
     int,
     typer.Option(
+        envvar=_env("LIMIT_CONCURRENCY"),
         min=0,
         help="Open connections (HTTP and WebSocket) past which new requests are answered "
         f"503. 0: the open-file limit (ulimit -n) less {FD_RESERVE}.",
@@ -92,13 +128,85 @@ LimitConcurrency = Annotated[
 ]
 
 
+_LOGS = "Logs"
+
+
+class Level(enum.StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
+class Format(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogLevel = Annotated[
+    Level,
+    typer.Option(
+        envvar=_env("LOG_LEVEL"),
+        case_sensitive=False,
+        help="Least severe level logged, for syncline's, uvicorn's and the application's "
+        "loggers alike.",
+        rich_help_panel=_LOGS,
+    ),
+]
+LogFormat = Annotated[
+    Format,
+    typer.Option(
+        envvar=_env("LOG_FORMAT"),
+        case_sensitive=False,
+        help="text, or json: one object per line with time, level, logger, message and the "
+        "connection, client, principal and mutation it concerns where known.",
+        rich_help_panel=_LOGS,
+    ),
+]
+
+
 def _limits(*apps: object, ws_max_size: int, **options: Any) -> ServingLimits:
     return ServingLimits(ws_max_size=ws_max_size or frame_limit_of(*apps), **options)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"syncline {version('syncline')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("syncline (not installed: no version)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print syncline's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """syncline keeps a Python server's data in sync with every client."""
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 1: a start-up error, not a usage error."""
+    log.error("%s", message)
+    raise typer.Exit(1)
+
+
+def _checked(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except SetupError as exc:
+        _fail(str(exc))
 
 
 def _check_db(db: str) -> None:
@@ -115,12 +223,45 @@ def _check_backplane(backplane: str, db: str) -> None:
         raise typer.BadParameter(str(exc), param_hint="--backplane") from None
 
 
+def _run_options(
+    *,
+    db: str,
+    backplane: str,
+    host: str,
+    port: int,
+    log_level: str,
+    log_format: str,
+    workers: int = 1,
+    forwarded_allow_ips: str | None = None,
+    root_path: str = "",
+) -> dict[str, Any]:
+    """Check what ``serve`` and ``demo`` share, in the order that leaves nothing behind
+    on a mistake: arguments, then logging, then the port (before any database file is
+    created). Returns uvicorn's log_config."""
+    _check_db(db)
+    _check_backplane(backplane, db)
+    checks: list[tuple[Callable[[], None], str]] = [
+        (lambda: check_workers(workers, db, backplane), "--workers"),
+        (lambda: check_forwarded_ips(forwarded_allow_ips), "--forwarded-allow-ips"),
+        (lambda: check_root_path(root_path), "--root-path"),
+    ]
+    for check, hint in checks:
+        try:
+            check()
+        except SetupError as exc:
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
+    log_config = configure(log_level, log_format)
+    _checked(lambda: check_port(host, port))
+    return log_config
+
+
 @app.command()
 def demo(
     which: Annotated[
         str,
         typer.Argument(
             metavar="[board|todomvc|tiny]",
+            envvar=_env("DEMO"),
             help="board: the collaborative board (every merge policy); todomvc: TodoMVC; "
             "tiny: the smallest live example (syncline/examples/tiny/).",
         ),
@@ -131,21 +272,36 @@ def demo(
     db: Annotated[
         str,
         typer.Option(
-            help="SQLite file (created and seeded on first run) or postgresql://…?schema=s."
+            envvar=DB_ENV,
+            help="SQLite file (created and seeded on first run) or postgresql://…?schema=s.",
         ),
     ] = "",
     backplane: Annotated[
-        str, typer.Option(help="memory, redis://host:6379/0 or postgres (see serve --help).")
+        str,
+        typer.Option(
+            envvar=BACKPLANE_ENV,
+            help="memory, redis://host:6379/0 or postgres (see serve --help).",
+        ),
     ] = "memory",
     console: Annotated[
-        bool, typer.Option("--console", help="Run the console simulation instead of the web demo.")
+        bool,
+        typer.Option(
+            "--console",
+            envvar=_env("DEMO_CONSOLE"),
+            help="Run the console simulation instead of the web demo.",
+        ),
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the console simulation's choices.")] = 7,
+    seed: Annotated[
+        int,
+        typer.Option(envvar=_env("DEMO_SEED"), help="Seed for the console simulation's choices."),
+    ] = 7,
     ws_max_size: WsMaxSize = 0,
     max_header_bytes: MaxHeaderBytes = DEFAULT_MAX_HEADER_BYTES,
     timeout_header: TimeoutHeader = DEFAULT_HEADER_TIMEOUT,
     timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
     limit_concurrency: LimitConcurrency = 0,
+    log_level: LogLevel = Level.warning,
+    log_format: LogFormat = Format.text,
 ) -> None:
     """Serve a demo on an embedded SQLite file: the board (default), TodoMVC or tiny.
 
@@ -162,9 +318,16 @@ def demo(
             f"{which!r} is not a demo; choose board, todomvc or tiny", param_hint="DEMO"
         )
     db = db or f"syncline-{which}.sqlite3"
-    _check_db(db)
-    _check_backplane(backplane, db)
+    log_config = _run_options(
+        db=db,
+        backplane=backplane,
+        host=host,
+        port=port,
+        log_level=log_level.value,
+        log_format=log_format.value,
+    )
     os.environ[BACKPLANE_ENV] = backplane
+    _checked(lambda: open_database(db))
     import uvicorn
 
     if which == "todomvc":
@@ -185,46 +348,98 @@ def demo(
         keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
     )
-    typer.echo(f"syncline demo {which} on http://{host}:{port}/  (database: {db})")
+    typer.echo(f"syncline demo {which} on http://{host}:{port}/  (database: {redact_url(db)})")
     typer.echo(limits.describe())
     uvicorn.run(
         asgi,
         host=host,
         port=port,
-        log_level="warning",
+        log_config=log_config,
+        log_level=log_level.value,
         ws_per_message_deflate=compress,
         **limits.uvicorn_kwargs(),
     )
 
 
+_PROXY = "Behind a proxy (docs/operations.md)"
+
+
 @app.command()
 def serve(
     target: Annotated[
-        str, typer.Argument(metavar="MODULE:APP", help="The ASGI application, e.g. myapp.main:app.")
+        str,
+        typer.Argument(
+            metavar="MODULE:APP",
+            envvar=_env("APP"),
+            help="The ASGI application, e.g. myapp.main:app.",
+        ),
     ],
     db: Annotated[
         str,
         typer.Option(
-            help="Database: a SQLite path, postgresql://user@host/db?schema=s, or memory:."
+            envvar=DB_ENV,
+            help="Database: a SQLite path, postgresql://user@host/db?schema=s, or memory:.",
         ),
     ],
     backplane: Annotated[
         str,
         typer.Option(
+            envvar=BACKPLANE_ENV,
             help="How nodes sharing a PostgreSQL database hear of each other's commits: "
-            "memory (one node), redis://host:6379/0, or postgres (LISTEN/NOTIFY)."
+            "memory (one node), redis://host:6379/0, or postgres (LISTEN/NOTIFY).",
         ),
     ] = "memory",
     host: Host = "127.0.0.1",
     port: Port = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar=_env("WORKERS"),
+            help="Worker processes, each serving its share of the connections. More than 1 "
+            "needs a backplane between processes (redis://… or postgres): an in-memory "
+            "one would tell each worker only of its own commits.",
+        ),
+    ] = 1,
     compress: Compress = False,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            envvar=_env("PROXY_HEADERS"),
+            help="Take the client's address and scheme from X-Forwarded-For and "
+            "X-Forwarded-Proto, when the peer is in --forwarded-allow-ips.",
+            rich_help_panel=_PROXY,
+        ),
+    ] = True,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("FORWARDED_ALLOW_IPS"),
+            help="Comma-separated addresses or networks of the proxies whose X-Forwarded-* "
+            "headers are trusted, or *; unset: uvicorn's default, "
+            "$FORWARDED_ALLOW_IPS or 127.0.0.1,::1.",
+            rich_help_panel=_PROXY,
+        ),
+    ] = None,
+    root_path: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("ROOT_PATH"),
+            help="The path prefix the proxy strips (such as /app), for URLs the application "
+            "builds.",
+            rich_help_panel=_PROXY,
+        ),
+    ] = "",
     ws_max_size: WsMaxSize = 0,
     max_header_bytes: MaxHeaderBytes = DEFAULT_MAX_HEADER_BYTES,
     timeout_header: TimeoutHeader = DEFAULT_HEADER_TIMEOUT,
     timeout_keep_alive: TimeoutKeepAlive = DEFAULT_KEEP_ALIVE,
     limit_concurrency: LimitConcurrency = 0,
+    log_level: LogLevel = Level.info,
+    log_format: LogFormat = Format.text,
 ) -> None:
-    """Run your application with uvicorn. It finds --db in $SYNCLINE_DB
+    """Run your application with uvicorn. The application finds --db in $SYNCLINE_DB
     (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
     (syncline.fanout.backplane_from_env()); run several on one PostgreSQL database
     behind a load balancer to scale out."""
@@ -233,8 +448,17 @@ def serve(
         raise typer.BadParameter(
             f"{target!r} is not MODULE:APP (for example myapp.main:app)", param_hint="MODULE:APP"
         )
-    _check_db(db)
-    _check_backplane(backplane, db)
+    log_config = _run_options(
+        db=db,
+        backplane=backplane,
+        host=host,
+        port=port,
+        log_level=log_level.value,
+        log_format=log_format.value,
+        workers=workers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        root_path=root_path,
+    )
     os.environ[DB_ENV] = db
     os.environ[BACKPLANE_ENV] = backplane
     sys.path.insert(0, os.getcwd())
@@ -248,6 +472,7 @@ def serve(
         raise typer.BadParameter(
             f"module {module_name!r} has no attribute {attr!r}", param_hint="MODULE:APP"
         )
+    _checked(lambda: open_database(db))
     import uvicorn
 
     limits = _limits(
@@ -259,15 +484,37 @@ def serve(
         keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
     )
-    typer.echo(f"serving {target} on http://{host}:{port}/  (database: {db})")
-    typer.echo(limits.describe())
+    log.info(
+        "serving %s on http://%s:%d%s with %d worker(s); database %s, backplane %s; "
+        "logs %s at %s; proxy headers %s from %s",
+        target,
+        host,
+        port,
+        root_path or "/",
+        workers,
+        redact_url(db),
+        redact_url(backplane),
+        log_format.value,
+        log_level.value,
+        "on" if proxy_headers else "off",
+        forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1",
+    )
+    log.info("%s", limits.describe())
+    extra: dict[str, Any] = {}
+    if forwarded_allow_ips is not None:
+        extra["forwarded_allow_ips"] = forwarded_allow_ips
     uvicorn.run(
         target,
         host=host,
         port=port,
-        log_level="info",
+        workers=workers,
+        log_config=log_config,
+        log_level=log_level.value,
         loop="uvloop",
         ws_per_message_deflate=compress,
+        proxy_headers=proxy_headers,
+        root_path=root_path,
+        **extra,
         **limits.uvicorn_kwargs(),
     )
 
@@ -286,6 +533,16 @@ def bench(
     json_path: Annotated[
         str | None, typer.Option("--json", metavar="PATH", help="Also write the results here.")
     ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SYNCLINE_BENCH_POSTGRES",
+            metavar="URL",
+            help="A PostgreSQL database (postgresql://user@host/db) for mutations' "
+            "PostgreSQL rows; each run makes its own schema there and drops it. "
+            "Unset: no PostgreSQL rows.",
+        ),
+    ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True)] = False,
 ) -> None:
     """Benchmark syncline beside its peers on loopback (each server in its own process)
@@ -300,11 +557,25 @@ def bench(
         )
     from pathlib import Path
 
+    if postgres_url is not None:
+        from .bench.scenarios import postgres_problem
+        from .store import split_schema
+
+        if not postgres_url.startswith(("postgresql://", "postgres://")):
+            raise typer.BadParameter(
+                f"{redact_url(postgres_url)!r} is not a postgresql:// URL",
+                param_hint="--postgres-url",
+            )
+        postgres_url = split_schema(postgres_url)[0]  # each run makes its own schema
+        problem = postgres_problem(postgres_url)
+        if problem is not None:
+            _fail(f"cannot connect to --postgres-url {redact_url(postgres_url)}: {problem}")
     run(
         list(scenarios or []),
         quick=quick,
         json_path=Path(json_path) if json_path else None,
         tiny=tiny,
+        postgres_url=postgres_url,
     )
 
 

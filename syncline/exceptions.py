@@ -4,6 +4,8 @@ The tree::
 
     SynclineError
     ├── SchemaError              the application declared its model wrongly (local misuse)
+    ├── MissingExtra             an optional dependency is not installed (also an
+    │                            ``ImportError``); the message names the extra
     ├── QueryError               a query names an unknown collection or a non-queryable field
     ├── ReadLimitExceeded        a snapshot or pull would cost more than a limit allows
     ├── MutationRefused          a mutation was not applied; ``permanent`` says whether to retry
@@ -26,6 +28,8 @@ The tree::
     │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
     ├── BackplaneError           the backplane between nodes could not start
+    ├── SetupError               the application or its command line wired syncline wrongly
+    │                            (no lifespan, no install_jinja, a port in use)
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
     ├── ProtocolMisuse           (syncline.protocol) local code called the protocol
@@ -49,6 +53,7 @@ __all__ = [
     "CursorTooOld",
     "Forbidden",
     "InvalidMutation",
+    "MissingExtra",
     "MissingReference",
     "MutationGap",
     "MutationRefused",
@@ -59,6 +64,7 @@ __all__ = [
     "RecordNotFound",
     "RetryLater",
     "SchemaError",
+    "SetupError",
     "StorageFull",
     "StoreError",
     "StoreReadOnly",
@@ -77,6 +83,19 @@ class SchemaError(SynclineError):
     """The schema declaration is wrong; fix the application's model."""
 
     code = "schema"
+
+
+class MissingExtra(SynclineError, ImportError):
+    """A module needs an optional dependency that is not installed: ``pip install
+    syncline`` is the core only, and the message names the extra that brings it
+    (``syncline[postgres]``). ``name`` is the missing module, as for any ImportError."""
+
+    code = "missing_extra"
+
+    def __init__(self, message: str, *, name: str, extra: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.extra = extra
 
 
 class QueryError(SynclineError):
@@ -256,3 +275,10 @@ class BackplaneError(SynclineError):
     """The backplane could not start (its server cannot be reached, a bad URL)."""
 
     code = "backplane"
+
+
+class SetupError(SynclineError):
+    """syncline is wired wrongly: the message says what to change (pass
+    ``lifespan=sync.lifespan``, call ``install_jinja``, choose another port)."""
+
+    code = "setup"

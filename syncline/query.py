@@ -24,7 +24,7 @@ import orjson
 from .exceptions import QueryError
 from .model import Schema
 
-__all__ = ["MAX_LIMIT", "Query"]
+__all__ = ["MAX_LIMIT", "Query", "equality_constraints", "equality_key"]
 
 MAX_LIMIT = 10_000
 _OPS = frozenset({"eq", "ne", "in", "gt", "gte", "lt", "lte"})
@@ -137,6 +137,37 @@ def _check_value(coll: str, field: str, op: str, value: Any) -> Any:
     if not isinstance(value, _SCALAR):
         raise QueryError(f"{coll}.{field}: {op} takes a string, number, boolean or null")
     return value
+
+
+def equality_constraints(query: Query) -> list[tuple[str, tuple[Any, ...]]]:
+    """The query's necessary equalities: for each ``(field, values)``, a record the
+    filter matches has in ``field`` a value ``eq`` to one of ``values`` (one entry per
+    ``eq`` or ``in`` condition; an empty ``in`` matches nothing). Used to index
+    subscriptions (see :mod:`syncline.fanout.index`)."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for field, op, value in query.conditions:
+        if op == "eq":
+            out.append((field, (value,)))
+        elif op == "in":
+            out.append((field, tuple(value)))
+    return out
+
+
+def equality_key(value: Any) -> Any:
+    """A hashable key such that two values are ``eq`` (as :meth:`Query.matches` tests
+    it) exactly when their keys are equal; None for a value that has no key: it is
+    unhashable (an array or object) or equals nothing (NaN)."""
+    if isinstance(value, bool):
+        return (bool, value)
+    if isinstance(value, int | float):
+        if value != value:  # NaN
+            return None
+        return ("n", int(value) if isinstance(value, int) else float(value))
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return (type(value), value)
 
 
 def sort_key(value: Any) -> tuple[int, Any]:

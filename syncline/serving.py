@@ -13,6 +13,7 @@ header value by repeated concatenation (seconds of event loop for 50 MB).
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,10 +116,26 @@ class ServingLimits:
         )
 
 
+_PROTOCOL_PREFIX = "BoundedHttpToolsProtocol_"
+
+
+def __getattr__(name: str) -> Any:
+    """The protocol class a pickle names (``--workers``: uvicorn sends its configuration
+    to each worker process, which rebuilds the class from its name)."""
+    if name.startswith(_PROTOCOL_PREFIX):
+        size, micros = name.removeprefix(_PROTOCOL_PREFIX).split("_")
+        return bounded_http_protocol(int(size), int(micros) / 1e6)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
 def bounded_http_protocol(max_header_bytes: int, header_timeout: float) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a request-head size limit (answered 431) and a
-    head deadline (answered 408), both counted before the parser sees a byte."""
+    head deadline (answered 408), both counted before the parser sees a byte. One class
+    per pair of limits, named after them, so that it pickles."""
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    header_timeout = round(header_timeout * 1e6) / 1e6  # what its name can carry
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # True from the connection's opening or a request's end until its headers end.
@@ -194,4 +211,7 @@ def bounded_http_protocol(max_header_bytes: int, header_timeout: float) -> type[
                 )
             self.transport.close()
 
+    name = f"{_PROTOCOL_PREFIX}{max_header_bytes}_{round(header_timeout * 1e6)}"
+    BoundedHttpToolsProtocol.__name__ = BoundedHttpToolsProtocol.__qualname__ = name
+    BoundedHttpToolsProtocol.__module__ = __name__
     return BoundedHttpToolsProtocol

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+import jinja2.filters
 import orjson
 from markupsafe import Markup
 
 from .engine import Engine
+from .exceptions import SetupError
 from .model import Principal
 from .protocol import PROTOCOL_VERSION
 from .query import Query
@@ -122,3 +124,17 @@ def install_jinja(env: Any) -> None:
         return generic(obj, attribute)
 
     env.getattr = getattr_
+
+
+def _not_installed(_state: object) -> NoReturn:
+    raise SetupError(
+        "the syncline_state filter is not installed in this Jinja environment: call "
+        "syncline.ssr.install_jinja(env) once where you create it (with Starlette's "
+        "Jinja2Templates: install_jinja(templates.env))"
+    )
+
+
+# Every Jinja environment made from now on knows the filter's name, so a template that
+# uses it without install_jinja fails saying what to call, not "No filter named
+# 'syncline_state'"; install_jinja replaces it with the real one.
+jinja2.filters.FILTERS.setdefault("syncline_state", _not_installed)

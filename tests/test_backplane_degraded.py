@@ -166,7 +166,7 @@ def serve(port: int, db: str, backplane: str, log: Path) -> subprocess.Popen[byt
     with open(log, "ab") as out:
         return subprocess.Popen(
             [
-                *(sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"),
+                *(sys.executable, "-m", "syncline", "serve", "syncline.examples.notes.app:app"),
                 *("--db", db, "--backplane", backplane, "--port", str(port)),
             ],
             cwd=ROOT,
@@ -198,7 +198,7 @@ def note_text(c: Client, note_id: str) -> Any:
 async def test_syncline_serve_starts_while_redis_is_down_and_joins_it_later(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    from examples.notes.app import schema
+    from syncline.examples.notes.app import schema
 
     await check_postgres()
     pg_schema = new_pg_schema()

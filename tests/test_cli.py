@@ -36,3 +36,27 @@ def test_the_console_script_runs() -> None:
         [sys.executable, "-m", "syncline", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in out.stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"syncline {version('syncline')}"
+
+
+def test_every_serve_and_demo_option_has_an_environment_variable_shown_in_help() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name in ("serve", "demo"):
+        command = group.commands[name]  # type: ignore[attr-defined]
+        out = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        for param in command.params:
+            if param.name == "help":
+                continue
+            assert param.envvar, f"{name} {param.name} has no environment variable"
+            envvar = param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+            assert envvar.startswith("SYNCLINE_"), envvar
+            assert f"env var: {envvar}" in out, f"{envvar} is not in {name} --help"

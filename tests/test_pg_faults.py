@@ -179,7 +179,8 @@ async def test_sessions_terminated_under_the_pool_are_retried_never_an_internal_
                 f"{len(failed_reads)} answered `internal` (a StoreError mid-snapshot)"
             )
             assert cuts >= 6  # (the pool may hold no session at that moment)
-            assert internal_errors(writers) == []  # every refusal was a `reject retry`
+            # every refusal was a `reject retry`; if not, say what the node raised
+            assert internal_errors(writers) == [], unexpected_errors(node.log())
             # What reaches the server is a StoreError, never asyncpg's own exceptions.
             assert unexpected_errors(node.log()) <= {"syncline.exceptions.StoreError"}
         finally:

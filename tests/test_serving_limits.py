@@ -30,12 +30,12 @@ from syncline.serving import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 from .test_serve import ROOT, free_port, wait_until_up
 
 MiB = 1 << 20
-SERVE = [sys.executable, "-m", "syncline", "serve", "examples.notes.app:app"]
+SERVE = [sys.executable, "-m", "syncline", "serve", "syncline.examples.notes.app:app"]
 
 
 @contextlib.contextmanager
 def served(tmp_path: Path, *options: str) -> Iterator[tuple[int, int]]:
-    """``syncline serve examples.notes.app:app`` on a free port: (port, pid)."""
+    """``syncline serve syncline.examples.notes.app:app`` on a free port: (port, pid)."""
     port = free_port()
     db = str(tmp_path / "notes.sqlite3")
     proc = subprocess.Popen(

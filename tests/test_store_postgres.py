@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from syncline import Engine, Insert, RetryLater, StoreError
+from syncline.exceptions import StoreUnavailable
 from syncline.query import Query
 from syncline.store.postgres import SCHEMA_VERSION, PostgresStore, quote_ident
 from syncline.store.postgres._compile import compile_query as _compile
@@ -143,6 +144,48 @@ async def test_a_writer_cancelled_mid_statement_fails_its_group_and_the_store_go
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.wait_for(put_next(store, "next"), 10) == 1
+
+
+@pytest.mark.parametrize("then", ["a statement", "the exit with writes pending"])
+async def test_a_group_whose_session_ends_between_statements_fails_with_a_store_error(
+    nodes: Nodes, schema: str, then: str
+) -> None:
+    """The server ends the group's session while its writer is between statements:
+    asyncpg gives the connection back to the pool at once, and what the writer sends
+    next is refused before it is sent. That is a lost connection like any other, a
+    :class:`StoreUnavailable` naming the database once (a ``reject retry``), never a
+    raw driver error (which a client would see as ``internal``); the next group starts
+    on a fresh connection."""
+    (store,) = await nodes(1)
+    ended = False
+    with pytest.raises(StoreUnavailable) as caught:
+        async with store.write() as tx:
+            await tx.head()  # the group's transaction is open on its connection
+            group_conn = tx._group.conn  # type: ignore[attr-defined]
+            pid = group_conn.get_server_pid()
+            admin = await raw()
+            try:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await admin.close()
+
+            def gone() -> bool:
+                try:
+                    return bool(group_conn.is_closed())
+                except asyncpg.InterfaceError:  # released back to the pool
+                    return True
+
+            async with asyncio.timeout(10):
+                while not gone():
+                    await asyncio.sleep(0.01)
+            ended = True
+            if then == "a statement":
+                await tx.get("cards", "c1")
+            else:  # sent as the block exits
+                await tx.put("cards", card("c1", 1, title="lost"))
+    assert ended
+    assert str(caught.value).count(f"PostgreSQL schema {schema!r}") == 1, caught.value
+    assert await asyncio.wait_for(put_next(store, "after"), 10) == 1
 
 
 # --- invariant 3: exactly once, across nodes --------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..logs import redact_url
 from .common import Result, machine
 from .common import fsync_ms as fsync_probe
 from .scenarios import FULL, QUICK, SCENARIOS, Plan
@@ -145,6 +148,26 @@ def tables(results: list[Result], pairs: list[dict[str, Any]], cores: int | None
     return out
 
 
+@contextlib.contextmanager
+def _progress(console: Console, began: float) -> Iterator[Callable[[str], None]]:
+    """A reporter of steps: a spinner line in a terminal; elsewhere (a pipe, a file, CI)
+    one plain line per step, with the seconds since the start, as it happens."""
+    if console.is_terminal:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+            yield lambda message: progress.update(task, description=message)
+        return
+
+    def line(message: str) -> None:
+        elapsed = time.monotonic() - began
+        console.print(f"{elapsed:7.1f} s  {message}", markup=False, highlight=False)
+        console.file.flush()
+
+    yield line
+
+
 def run(
     scenarios: list[str],
     *,
@@ -152,6 +175,7 @@ def run(
     json_path: Path | None = None,
     tiny: bool = False,
     console: Console | None = None,
+    postgres_url: str | None = None,
 ) -> dict[str, Any]:
     if console is None:
         console = Console()
@@ -164,6 +188,7 @@ def run(
         )
     chosen = scenarios or list(SCENARIOS)
     plan = TINY if tiny else QUICK if quick else FULL
+    plan = dataclasses.replace(plan, postgres_url=postgres_url)
     info = machine()
     results: list[Result] = []
     errors: list[dict[str, str]] = []
@@ -171,14 +196,7 @@ def run(
     began = time.monotonic()
     fsync_ms = fsync_probe(workdir)
     try:
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("starting", total=None)
-
-            def report(message: str) -> None:
-                progress.update(task, description=message)
-
+        with _progress(console, began) as report:
             for name in chosen:
                 try:
                     results.extend(SCENARIOS[name](plan, workdir, report))
@@ -191,6 +209,7 @@ def run(
     info["plan"] = "tiny" if tiny else "quick" if quick else "full"
     info["plan_settings"] = dataclasses.asdict(plan)
     info["fsync_ms"] = round(fsync_ms, 3)
+    info["plan_settings"]["postgres_url"] = redact_url(postgres_url) if postgres_url else None
     info["elapsed_s"] = round(time.monotonic() - began, 1)
     document = {
         "machine": info,

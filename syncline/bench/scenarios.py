@@ -22,7 +22,9 @@ from .clients import run_mutators, run_resume, run_subscribers, run_writers
 from .common import CTX, Result, free_port, peak_rss_mb, percentile, spawned, stop, wait_port
 from .servers import DEMO_SECRET, FANOUT_PEERS, run_server
 
-PG_DSN = "postgresql://postgres@127.0.0.1/test"
+POSTGRES_ENV = "SYNCLINE_BENCH_POSTGRES"
+"""The PostgreSQL database of ``mutations``' PostgreSQL rows (``--postgres-url``): each
+run makes its own schema there and drops it. Unset: no PostgreSQL rows."""
 
 Report = Callable[[str], None]
 
@@ -47,6 +49,8 @@ class Plan:
     idle_seconds: float = 3.0
     hydrate_timeout: float = 120.0
     hydrate_max: int = 10_000
+    postgres_url: str | None = None
+    """``--postgres-url``: where ``mutations`` measures syncline on PostgreSQL."""
 
 
 QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5, hydrate_max=1_000)
@@ -229,25 +233,27 @@ def _cpu_s(pid: int) -> float:
 # --- mutations ------------------------------------------------------------------------------
 
 
-def _postgres_reachable() -> bool:
-    async def probe() -> bool:
+def postgres_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used (a connection's error), or None when it answers."""
+
+    async def probe() -> str | None:
         import asyncpg
 
         try:
-            conn = await asyncpg.connect(PG_DSN, timeout=3)
-        except Exception:
-            return False
+            conn = await asyncpg.connect(url, timeout=5)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
         await conn.close()
-        return True
+        return None
 
     return asyncio.run(probe())
 
 
-def _drop_pg_schema(schema: str) -> None:
+def _drop_pg_schema(url: str, schema: str) -> None:
     async def drop() -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        conn = await asyncpg.connect(url, timeout=5)
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
@@ -259,8 +265,10 @@ def _drop_pg_schema(schema: str) -> None:
 
 def mutations(plan: Plan, workdir: Path, report: Report) -> list[Result]:
     systems: list[tuple[str, str]] = [("syncline", "sqlite"), ("starlette-sqlite-naive", "sqlite")]
-    if _postgres_reachable():
+    if plan.postgres_url:
         systems.insert(1, ("syncline", "postgresql"))
+    else:
+        report(f"mutations: no PostgreSQL rows (give --postgres-url or ${POSTGRES_ENV})")
     results = []
     for writers in plan.writers:
         for system, store in systems:
@@ -273,8 +281,10 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
     port = free_port()
     schema = ""
     if store == "postgresql":
+        assert plan.postgres_url is not None
         schema = f"syncline_bench_{secrets.token_hex(4)}"
-        db = f"{PG_DSN}?schema={schema}"
+        sep = "&" if "?" in plan.postgres_url else "?"
+        db = f"{plan.postgres_url}{sep}schema={schema}"
     else:
         db = str(workdir / f"mut-{system}-{writers}-{secrets.token_hex(3)}.sqlite3")
     try:
@@ -287,8 +297,8 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
             )
             rss = peak_rss_mb(server.pid or 0)
     finally:
-        if schema:
-            _drop_pg_schema(schema)
+        if schema and plan.postgres_url:
+            _drop_pg_schema(plan.postgres_url, schema)
     params = {
         "writers": writers,
         "store": f"{store} (synchronous=FULL)"

@@ -30,8 +30,14 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidURI
+
+from .._extras import missing_extra
+
+try:
+    from websockets.asyncio.client import ClientConnection, connect
+    from websockets.exceptions import InvalidURI
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "websockets", "The Python client", "client") from None
 
 from ..exceptions import InvalidMutation, QueryError
 from ..model import M, Schema

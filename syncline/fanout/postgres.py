@@ -13,7 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
+from .._extras import missing_extra
+
+try:
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "asyncpg", "The PostgreSQL backplane", "postgres") from None
 
 from ..waiting import wait_event
 from .backplane import RemoteBackplane

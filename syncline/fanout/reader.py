@@ -6,23 +6,33 @@ one read transaction and:
 
 1. reads the new range of the log, ``(position, head]``, and the current records it
    touches, once;
-2. for every joined connection, matches the range to each of its queries
-   (:func:`syncline.changes.query_items`), computing and encoding each distinct
-   (query, read key) answer once, and handing one :class:`ChangesPart` (so one encoded
-   frame) to every connection at the same cursor with the same answered queries and
-   read key (the read key says what a principal may read, see ``Engine.read_key``);
-   connections that receive nothing get an empty advance only when they wait for an
-   ack's ``seq`` (so their cursor reaches it, invariant 8) or on the heartbeat;
-3. serves joins queued since the last step, in the same transaction, at the same head:
-   a first subscription ``since`` a cursor gets the changes ``(since, head]``; any other
-   subscription gets a snapshot at ``head``. A cursor older than the log, or from another
-   database, gets a snapshot marked ``reset``.
+2. finds the subscriptions the range may concern through the subscription index
+   (:mod:`syncline.fanout.index`: by collection and equality values, a scan bucket
+   for the rest) and matches the range to those only
+   (:func:`syncline.changes.query_items`; every other answer is empty), computing and
+   encoding each distinct (query, read key) answer once, and handing one
+   :class:`ChangesPart` (so one encoded frame) to every connection at the same cursor
+   with the same answered queries and read key (the read key says what a principal
+   may read, see ``Engine.read_key``); connections that receive nothing get an empty
+   advance only when they wait for an ack's ``seq`` (so their cursor reaches it,
+   invariant 8) or on the heartbeat;
+3. serves joins queued since the last step, in the same transaction, at the same head,
+   in the order they came, at most ``max_joins`` of them and none started after
+   ``join_budget`` seconds (the rest wait for the next step, which follows at once, so
+   a storm of resumes never holds up live delivery for long): a first subscription
+   ``since`` a cursor gets the changes ``(since, head]``; any other subscription gets a
+   snapshot at ``head``. A cursor older than the log, or from another database, gets a
+   snapshot marked ``reset``. Joins of one step share what they read: each resumed
+   range with its records and each (query, read key) answer (windows and snapshots
+   are read for each join: each is charged to its own budget).
 
 Because joins are served at the same head as the live range, a connection's stream
 never overlaps or skips a ``seq`` (invariants 6 and 7), and records are always read
 at exactly the head the frame's ``to`` names. Every frame of a step is computed before
 any is handed over, so a failed step (a store error) leaves every connection where it
-was and the next step retries the same range.
+was and the next step retries the same range; joins it had not started stay queued.
+The reader's own reads go first where reads queue (``reading_the_log``, SQLite's
+capped reader pool).
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,8 +54,9 @@ from ..model import Principal
 from ..protocol.frames import SnapshotFrame, changes_text, encode_item, shared_records
 from ..query import Query
 from ..record import LogEntry, Record
-from ..store.base import ReadTx
+from ..store.base import ReadTx, reading_the_log
 from ..waiting import wait_event
+from .index import SubscriptionIndex
 
 __all__ = ["ChangesPart", "LogReader", "Subscriber"]
 
@@ -111,7 +123,8 @@ class Subscriber(Protocol):
 
     principal: Principal
     read_key: object  # connections with equal read keys may share encoded answers
-    queries: dict[str, Query]
+    queries: dict[str, Query]  # added to by the reader only (it indexes them); remove
+    # through LogReader.unsubscribe (one removed directly is dropped from the index lazily)
     cursor: int | None  # the seq this connection's stream has reached; None: not joined
     awaiting_seq: int  # the highest ack seq sent that the stream has not reached yet
     left: bool  # the connection is gone: serve it nothing more
@@ -141,22 +154,50 @@ class _Served:
     snapshot: SnapshotFrame | None = None
 
 
+@dataclass
+class _Shared:
+    """What one step's joins share: all are served at the same head in one transaction."""
+
+    floor: int | None = None
+    ranges: dict[int, tuple[list[LogEntry], dict[tuple[str, str], Record | None]]] = field(
+        default_factory=dict
+    )
+    answers: dict[tuple[int, str, object], list[str]] = field(default_factory=dict)
+
+
 class LogReader:
     def __init__(
-        self, engine: Engine, *, poll_interval: float = 1.0, advance_every: float = 15.0
+        self,
+        engine: Engine,
+        *,
+        poll_interval: float = 1.0,
+        advance_every: float = 15.0,
+        max_joins: int = 200,
+        join_budget: float = 0.1,
     ) -> None:
+        """A step serves at most ``max_joins`` joins, and starts no further join once
+        ``join_budget`` seconds went to joins (it always serves one); the rest wait
+        for the next step, which follows at once (see :meth:`step`)."""
+        if max_joins < 1 or join_budget <= 0:
+            raise ValueError("max_joins must be at least 1 and join_budget positive")
         self.engine = engine
         self.poll_interval = poll_interval
         self.advance_every = advance_every
+        self.max_joins = max_joins
+        self.join_budget = join_budget
         self.position: int | None = None
         self.epoch: str = ""
         self.connections: set[Subscriber] = set()
-        self._joins: list[_Join] = []
+        self._joins: deque[_Join] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listening = False
         self._last_advance = time.monotonic()
         self.steps = 0
+        self.index = SubscriptionIndex()
+        self.evaluated = 0
+        """How many (query, read key) answers steps have computed (the index skips the
+        rest): for tests and diagnostics."""
         self.on_advance: list[Callable[[int], None]] = []
         """Called with the new position after each step that moved it (other nodes'
         commits included)."""
@@ -211,10 +252,18 @@ class LogReader:
     def leave(self, conn: Subscriber) -> None:
         conn.left = True
         self.connections.discard(conn)
+        self.index.drop(conn)
+
+    def unsubscribe(self, conn: Subscriber, qids: Iterable[str]) -> None:
+        """The connection no longer wants these queries (``unsub``)."""
+        for qid in qids:
+            conn.queries.pop(qid, None)
+            self.index.remove(conn, qid)
 
     # --- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        reading_the_log.set(True)  # this task's reads go first where reads queue
         while True:
             await wait_event(self._wake, self.poll_interval)
             self._wake.clear()
@@ -228,8 +277,13 @@ class LogReader:
 
     async def step(self) -> None:
         """One read transaction; every frame is computed first and handed over only when
-        all are ready, so a failure leaves every connection where it was."""
-        joins, self._joins = self._joins, []
+        all are ready, so a failure leaves every connection where it was.
+
+        Joins are served in bounded steps: after the live range, joins in the order
+        they came until ``max_joins`` or ``join_budget``; the rest stay queued and the
+        next step follows at once, so during a storm of resumes connected clients still
+        get a step (and their changes) every ``join_budget`` or so."""
+        joins: list[_Join] = []
         try:
             async with self.engine.store.read() as tx:
                 head = await tx.head()
@@ -241,7 +295,14 @@ class LogReader:
                     entries = await tx.log(self.position, head)
                 current = await current_records(tx, entries)
                 live = await self._live_parts(tx, entries, current, head)
-                served = [await self._serve(tx, j, head) for j in joins]
+                served = []
+                shared = _Shared()
+                started = time.monotonic()
+                while self._joins and len(joins) < self.max_joins:
+                    if joins and time.monotonic() - started >= self.join_budget:
+                        break
+                    joins.append(self._joins.popleft())
+                    served.append(await self._serve(tx, joins[-1], head, shared))
         except BaseException as exc:
             for j in joins:
                 if not j.done.done():
@@ -249,6 +310,8 @@ class LogReader:
                         exc if isinstance(exc, Exception) else asyncio.CancelledError()
                     )
             raise
+        if self._joins:
+            self._wake.set()  # the joins left over get the next step, at once
         # Hand over: nothing below awaits or fails.
         for conn, part in live:
             if not conn.left:
@@ -279,11 +342,12 @@ class LogReader:
         waiting = any(c.cursor is not None and c.awaiting_seq > c.cursor for c in self.connections)
         if head == self.position and not heartbeat and not waiting:
             return []
-        # Each distinct answer is computed and encoded once per (query, read key), and
-        # each distinct part once per (cursor, read key, answered queries): connections
-        # at the same cursor share one part, and so one encoded frame.
+        # Only subscriptions the index finds may answer something (every other answer
+        # is empty). Each distinct answer is computed and encoded once per (query, read
+        # key), and each distinct part once per (cursor, read key, answered queries):
+        # connections at the same cursor share one part, and so one encoded frame.
+        candidates = self.index.candidates(self.engine.schema, entries, current) if entries else {}
         answers: dict[tuple[str, object], list[str]] = {}
-        query_keys: dict[int, tuple[Query, str]] = {}  # the server shares parsed queries
         parts: dict[tuple[object, ...], ChangesPart] = {}
         schema = self.engine.schema
         out: list[tuple[Subscriber, ChangesPart]] = []
@@ -291,24 +355,32 @@ class LogReader:
             if conn.left or conn.resync or conn.cursor is None or conn.cursor >= head:
                 continue
             cursor, read_key = conn.cursor, conn.read_key
+            mine = candidates.get(conn)
+            if not mine and conn.awaiting_seq <= cursor and not heartbeat:
+                continue
             found: dict[str, list[str]] = {}
             signature: list[object] = [cursor, read_key]
-            for qid, query in list(conn.queries.items()):
-                known = query_keys.get(id(query))
-                if known is None or known[0] is not query:
-                    known = query_keys[id(query)] = (query, query.key)
-                key = (known[1], read_key)
-                items = answers.get(key)
-                if items is None:
-                    raw = query_items(schema, conn.principal, query, entries, current)
-                    if raw is None:  # a limited window moved: send it whole
-                        window = await self.engine.run_query(tx, conn.principal, query)
-                        raw = [{"k": "reset", "records": window}]
-                    items = [encode_item(i) for i in raw]
-                    answers[key] = items
-                if items:
-                    found[qid] = items
-                    signature += (qid, known[1])
+            if mine:
+                if len(mine) > 1:  # in the connection's order, as a full scan would give
+                    order = {qid: n for n, qid in enumerate(conn.queries)}
+                    mine.sort(key=lambda m: order.get(m[0], -1))
+                for qid, reg in mine:
+                    if qid not in conn.queries:  # unsubscribed while the step awaited
+                        continue
+                    key = (reg.key, read_key)
+                    items = answers.get(key)
+                    if items is None:
+                        self.evaluated += 1
+                        query = reg.query
+                        raw = query_items(schema, conn.principal, query, entries, current)
+                        if raw is None:  # a limited window moved: send it whole
+                            window = await self.engine.run_query(tx, conn.principal, query)
+                            raw = [{"k": "reset", "records": window}]
+                        items = [encode_item(i) for i in raw]
+                        answers[key] = items
+                    if items:
+                        found[qid] = items
+                        signature += (qid, reg.key)
             if not found and conn.awaiting_seq <= cursor and not heartbeat:
                 continue
             shared = tuple(signature)
@@ -318,7 +390,7 @@ class LogReader:
             out.append((conn, part))
         return out
 
-    async def _serve(self, tx: ReadTx, j: _Join, head: int) -> _Served | None:
+    async def _serve(self, tx: ReadTx, j: _Join, head: int, shared: _Shared) -> _Served | None:
         conn = j.conn
         if j.done.done() or conn.left:  # the subscriber gave up or went away meanwhile
             if not j.done.done():
@@ -327,16 +399,12 @@ class LogReader:
         queries = dict(conn.queries) if j.queries is None else j.queries
         try:
             if conn.cursor is None and j.since is not None:
-                reason = _check_cursor(j.since, self.epoch, head, await tx.floor())
+                if shared.floor is None:
+                    shared.floor = await tx.floor()
+                reason = _check_cursor(j.since, self.epoch, head, shared.floor)
                 if reason is None:
-                    entries = await tx.log(j.since.seq, head) if j.since.seq < head else []
-                    changes = await self.engine.read_changes(
-                        tx, conn.principal, entries, queries, j.budget
-                    )
                     part = ChangesPart(self.epoch, j.since.seq, head)
-                    part.items = {
-                        q: [encode_item(i) for i in items] for q, items in changes.items()
-                    }
+                    part.items = await self._resume_items(tx, j, queries, j.since.seq, head, shared)
                     most = j.budget.max_bytes if j.budget is not None else None
                     if most is None or part.size <= most:
                         return _Served(j, queries, changes=part)
@@ -352,11 +420,46 @@ class LogReader:
             j.done.set_exception(exc)
         return None
 
+    async def _resume_items(
+        self,
+        tx: ReadTx,
+        j: _Join,
+        queries: dict[str, Query],
+        since: int,
+        head: int,
+        shared: _Shared,
+    ) -> dict[str, list[str]]:
+        """Each query's encoded net effect of ``(since, head]``. The range and its records
+        are read once per step for every join resuming from ``since``, and each (query,
+        read key) answer computed once (a storm of resumes mostly shares a few cursors);
+        a moved window is read for each join, charged to its budget."""
+        ranged = shared.ranges.get(since)
+        if ranged is None:
+            entries = await tx.log(since, head) if since < head else []
+            ranged = shared.ranges[since] = (entries, await current_records(tx, entries))
+        entries, current = ranged
+        conn = j.conn
+        out: dict[str, list[str]] = {}
+        for qid, query in queries.items():
+            key = (since, query.key, conn.read_key)
+            items = shared.answers.get(key)
+            if items is None:
+                raw = query_items(self.engine.schema, conn.principal, query, entries, current)
+                if raw is None:
+                    window = await self.engine.run_query(tx, conn.principal, query, j.budget)
+                    out[qid] = [encode_item({"k": "reset", "records": window})]
+                    continue
+                items = shared.answers[key] = [encode_item(i) for i in raw]
+            out[qid] = items
+        return out
+
     def _hand_over(self, served: _Served, head: int) -> None:
         j, conn = served.join, served.join.conn
         if conn.left or j.done.done():
             return
         conn.queries.update(served.queries)
+        for qid, query in served.queries.items():
+            self.index.add(conn, qid, query)
         if served.changes is not None:
             conn.send_changes(served.changes)
         elif served.snapshot is not None:

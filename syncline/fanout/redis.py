@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
+from .._extras import missing_extra
+
+try:
+    import redis.asyncio as aioredis
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "redis", "The Redis backplane", "redis") from None
 
 from .backplane import RemoteBackplane
 

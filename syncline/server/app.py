@@ -29,9 +29,10 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from ..engine import Engine
-from ..exceptions import ClientIdTaken, MutationRefused, StoreError
+from ..exceptions import ClientIdTaken, MutationRefused, SetupError, StoreError
 from ..fanout.backplane import Backplane
 from ..fanout.memory import MemoryBackplane
+from ..logs import redact_url
 from ..model import Principal
 from ..protocol.frames import (
     CLOSE_RESTART,
@@ -57,10 +58,26 @@ __all__ = ["Authenticate", "SynclineServer"]
 
 log = logging.getLogger("syncline.server")
 
+NOT_STARTED = (
+    "the sync server was not started: pass lifespan=sync.lifespan to Starlette "
+    "(or enter sync.lifespan() in your own lifespan)"
+)
+"""What every sync endpoint answers when the application forgot the lifespan."""
+
 Authenticate = Callable[[HTTPConnection, Mapping[str, Any] | None], Any]
 """``(request or websocket, hello credentials or None) -> principal``; return None to
 refuse. May be async. Credentials come from cookies, headers or the ``hello`` frame,
 never from the URL."""
+
+
+def _describe(part: object) -> str:
+    """A store or backplane for the start-up log: its class and where it connects, with
+    any password masked."""
+    name = str(getattr(part, "kind", "") or type(part).__name__)
+    where = getattr(part, "dsn", None) or getattr(part, "url", None) or getattr(part, "path", None)
+    schema = getattr(part, "schema", None)
+    parts = [name, redact_url(str(where)) if where else "", f"schema {schema}" if schema else ""]
+    return " ".join(p for p in parts if p)
 
 
 class SynclineServer:
@@ -139,6 +156,8 @@ class SynclineServer:
         self._queries: weakref.WeakValueDictionary[str, Query] = weakref.WeakValueDictionary()
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._lifespan_entered = False  # once: a store closed since is not a forgotten one
+        self._said_not_started = False
         self.http = HttpEndpoints(self)
         # The server hears of commits once: from its reader, after each step that moved
         # the head (this node's commits and other nodes' alike).
@@ -161,7 +180,11 @@ class SynclineServer:
         async def guarded(request: Request) -> Response:
             host = request.headers.get("host", "")
             if self.origins.host_allowed(request, host):
-                response = await endpoint(request)
+                try:
+                    response = await endpoint(request)
+                except SetupError as exc:
+                    frame = encode(error_frame(exc.code, str(exc)))
+                    response = Response(frame, status_code=503, media_type="application/json")
             else:
                 message = f"host {host!r} not allowed (see allowed_hosts)"
                 log.info("refused a request to the sync endpoints: %s", message)
@@ -174,16 +197,28 @@ class SynclineServer:
 
     # --- lifecycle ----------------------------------------------------------------------
 
+    def _check_lifespan(self) -> None:
+        """A :class:`SetupError` (logged once) if the store was never opened because
+        the application did not pass :meth:`lifespan` (nor open the store itself)."""
+        if self._lifespan_entered or self.engine.store.is_open:
+            return
+        if not self._said_not_started:
+            self._said_not_started = True
+            log.error("%s; every sync request is refused until then", NOT_STARTED)
+        raise SetupError(NOT_STARTED)
+
     async def start(self) -> None:
         if self._started:
             return
+        self._check_lifespan()
         async with self._start_lock:
             if not self._started:
                 # Queries filter on queryable fields: index them before serving any.
                 await self.engine.store.ensure_indexes(self.engine.schema)
                 await self.reader.start()
                 await self.backplane.start(self.reader.notify)
-                self.http.advanced((await self.engine.head()).seq)
+                head = (await self.engine.head()).seq
+                self.http.advanced(head)
                 if self.retention is not None:
                     self._trimmer = asyncio.create_task(self._trim_forever(self.retention))
                 tick = min(self.heartbeat, self.hello_timeout) / 8
@@ -192,6 +227,12 @@ class SynclineServer:
                         watch_forever(self.connections, tick, self.hello_timeout, self.heartbeat)
                     )
                 self._started = True
+                log.info(
+                    "sync node started: store %s, backplane %s, log head %d",
+                    _describe(self.engine.store),
+                    _describe(self.backplane),
+                    head,
+                )
 
     async def stop(self) -> None:
         for conn in list(self.connections):
@@ -224,6 +265,7 @@ class SynclineServer:
         afterwards), start, serve, stop, close: give it to Starlette as ``lifespan``, or
         enter it inside your own."""
         store = self.engine.store
+        self._lifespan_entered = True
         opened_here = not store.is_open
         await store.open()
         try:

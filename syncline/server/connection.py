@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Generato
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.exceptions import ConnectionClosed
 
 from ..fanout.reader import ChangesPart
 from ..model import Principal
@@ -219,9 +218,18 @@ class Connection:
             self._writer = None
 
 
-_CLIENT_WENT_AWAY = (WebSocketDisconnect, OSError, ConnectionClosed)
+def _went_away() -> tuple[type[Exception], ...]:
+    try:  # the core installs no WebSocket library: the ASGI server brings its own
+        from websockets.exceptions import ConnectionClosed
+    except ModuleNotFoundError:
+        return (WebSocketDisconnect, OSError)
+    return (WebSocketDisconnect, OSError, ConnectionClosed)
+
+
+_CLIENT_WENT_AWAY = _went_away()
 """What a send raises when the client went away: Starlette's, the transport's (uvicorn's
-``ClientDisconnected`` is an ``OSError``), and the websockets library's."""
+``ClientDisconnected`` is an ``OSError``), and the websockets library's when the server
+runs on it."""
 
 
 def _log_send_error(exc: Exception) -> None:

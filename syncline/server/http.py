@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import hashlib
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -28,6 +31,7 @@ from starlette.responses import Response
 from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
 from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded
+from ..logs import new_connection_id, set_context
 from ..model import Principal
 from ..protocol.frames import (
     ServerFrame,
@@ -102,8 +106,11 @@ class HttpEndpoints:
                 raise HttpError(415, "content_type", "send the mutation as application/json")
             await self.server.start()
             principal = await self._principal(request)  # before reading any body
+            key = self.engine.principal_key(principal)
+            set_context(connection=new_connection_id("http"), principal=key)
             body = await self._read_body(request)
             posted = ServerProtocol(self.server.limits).receive_mutate_body(body)
+            set_context(client=posted.client_id, mutation=posted.mutate.mutation.get("id"))
             if posted.acked and posted.mutate.refusal is None:
                 # HTTP clients say which answers they hold here, as hello.acked does.
                 last = await self.engine.client_last(principal, posted.client_id)
@@ -147,6 +154,7 @@ class HttpEndpoints:
             wait = _wait_seconds(params.get("wait"), self.server.pull_timeout)
             since_token = params.get("since")
             key = self.engine.principal_key(principal)
+            set_context(connection=new_connection_id("http"), principal=key)
             if since_token is None:
                 return await self._budgeted(
                     key, lambda budget: self._snapshot(principal, queries, budget)
@@ -257,16 +265,56 @@ class HttpEndpoints:
     # --- GET /sync/<module>.js ----------------------------------------------------------
 
     async def client_module(self, request: Request) -> Response:
-        """``GET /sync/client.js`` and its sibling modules: the browser client."""
+        """``GET /sync/client.js`` and its sibling modules: the browser client.
+
+        Revalidated on every load (``no-cache``), so a deploy never mixes old and new
+        modules; a strong ``ETag`` (the content's hash) and ``Last-Modified`` let a
+        reload get ``304 Not Modified`` for each module instead of its bytes."""
         module = request.path_params["module"]
         if not _MODULE_NAME.fullmatch(module):
             return _not_found(f"no browser module named {module!r}")
-        try:
-            source = resources.files("syncline").joinpath(f"static/{module}.js").read_text()
-        except (FileNotFoundError, IsADirectoryError):
+        found = _static_module(module)
+        if found is None:
             return _not_found(f"no browser module named {module!r}")
-        # Revalidated on every load, so a deploy never mixes old and new modules.
-        return Response(source, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+        source, etag, modified = found
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if modified is not None:
+            headers["Last-Modified"] = email.utils.formatdate(modified, usegmt=True)
+        if _not_modified(request, etag, modified):
+            return Response(status_code=304, headers=headers)
+        return Response(source, media_type="text/javascript", headers=headers)
+
+
+def _static_module(module: str) -> tuple[bytes, str, float | None] | None:
+    """A browser module's bytes, strong ETag and modification time (None inside a zip)."""
+    path = resources.files("syncline").joinpath(f"static/{module}.js")
+    try:
+        source = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    etag = '"' + hashlib.sha256(source).hexdigest()[:32] + '"'
+    try:
+        modified: float | None = int(Path(str(path)).stat().st_mtime)
+    except OSError:
+        modified = None
+    return source, etag, modified
+
+
+def _not_modified(request: Request, etag: str, modified: float | None) -> bool:
+    """RFC 9110's conditional GET: If-None-Match wins (weak comparison); else
+    If-Modified-Since, to the second."""
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in tags or etag in tags
+    since = request.headers.get("if-modified-since")
+    if since is None or modified is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return modified <= when
 
 
 def _wait_seconds(raw: str | None, limit: float) -> float:

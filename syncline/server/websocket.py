@@ -17,7 +17,15 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ..cost import ByteBucket, ReadBudget
 from ..cursor import Cursor
-from ..exceptions import ClientIdTaken, CursorError, QueryError, ReadLimitExceeded, StoreError
+from ..exceptions import (
+    ClientIdTaken,
+    CursorError,
+    QueryError,
+    ReadLimitExceeded,
+    SetupError,
+    StoreError,
+)
+from ..logs import bind, new_connection_id, set_context
 from ..protocol.frames import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
@@ -66,8 +74,14 @@ class WebSocketEndpoint:
             # Refused before the upgrade: the ASGI server answers HTTP 403.
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
-        await server.start()
+        try:
+            await server.start()
+        except SetupError as exc:  # no lifespan: accepted, so that the close says why
+            await ws.accept()
+            await ws.close(code=CLOSE_INTERNAL, reason=str(exc)[:123])  # the most a close carries
+            return
         await ws.accept()
+        set_context(connection=new_connection_id("ws"))  # this task's log lines name it
         conn = Connection(ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon)
         server.connections.add(conn)
         conn.task = asyncio.current_task()
@@ -152,8 +166,7 @@ class WebSocketEndpoint:
         elif isinstance(event, Subscribe):
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
-            for qid in event.query_ids:
-                conn.queries.pop(qid, None)
+            self.server.reader.unsubscribe(conn, event.query_ids)
         elif isinstance(event, Mutate):
             await self._mutate(conn, event)
         elif isinstance(event, Ping):
@@ -178,6 +191,7 @@ class WebSocketEndpoint:
         conn.principal_key = engine.principal_key(principal)
         conn.read_key = engine.read_key(principal)
         conn.client_id = hello.client_id
+        set_context(client=hello.client_id, principal=conn.principal_key)
         try:
             try:
                 last = await engine.bind_client(principal, hello.client_id)
@@ -245,9 +259,10 @@ class WebSocketEndpoint:
                 bucket.spend(budget.spent, time.monotonic())
 
     async def _mutate(self, conn: Connection, event: Mutate) -> None:
-        frame = await self.server.apply(
-            conn.principal, conn.client_id, event.mutation, event.refused()
-        )
+        with bind(mutation=event.mutation.get("id")):
+            frame = await self.server.apply(
+                conn.principal, conn.client_id, event.mutation, event.refused()
+            )
         if isinstance(frame, AckFrame) and frame.seq:
             conn.awaiting_seq = max(conn.awaiting_seq, frame.seq)
             self.server.reader.notify()  # so the stream reaches the ack's seq even if idle

@@ -164,6 +164,11 @@ class GroupCommitStore(Store, Generic[G, W]):
     def _opened(self, resource: T | None) -> T:
         """``resource`` (the dialect's connection or pool), or a :class:`StoreError`
         outside ``open()`` ... ``close()``."""
+        if self._state == "new":
+            raise StoreError(
+                f"the {self.kind} was never opened: await its open() first (serving a "
+                "SynclineServer: pass lifespan=sync.lifespan to Starlette)"
+            )
         if self._state != "open" or resource is None:
             raise StoreError(f"the store is {self._state}; use it between open() and close()")
         return resource
@@ -221,6 +226,8 @@ class GroupCommitStore(Store, Generic[G, W]):
             await self._left(tx, ok=False)
             raise
         own = await self._left(tx, ok=True)
+        if isinstance(own, StoreError):  # converted already: it names the database
+            raise own
         if own is not None:
             raise self._failure(own) from own
         await asyncio.shield(group.done)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,20 @@ from ..record import LogEntry, Record
 if TYPE_CHECKING:
     from ..model import Schema
 
-__all__ = ["ClientState", "LogEntry", "LogOrderError", "ReadTx", "Store", "WriteTx", "following"]
+__all__ = [
+    "ClientState",
+    "LogEntry",
+    "LogOrderError",
+    "ReadTx",
+    "Store",
+    "WriteTx",
+    "following",
+    "reading_the_log",
+]
+
+reading_the_log: ContextVar[bool] = ContextVar("syncline_reading_the_log", default=False)
+"""True in the log reader's task: a store whose reads may queue (SQLite's capped reader
+pool) serves these first, since every connection's live changes wait on them."""
 
 
 class LogOrderError(StoreError):

@@ -108,6 +108,13 @@ object keys come back in JSONB's order.
 
 from __future__ import annotations
 
+from ..._extras import missing_extra
+
+try:  # every module of this package needs the driver: say which extra brings it
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "asyncpg", "PostgreSQL support", "postgres") from None
+
 from ._schema import MIGRATIONS, SCHEMA_VERSION, quote_ident
 from ._store import PostgresStore
 

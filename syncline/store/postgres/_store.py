@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from ...exceptions import StoreError
+from ...logs import redact_url
 from ...model import Schema
 from .._group import GroupCommitStore
 from ..base import ReadTx
@@ -85,7 +86,9 @@ class PostgresStore(GroupCommitStore[PostgresGroup, Write]):
                 timeout=self.connect_timeout,
             )
         except DB_ERRORS as exc:
-            error = self._error_class(exc)(f"cannot connect to PostgreSQL ({self.dsn}): {exc}")
+            error = self._error_class(exc)(
+                f"cannot connect to PostgreSQL ({redact_url(self.dsn)}): {exc}"
+            )
             raise error from exc
         try:
             async with pool.acquire() as conn:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -239,9 +239,16 @@ class Write(Read, WriteTx):
                 lost, g.conn = g.conn, None
                 await self._store._discard(lost)
 
-    async def _call(self, work: Coroutine[Any, Any, T]) -> T:
-        step = asyncio.ensure_future(work)
+    async def _call(self, statement: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``statement()`` on the group's connection; any failure is a
+        :class:`StoreError`, and one that leaves the connection unusable breaks the group.
+
+        The statement is made here, not by the caller: once the group's session ends
+        between two statements, asyncpg gives its connection back to the pool and the
+        next call refuses at once (``InterfaceError``, "released back to the pool")
+        before any coroutine exists -- that too is a lost connection."""
         try:
+            step = asyncio.ensure_future(statement())
             # Shielded: a writer cancelled half way through a statement (its client went
             # away) would leave the group's connection in an unknown state, and so
             # break every other writer of the group. The statement finishes first.
@@ -262,9 +269,9 @@ class Write(Read, WriteTx):
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         self._check()
-        conn = await self._call(self._connection())
+        conn = await self._call(self._connection)
         await self._send_pending(conn)
-        return list(await self._call(conn.fetch(sql, *args)))
+        return list(await self._call(lambda: conn.fetch(sql, *args)))
 
     async def _send_pending(self, conn: Conn) -> None:
         p = self._pending
@@ -277,7 +284,7 @@ class Write(Read, WriteTx):
             if rows
         ]
         sql = self._sql.flush(bool(p.records), bool(p.log), bool(p.acks))
-        await self._call(conn.execute(sql, *args))
+        await self._call(lambda: conn.execute(sql, *args))
 
     async def head(self) -> int:
         if self._head is None:

@@ -15,8 +15,11 @@ cache (:mod:`.writecache`), the tables (``_schema``), the compiler's dialect
 **Connections and threads.** One *writer* connection lives in one dedicated thread (a
 one-thread executor), so every write statement runs in submission order and none ever
 runs on the event loop. ``read()`` transactions each take their own *reader*
-connection from a small pool; every reader also owns a one-thread executor, so a
-cleanup queued after a cancelled call still runs after it. A read's first call opens
+connection from a pool of at most :attr:`SQLiteStore.max_readers` (8 by default);
+a ``read()`` beyond them waits for one to come back, first come first served, so a
+reconnect storm queues instead of opening a connection and a thread per waiting
+read. Every reader owns a one-thread executor, so a cleanup queued after a
+cancelled call still runs after it. A read's first call opens
 it with ``BEGIN`` plus its first ``SELECT``, which pins a WAL snapshot: from then on
 the transaction sees one committed state, whatever commits meanwhile, until its block
 exits (``ROLLBACK`` releases the snapshot before the connection goes back to the pool).

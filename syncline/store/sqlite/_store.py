@@ -12,13 +12,14 @@ from typing import Any
 from ...exceptions import StoreError
 from ...model import Schema
 from .._group import GroupCommitStore, consume
-from ..base import ReadTx
+from ..base import ReadTx, reading_the_log
 from . import _statements as stmt
 from ._commit import Exit, Member, SQLiteGroup, end_group_exit, leave_group
 from ._compile import indexes
 from ._conn import Conn
 from ._errors import condition
 from ._schema import MIGRATIONS, migrate
+from ._slots import Slots
 from ._tx import Read, Write
 from .writecache import WriteCache
 
@@ -35,13 +36,31 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
     migrations: tuple[tuple[str, ...], ...] = MIGRATIONS
     read_pool = 8
     """Idle reader connections kept open for the next ``read()``."""
+    max_readers = 8
+    """At most this many reader connections (each with its own thread) are open at
+    once; a ``read()`` beyond them waits for one to come back, first come first served
+    (the log reader's reads first: see :data:`syncline.store.base.reading_the_log`)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        max_readers: int | None = None,
+    ) -> None:
         super().__init__()
+        if max_readers is not None:
+            if isinstance(max_readers, bool) or not isinstance(max_readers, int) or max_readers < 1:
+                raise StoreError(f"max_readers must be a whole number from 1, not {max_readers!r}")
+            self.max_readers = max_readers
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         self._writer: Conn | None = None
         self._idle: list[Conn] = []
+        self._slots = Slots(self.max_readers)
+        self.readers_open = 0
+        """Reader connections open now (idle, in use or closing): never above
+        :attr:`max_readers`."""
         self._cache = WriteCache()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -64,7 +83,7 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
     async def _disconnect(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.close()
+            await self._close_reader(conn, release=False)
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -80,23 +99,43 @@ class SQLiteStore(GroupCommitStore[SQLiteGroup, Write]):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[ReadTx]:
         self._check_open()
-        conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = await Conn.open(self.path, self.busy_timeout, writer=False)
-        tx = Read(conn, self._epoch)
+        # A slot per open reader: the pool's cap. The log reader's reads go first:
+        # every connection's live changes wait on them.
+        await self._slots.acquire(urgent=reading_the_log.get())
+        release = True  # else a spawned close gives the slot back once it is done
         try:
-            yield tx
-        finally:
-            tx._ended = True
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = await Conn.open(self.path, self.busy_timeout, writer=False)
+                self.readers_open += 1
+            tx = Read(conn, self._epoch)
             try:
-                await conn.run(stmt.end_read)
-            except BaseException:
-                self._spawn(conn.close())  # its state is unknown: do not reuse it
-                raise
-            if self._state == "open" and len(self._idle) < self.read_pool:
-                self._idle.append(conn)
-            else:
-                self._spawn(conn.close())
+                yield tx
+            finally:
+                tx._ended = True
+                try:
+                    await conn.run(stmt.end_read)
+                except BaseException:
+                    release = False
+                    self._spawn(self._close_reader(conn))  # its state is unknown: not reused
+                    raise
+                if self._state == "open" and len(self._idle) < self.read_pool:
+                    self._idle.append(conn)
+                else:
+                    release = False
+                    self._spawn(self._close_reader(conn))
+        finally:
+            if release:
+                self._slots.release()
+
+    async def _close_reader(self, conn: Conn, *, release: bool = True) -> None:
+        """Close a reader connection; its slot is free only once it is closed."""
+        try:
+            await conn.close()
+        finally:
+            self.readers_open -= 1
+            if release:
+                self._slots.release()
 
     # --- writes and group commit ------------------------------------------------------
 

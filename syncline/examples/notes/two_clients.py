@@ -1,7 +1,7 @@
 """Two Python clients syncing through a running server.
 
-syncline serve examples.notes.app:app --db notes.sqlite3 --port 8000 &
-python -m examples.notes.two_clients ws://127.0.0.1:8000/sync
+syncline serve syncline.examples.notes.app:app --db notes.sqlite3 --port 8000 &
+python -m syncline.examples.notes.two_clients ws://127.0.0.1:8000/sync
 """
 
 from __future__ import annotations

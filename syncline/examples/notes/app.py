@@ -1,10 +1,10 @@
 """A minimal syncline application: shared notes, served by ``syncline serve``.
 
-    syncline serve examples.notes.app:app --db notes.sqlite3 --port 8000
+    syncline serve syncline.examples.notes.app:app --db notes.sqlite3 --port 8000
 
 or as several nodes on one PostgreSQL database::
 
-    syncline serve examples.notes.app:app --port 8001 \
+    syncline serve syncline.examples.notes.app:app --port 8001 \
         --db postgresql://postgres@127.0.0.1/test?schema=notes --backplane redis://127.0.0.1:6379/0
 
 The page at ``/`` is server-rendered from the same snapshot it embeds; clients sync at
