@@ -260,9 +260,10 @@ def demo(
     which: Annotated[
         str,
         typer.Argument(
-            metavar="[board|todomvc]",
+            metavar="[board|todomvc|tiny]",
             envvar=_env("DEMO"),
-            help="board: the collaborative board (every merge policy); todomvc: TodoMVC.",
+            help="board: the collaborative board (every merge policy); todomvc: TodoMVC; "
+            "tiny: the smallest live example (syncline/examples/tiny/).",
         ),
     ] = "board",
     host: Host = "127.0.0.1",
@@ -302,7 +303,7 @@ def demo(
     log_level: LogLevel = Level.warning,
     log_format: LogFormat = Format.text,
 ) -> None:
-    """Serve a demo on an embedded SQLite file: the board (default) or TodoMVC.
+    """Serve a demo on an embedded SQLite file: the board (default), TodoMVC or tiny.
 
     With --console, show the sync core at work instead: two clients edit one card at once;
     watch the merge, the conflict and the converged result.
@@ -312,9 +313,9 @@ def demo(
 
         asyncio.run(run(seed))
         return
-    if which not in ("board", "todomvc"):
+    if which not in ("board", "todomvc", "tiny"):
         raise typer.BadParameter(
-            f"{which!r} is not a demo; choose board or todomvc", param_hint="DEMO"
+            f"{which!r} is not a demo; choose board, todomvc or tiny", param_hint="DEMO"
         )
     db = db or f"syncline-{which}.sqlite3"
     log_config = _run_options(
@@ -331,6 +332,10 @@ def demo(
 
     if which == "todomvc":
         from .demo.todomvc.app import app_for
+    elif which == "tiny":
+        from .examples.tiny.app import tiny_app
+
+        app_for = tiny_app  # type: ignore[assignment]  # no sessions: no secret to take
     else:
         from .demo.app import app_for
 

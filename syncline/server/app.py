@@ -82,6 +82,20 @@ def _describe(part: object) -> str:
 
 
 class SynclineServer:
+    """The sync endpoints of one node, and their lifecycle.
+
+    ``routes`` are the Starlette routes to add to an application (``/sync`` WebSocket,
+    ``POST /sync/mutate``, ``GET /sync/pull``, the browser client's modules at
+    ``/sync/<name>.js``; ``path`` moves them); ``app`` is a Starlette app of those
+    routes alone; ``lifespan`` opens the store, starts the log reader and stops both.
+    ``authenticate`` finds each connection's principal (:data:`Authenticate`; without
+    it, every connection is ``"anonymous"``). ``allowed_origins`` and ``allowed_hosts``
+    widen or name the Origin and Host checks, ``security_headers`` replaces the
+    headers sent on every answer, and ``limits`` and the keyword arguments after it
+    bound frames, queues, polls and connections (docs/security.md lists each one).
+    ``backplane`` joins several nodes on one database (memory: one node alone).
+    """
+
     def __init__(
         self,
         engine: Engine,
