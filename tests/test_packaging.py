@@ -74,6 +74,7 @@ EXTRA_OF = {
     "syncline.demo": "standard",
     "syncline.client.client": "client",
     "syncline.examples.notes.two_clients": "client",
+    "syncline.examples.tiny": "standard",
     "syncline.fanout.postgres": "postgres",
     "syncline.fanout.redis": "redis",
     "syncline.metrics": "metrics",

@@ -51,6 +51,7 @@ from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
 from .health import HealthEndpoints
 from .http import HttpEndpoints
+from .inspect import InspectGuard, Inspector
 from .origins import OriginPolicy
 from .ratelog import EpisodeLog
 from .refusals import StoreEpisodes
@@ -86,6 +87,20 @@ def _describe(part: object) -> str:
 
 
 class SynclineServer:
+    """The sync endpoints of one node, and their lifecycle.
+
+    ``routes`` are the Starlette routes to add to an application (``/sync`` WebSocket,
+    ``POST /sync/mutate``, ``GET /sync/pull``, the browser client's modules at
+    ``/sync/<name>.js``; ``path`` moves them); ``app`` is a Starlette app of those
+    routes alone; ``lifespan`` opens the store, starts the log reader and stops both.
+    ``authenticate`` finds each connection's principal (:data:`Authenticate`; without
+    it, every connection is ``"anonymous"``). ``allowed_origins`` and ``allowed_hosts``
+    widen or name the Origin and Host checks, ``security_headers`` replaces the
+    headers sent on every answer, and ``limits`` and the keyword arguments after it
+    bound frames, queues, polls and connections (docs/security.md lists each one).
+    ``backplane`` joins several nodes on one database (memory: one node alone).
+    """
+
     def __init__(
         self,
         engine: Engine,
@@ -108,6 +123,7 @@ class SynclineServer:
         backplane: Backplane | None = None,
         ready_timeout: float = 2.0,
         max_reader_lag: float = 10.0,
+        inspect: InspectGuard | None = None,
     ) -> None:
         from ..fanout.reader import LogReader
 
@@ -174,6 +190,10 @@ class SynclineServer:
             Route(f"{path}/health", self._headed(self.health.health), methods=["GET", "HEAD"]),
             Route(f"{path}/ready", self._headed(self.health.ready), methods=["GET", "HEAD"]),
         ]
+        # Opt-in, behind the application's own guard (docs/operations.md, Inspector).
+        self.inspector = Inspector(self, inspect) if inspect is not None else None
+        if self.inspector is not None:
+            self.routes += self.inspector.routes(path, self._guarded)
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
     def _guarded(
@@ -408,6 +428,8 @@ class SynclineServer:
     ) -> AckFrame | RejectFrame:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
         frame = await self._apply(principal, client_id, mutation, refusal)
+        if self.inspector is not None:
+            self.inspector.observe(principal, client_id, mutation, frame)
         if self.metrics is not None:
             self.metrics.mutation(frame)
         if isinstance(frame, RejectFrame):
