@@ -272,7 +272,13 @@ def test_serve_takes_its_options_from_the_environment(tmp_path: Path) -> None:
 def test_several_workers_serve_with_a_backplane_between_them(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
-    args = ["syncline.examples.notes.app:app", "--db", str(tmp_path / "w.sqlite3"), "--port", str(port)]
+    args = [
+        "syncline.examples.notes.app:app",
+        "--db",
+        str(tmp_path / "w.sqlite3"),
+        "--port",
+        str(port),
+    ]
     args += ["--workers", "2", "--backplane", "redis://127.0.0.1:6379/0"]
     proc = serve_in_background(args, {"SYNCLINE_LOG_FORMAT": "json"}, log)
     try:

@@ -70,7 +70,9 @@ def unwritable_dir(tmp_path: Path) -> Path:
 
 def test_a_sqlite_file_in_a_readonly_folder_is_one_line_naming_it(tmp_path: Path) -> None:
     path = unwritable_dir(tmp_path) / "opscli-notes.sqlite3"
-    lines = serve_fails("syncline.examples.notes.app:app", "--db", str(path), "--port", str(free_port()))
+    lines = serve_fails(
+        "syncline.examples.notes.app:app", "--db", str(path), "--port", str(free_port())
+    )
     assert len(lines) == 1, lines
     assert f"cannot open the database {path}: unable to open database file" in lines[0]
 
