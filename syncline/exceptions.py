@@ -25,6 +25,7 @@ The tree::
     │   ├── StoreReadOnly        the database refuses writes (read-only file or transaction)
     │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
+    ├── PresenceRefused          a presence room refused this client (rule or limit)
     ├── BackplaneError           the backplane between nodes could not start
     ├── ProtocolError            (syncline.protocol) a peer sent a frame the protocol
     │                            does not allow; its ``error`` frame names the problem
@@ -53,6 +54,7 @@ __all__ = [
     "MutationGap",
     "MutationRefused",
     "PolicyViolation",
+    "PresenceRefused",
     "QueryError",
     "ReadLimitExceeded",
     "RecordExists",
@@ -250,6 +252,12 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached, or the connection to it was lost."""
 
     code = condition = "unavailable"
+
+
+class PresenceRefused(SynclineError):
+    """A presence room refused this client (not allowed, or past a limit)."""
+
+    code = "room_refused"
 
 
 class BackplaneError(SynclineError):

@@ -33,6 +33,7 @@ from ..exceptions import ClientIdTaken, MutationRefused, StoreError
 from ..fanout.backplane import Backplane
 from ..fanout.memory import MemoryBackplane
 from ..model import Principal
+from ..presence import MergeMode
 from ..protocol.frames import (
     CLOSE_RESTART,
     CLOSE_REVOKED,
@@ -50,6 +51,7 @@ from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
 from .http import HttpEndpoints
 from .origins import OriginPolicy
+from .presence import MayJoin, PresenceService, PresenceUser
 from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
 
@@ -84,7 +86,18 @@ class SynclineServer:
         max_polls_per_principal: int = 4,
         max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
+        may_join: MayJoin | None = None,
+        presence_user: PresenceUser | None = None,
+        presence_merge: MergeMode = "connection",
+        presence_heartbeat: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
+        """Presence (docs/protocol.md, Presence): ``may_join(principal, room)`` guards
+        rooms (default: a ``<collection>:<id>`` room admits whoever may read the
+        record), ``presence_user(principal)`` is what members see of who it is
+        (default: nothing, an opaque key), ``presence_merge`` shows each connection
+        (``"connection"``) or one entry per principal (``"principal"``); other nodes'
+        entries leave within ``presence_ttl`` + 1 s of their node's last beat."""
         from ..fanout.reader import LogReader
 
         self.engine = engine
@@ -118,6 +131,18 @@ class SynclineServer:
         self.backplane = backplane or MemoryBackplane()
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
+        self.presence = PresenceService(
+            engine,
+            self.backplane,
+            merge=presence_merge,
+            may_join=may_join,
+            presence_user=presence_user,
+            max_rooms=self.limits.max_rooms,
+            max_bytes=self.limits.max_presence_bytes,
+            per_second=self.limits.presence_per_second,
+            heartbeat=presence_heartbeat,
+            ttl=presence_ttl,
+        )
         self.flusher = Flusher()
         self.store_episodes = StoreEpisodes()
         # Parsed queries by key, shared by every connection that subscribes to the same
@@ -169,6 +194,7 @@ class SynclineServer:
                 await self.engine.store.ensure_indexes(self.engine.schema)
                 await self.reader.start()
                 await self.backplane.start(self.reader.notify)
+                await self.presence.start()
                 self.http.advanced((await self.engine.head()).seq)
                 if self.retention is not None:
                     self._trimmer = asyncio.create_task(self._trim_forever(self.retention))
@@ -183,6 +209,7 @@ class SynclineServer:
         for conn in list(self.connections):
             conn.close_later(CLOSE_RESTART, "server shutting down")
         if self._started:
+            await self.presence.stop()
             await self.backplane.stop()
         for task in (self._trimmer, self._watcher):
             if task is not None:
