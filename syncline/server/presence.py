@@ -273,8 +273,8 @@ class PresenceService:
                 leaves=diff.leaves,
             )
         )
-        for conn in watching:
-            if conn is not skip:
+        for conn in watching:  # (one that is closing needs no more of it)
+            if conn is not skip and conn.close_reason is None:
                 conn.outbox.put(text)
                 self.sent += 1
 
