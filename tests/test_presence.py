@@ -357,3 +357,56 @@ class TestPresenceLive:
             assert updates[-1] == {"x": 60}  # the last value always arrives
             assert len(updates) <= 5 * elapsed + 2  # at most 5 a second passed on
             assert len(updates) >= 2
+
+
+class TestPresenceNodes:
+    """Two nodes in one process over a shared in-memory backplane (the Redis and
+    PostgreSQL runs are tests/test_presence_multinode.py): lost messages heal at the
+    next beat, and a node that stops beating loses its members within the TTL."""
+
+    @contextlib.asynccontextmanager
+    async def two_nodes(self, tmp_path: Path) -> AsyncIterator[tuple[list[str], list[Any]]]:
+        from syncline.fanout.memory import MemoryBackplane, MemoryHub
+
+        hub = MemoryHub()
+        kw = {"presence_heartbeat": 0.2, "presence_ttl": 1.0}
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        async with (
+            running(tmp_path / "a", backplane=MemoryBackplane(hub), **kw) as (host_a, sync_a),
+            running(tmp_path / "b", backplane=MemoryBackplane(hub), **kw) as (host_b, sync_b),
+        ):
+            yield [host_a, host_b], [sync_a, sync_b]
+
+    async def test_presence_lost_messages_heal_at_the_next_beat(self, tmp_path: Path) -> None:
+        async with self.two_nodes(tmp_path) as ((host_a, host_b), (sync_a, _)):
+            dropped: list[str] = []
+            publish = sync_a.backplane.publish_presence
+
+            def lossy(message: str) -> None:  # node a's changes never arrive
+                if '"p":"set"' in message or '"p":"del"' in message:
+                    dropped.append(message)
+                else:
+                    publish(message)
+
+            sync_a.backplane.publish_presence = lossy  # type: ignore[method-assign]
+            async with client(host_a, "red-ann") as ann, client(host_b, "red-bob") as bob:
+                b = await bob.join("board:demo", {})
+                await ann.join("board:demo", {"x": 1})
+                assert dropped  # the join was lost on its way to b ...
+                sync_a.backplane.publish_presence = publish  # type: ignore[method-assign]
+                # ... and a's next beat carries a digest b disagrees with: b asks again
+                await b.wait_for(lambda r: names(r.members).get("red-ann") == {"x": 1}, T)
+
+    async def test_presence_of_a_silent_node_leaves_within_the_ttl(self, tmp_path: Path) -> None:
+        async with self.two_nodes(tmp_path) as ((host_a, host_b), (sync_a, _)):
+            async with client(host_a, "red-ann") as ann, client(host_b, "red-bob") as bob:
+                b = await bob.join("board:demo", {})
+                await ann.join("board:demo", {})
+                await b.wait_for(lambda r: len(r.members) == 2, T)
+                loop = asyncio.get_running_loop()
+                await sync_a.presence.stop()  # node a goes silent, as if it crashed
+                sync_a.backplane.publish_presence = lambda message: None  # type: ignore[method-assign]
+                silent = loop.time()
+                await b.wait_for(lambda r: list(names(r.members)) == ["red-bob"], T)
+                assert loop.time() - silent <= 1.0 + 1.0 + 0.5  # ttl + the check's second
