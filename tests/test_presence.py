@@ -237,10 +237,18 @@ class TestPresenceLive:
             b = await bob.join("board:demo", {})
             await ann.join("board:demo", {"here": True})
             await b.wait_for(lambda r: len(r.members) == 2, T)
-            for conn in list(sync.connections):  # every connection drops; clients return
-                conn.close_later(1012, "restart")
-            await b.wait_for(lambda r: len(r.members) == 1, T)  # ann left with her socket
+            left: list[str] = []
+            b.on(lambda kind, m: left.append(m.user["name"]) if kind == "leave" else None)
+            for conn in list(sync.connections):  # ann's connection drops; her client returns
+                if conn.principal == "red-ann":
+                    conn.close_later(1012, "restart")
+            await b.wait_for(lambda r: left == ["red-ann"], T)  # she left with her socket
             await b.wait_for(lambda r: names(r.members).get("red-ann") == {"here": True}, T)
+            for conn in list(sync.connections):  # and bob's: his room is joined again too
+                if conn.principal == "red-bob":
+                    conn.close_later(1012, "restart")
+            await bob.wait_for(lambda: bob.status != "live", T)
+            await b.wait_for(lambda r: r.answered and len(r.members) == 2, T)
 
     async def test_presence_dropped_connection_leaves_within_two_heartbeats(
         self, tmp_path: Path
@@ -379,7 +387,13 @@ class TestPresenceNodes:
             yield [host_a, host_b], [sync_a, sync_b]
 
     async def test_presence_lost_messages_heal_at_the_next_beat(self, tmp_path: Path) -> None:
-        async with self.two_nodes(tmp_path) as ((host_a, host_b), (sync_a, _)):
+        async with self.two_nodes(tmp_path) as ((host_a, host_b), (sync_a, sync_b)):
+            async with asyncio.timeout(T):  # b's start made a announce: let that be done
+                while (
+                    sync_a.presence.node not in sync_b.presence.registry.heard
+                    or sync_a.presence._announce_timer is not None
+                ):
+                    await asyncio.sleep(0.02)
             dropped: list[str] = []
             publish = sync_a.backplane.publish_presence
 

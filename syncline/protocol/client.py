@@ -455,6 +455,8 @@ class ClientProtocol:
         if self.state is not State.FAILED:
             self.state = State.CLOSED
         self._reset_connection()
+        for view in self.rooms.values():  # what it shows is stale until joined again
+            view.answered = False
 
     def fail(self, code: str, message: str) -> list[ClientEvent]:
         """Stop for good on a refusal found outside the protocol (a URL that can never

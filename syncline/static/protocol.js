@@ -290,6 +290,7 @@ export class ClientProtocol {
   connectionLost() {
     if (this.state !== "failed") this.state = "closed";
     this._resetConnection();
+    for (const r of this.presence.rooms.values()) r.answered = false; // stale until rejoined
   }
 
   _resetConnection() {
