@@ -319,6 +319,24 @@ class TestPresenceLive:
                 await ann.join("three", {})
             assert ann.status == "live"  # refusals are not fatal
 
+    async def test_presence_grants_rechecked_take_a_member_out(self, tmp_path: Path) -> None:
+        allowed = {"red-ann", "red-bob"}
+        async with (
+            running(tmp_path, may_join=lambda user, room: user in allowed) as (host, sync),
+            client(host, "red-ann") as ann,
+            client(host, "red-bob") as bob,
+        ):
+            a = await ann.join("war-room", {})
+            b = await bob.join("war-room", {})
+            await a.wait_for(lambda r: len(r.members) == 2, T)
+            allowed.discard("red-bob")
+            await sync.recheck("red-bob")
+            await b.wait_for(lambda r: r.left, T)
+            assert b.error is not None and b.error["code"] == "room_refused"
+            await a.wait_for(lambda r: list(names(r.members)) == ["red-ann"], T)
+            with pytest.raises(PresenceRefused):
+                await bob.join("war-room", {})
+
     async def test_presence_never_appears_in_the_store(self, tmp_path: Path) -> None:
         def dump() -> list[str]:
             with contextlib.closing(sqlite3.connect(tmp_path / "presence.sqlite3")) as db:

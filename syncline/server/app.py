@@ -261,8 +261,10 @@ class SynclineServer:
 
     async def recheck(self, principal: Principal) -> int:
         """The principal's grants changed: resend each of its subscriptions as a fresh
-        snapshot under the current rules (records it may no longer read leave)."""
+        snapshot under the current rules (records it may no longer read leave), and
+        take it out of the presence rooms it may no longer join."""
         key = self.engine.principal_key(principal)
+        await self.presence.recheck([c for c in self.connections if c.principal_key == key])
         conns = [c for c in self.connections if c.principal_key == key and c.queries]
         for c in conns:  # no live frame reaches them until their snapshot does
             c.resync = True

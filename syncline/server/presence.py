@@ -201,6 +201,16 @@ class PresenceService:
         self._broadcast(self.registry.remove(room, cid))
         self._publish(Message(p="del", n=self.node, c=cid, r=room))
 
+    async def recheck(self, conns: list[Connection]) -> None:
+        """Their principal's grants changed: each room it may no longer join is left,
+        with the same refusal a join would get."""
+        for conn in conns:
+            for room in list(self.joined.get(conn, {})):
+                if not await self._allowed(conn.principal, room):
+                    self.leave(conn, room)
+                    refusal = ProtocolError("room_refused", REFUSED.format(room=room), ref=room)
+                    conn.send_frame(refusal.frame())
+
     def disconnect(self, conn: Connection) -> None:
         """The connection ended: it leaves every room it was in."""
         for room in list(self.joined.get(conn, {})):
