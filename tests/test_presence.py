@@ -135,6 +135,43 @@ class TestPresenceRules:
         assert view.apply([], [], ["b", "zz"]) == [("leave", bob2)]
         assert view.load("a", []) == [("leave", ann)]
 
+    def test_presence_frames_are_checked_at_the_boundary(self) -> None:
+        from syncline.protocol.frames import ProtocolError
+        from syncline.protocol.server import Join, ServerProtocol
+
+        proto = ServerProtocol(Limits(max_presence_bytes=32))
+        hello = {"t": "hello", "v": 1, "client": "presence-1", "schema": "h"}
+        proto.receive(encode_message_json(hello), 0.0)
+        event = proto.receive(encode_message_json({"t": "join", "room": "r"}), 0.0)
+        assert isinstance(event, Join) and event.state == {}
+        cases = {
+            '{"t":"join","room":""}': ("bad_frame", "room"),
+            '{"t":"join","room":"r","state":[1]}': ("bad_frame", "state"),
+            '{"t":"presence","room":"r"}': ("bad_frame", "state: Field required"),
+            '{"t":"leave","room":"r","x":1}': ("bad_frame", "Extra inputs"),
+            '{"t":"join","room":"r\\u0000"}': ("bad_frame", "NUL"),
+            '{"t":"presence","room":"r","state":{"s":"' + "y" * 40 + '"}}': ("limit", "32"),
+        }
+        for text, (code, words) in cases.items():
+            with pytest.raises(ProtocolError) as info:
+                proto.receive(text, 0.0)
+            assert info.value.code == code and words in str(info.value), (text, info.value)
+
+    def test_presence_client_refuses_malformed_room_frames(self) -> None:
+        from syncline import Replica
+        from syncline.protocol.client import ClientProtocol
+
+        proto = ClientProtocol(Replica(SCHEMA, "presence-client-1"))
+        proto.join("r", {})
+        events = proto.receive({"t": "room", "room": "r", "me": "k", "members": [{"x": 1}]}, 0)
+        assert [e.kind for e in events] == ["error"] and proto.close_requested
+
+
+def encode_message_json(frame: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(frame)
+
 
 # --- real servers -------------------------------------------------------------------------
 
