@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from syncline.client import Client
@@ -27,6 +28,7 @@ BOUND = 15.0 + 1.0  # docs/protocol.md, Presence: presence_ttl + 1 s
 
 @pytest.fixture(params=["redis", "postgres"])
 def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """Two nodes on a fresh PostgreSQL schema (its name: ``nodes[0].env``)."""
     backplane = request.param
     check_services(backplane)
     schema, channel = new_pg_schema(), f"syncline_presence_{secrets.token_hex(6)}"
@@ -58,6 +60,7 @@ async def test_presence_of_a_sigkilled_node_leaves_within_the_bound(
     ):
         await ann.wait_live(T)
         await bob.wait_live(T)
+        before = await dump(nodes[0].env["SYNCLINE_TEST_PG_SCHEMA"])
         a = await ann.join("board:demo", {"who": "ann"})
         b = await bob.join("board:demo", {"who": "bob"})
         states = lambda r: sorted(m.state.get("who", "") for m in r.members.values())  # noqa: E731
@@ -67,6 +70,8 @@ async def test_presence_of_a_sigkilled_node_leaves_within_the_bound(
         await b.wait_for(
             lambda r: any(m.state.get("editing") == "c1" for m in r.members.values()), T
         )
+        # Nothing of it reached the database: every table, row for row, as before.
+        assert await dump(nodes[0].env["SYNCLINE_TEST_PG_SCHEMA"]) == before
         loop = asyncio.get_running_loop()
         nodes[0].kill()  # SIGKILL: no leave is ever sent
         killed = loop.time()
@@ -81,3 +86,20 @@ async def test_presence_of_a_sigkilled_node_leaves_within_the_bound(
             c = await cat.join("board:demo", {"who": "cat"})
             await c.wait_for(lambda r: states(r) == ["bob", "cat"], 5.0)
             await b.wait_for(lambda r: states(r) == ["bob", "cat"], T)
+
+
+async def dump(schema: str) -> dict[str, list[str]]:
+    """Every table of ``schema``, each row as text, in a stable order."""
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        )
+        out = {}
+        for t in sorted(r["table_name"] for r in tables):
+            rows = await conn.fetch(f'SELECT t::text AS row FROM "{schema}"."{t}" t')
+            out[t] = sorted(r["row"] for r in rows)
+        assert out, f"no tables in {schema}"
+        return out
+    finally:
+        await conn.close()
