@@ -428,11 +428,13 @@ class TestPresenceNodes:
     next beat, and a node that stops beating loses its members within the TTL."""
 
     @contextlib.asynccontextmanager
-    async def two_nodes(self, tmp_path: Path) -> AsyncIterator[tuple[list[str], list[Any]]]:
+    async def two_nodes(
+        self, tmp_path: Path, ttl: float = 1.0
+    ) -> AsyncIterator[tuple[list[str], list[Any]]]:
         from syncline.fanout.memory import MemoryBackplane, MemoryHub
 
         hub = MemoryHub()
-        kw = {"presence_heartbeat": 0.2, "presence_ttl": 1.0}
+        kw = {"presence_heartbeat": 0.2, "presence_ttl": ttl}
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         async with (
@@ -479,3 +481,12 @@ class TestPresenceNodes:
                 silent = loop.time()
                 await b.wait_for(lambda r: list(names(r.members)) == ["red-bob"], T)
                 assert loop.time() - silent <= 1.0 + 1.0 + 0.5  # ttl + the check's second
+
+    async def test_presence_of_a_node_that_stops_leaves_at_once(self, tmp_path: Path) -> None:
+        async with self.two_nodes(tmp_path, ttl=60.0) as ((host_a, host_b), (sync_a, _)):
+            async with client(host_a, "red-ann") as ann, client(host_b, "red-bob") as bob:
+                b = await bob.join("board:demo", {})
+                await ann.join("board:demo", {})
+                await b.wait_for(lambda r: len(r.members) == 2, T)
+                await sync_a.stop()  # a graceful stop says goodbye: no 60 s wait
+                await b.wait_for(lambda r: list(names(r.members)) == ["red-bob"], 5.0)

@@ -103,3 +103,26 @@ async def dump(schema: str) -> dict[str, list[str]]:
         return out
     finally:
         await conn.close()
+
+
+async def test_presence_of_a_node_stopped_gracefully_leaves_at_once(
+    nodes: list[ServerProcess],
+) -> None:
+    async with (
+        Client(nodes[0].ws_url, BOARD) as ann,
+        Client(nodes[1].ws_url, BOARD) as bob,
+    ):
+        await ann.wait_live(T)
+        await bob.wait_live(T)
+        await ann.join("board:demo", {"who": "ann"})
+        b = await bob.join("board:demo", {"who": "bob"})
+        await b.wait_for(lambda r: len(r.members) == 2, T)
+        await ann.close()  # so that it does not come back when the node is gone
+        await b.wait_for(lambda r: len(r.members) == 1, T)
+        again = Client(nodes[0].ws_url, BOARD, backoff=(30.0, 30.0))
+        async with again:
+            await again.wait_live(T)
+            await again.join("board:demo", {"who": "ann"})
+            await b.wait_for(lambda r: len(r.members) == 2, T)
+            await asyncio.to_thread(nodes[0].stop)  # SIGTERM: the node says goodbye
+            await b.wait_for(lambda r: len(r.members) == 1, 5.0)  # well before the TTL

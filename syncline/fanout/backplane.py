@@ -142,6 +142,9 @@ class RemoteBackplane(Backplane):
     presence_queue: ClassVar[int] = 2000
     """Presence messages waiting to be sent at most; past it the oldest are dropped."""
 
+    presence_drain: ClassVar[float] = 1.0
+    """Seconds :meth:`stop` waits for the presence messages queued to go out."""
+
     def __init__(self, channel: str) -> None:
         if not channel:
             raise BackplaneError("a backplane needs a channel name")
@@ -158,6 +161,7 @@ class RemoteBackplane(Backplane):
         self._stopping = False
         self._presence_out: deque[str] = deque(maxlen=self.presence_queue)
         self._presence_wake = asyncio.Event()
+        self._presence_sending = False
 
     # --- what a backend provides --------------------------------------------------------
 
@@ -227,6 +231,11 @@ class RemoteBackplane(Backplane):
     async def stop(self) -> None:
         self._on_head = None
         self.on_presence = None
+        if self.connected.is_set():  # what presence said last (its goodbye) goes first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.presence_drain):
+                    while self._presence_out or self._presence_sending:
+                        await asyncio.sleep(0.01)
         self._stopping = True
         self._wake.set()
         self._presence_wake.set()
@@ -326,6 +335,7 @@ class RemoteBackplane(Backplane):
             self._presence_wake.clear()
             while self._presence_out and not self._stopping:
                 payload = self._presence_out.popleft()
+                self._presence_sending = True
                 try:
                     await self._send_payload(payload)
                 except asyncio.CancelledError:
@@ -336,6 +346,8 @@ class RemoteBackplane(Backplane):
                     failing = True
                 else:
                     failing = False
+                finally:
+                    self._presence_sending = False
 
     def __str__(self) -> str:
         return f"{type(self).__name__}({self.channel!r})"

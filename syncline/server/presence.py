@@ -140,6 +140,8 @@ class PresenceService:
         self._task = asyncio.create_task(self._beat_forever(), name="syncline-presence")
 
     async def stop(self) -> None:
+        """Stop; the other nodes drop this node's entries at once (not after the TTL)."""
+        self._publish(Message(p="end", n=self.node, g=self._gen + 1))
         self.backplane.on_presence = None
         for timer in (self._flush_timer, self._announce_timer):
             if timer is not None:
@@ -179,7 +181,9 @@ class PresenceService:
     def update(self, conn: Connection, room: str, state: dict[str, Any]) -> None:
         cid = self.joined.get(conn, {}).get(room)
         if cid is None:
-            raise ProtocolError("not_joined", f"room {room!r}: join it before sending presence")
+            raise ProtocolError(
+                "not_joined", f"room {room!r}: join it before sending presence", ref=room
+            )
         if self._coalescer.offer((cid, room), state, time.monotonic()):
             self._update_now(cid, room, state)
         else:
