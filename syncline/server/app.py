@@ -34,6 +34,7 @@ from ..fanout.backplane import Backplane
 from ..fanout.memory import MemoryBackplane
 from ..logs import redact_url
 from ..model import Principal
+from ..presence import MergeMode
 from ..protocol.frames import (
     CLOSE_RESTART,
     CLOSE_REVOKED,
@@ -53,6 +54,7 @@ from .health import HealthEndpoints
 from .http import HttpEndpoints
 from .inspect import InspectGuard, Inspector
 from .origins import OriginPolicy
+from .presence import MayJoin, PresenceService, PresenceUser
 from .ratelog import EpisodeLog
 from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
@@ -124,7 +126,18 @@ class SynclineServer:
         ready_timeout: float = 2.0,
         max_reader_lag: float = 10.0,
         inspect: InspectGuard | None = None,
+        may_join: MayJoin | None = None,
+        presence_user: PresenceUser | None = None,
+        presence_merge: MergeMode = "connection",
+        presence_heartbeat: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
+        """Presence (docs/protocol.md, Presence): ``may_join(principal, room)`` guards
+        rooms (default: a ``<collection>:<id>`` room admits whoever may read the
+        record), ``presence_user(principal)`` is what members see of who it is
+        (default: nothing, an opaque key), ``presence_merge`` shows each connection
+        (``"connection"``) or one entry per principal (``"principal"``); other nodes'
+        entries leave within ``presence_ttl`` + 1 s of their node's last beat."""
         from ..fanout.reader import LogReader
 
         self.engine = engine
@@ -165,6 +178,18 @@ class SynclineServer:
         self.backplane = backplane or MemoryBackplane()
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
+        self.presence = PresenceService(
+            engine,
+            self.backplane,
+            merge=presence_merge,
+            may_join=may_join,
+            presence_user=presence_user,
+            max_rooms=self.limits.max_rooms,
+            max_bytes=self.limits.max_presence_bytes,
+            per_second=self.limits.presence_per_second,
+            heartbeat=presence_heartbeat,
+            ttl=presence_ttl,
+        )
         self.flusher = Flusher()
         self.store_episodes = StoreEpisodes()
         # Parsed queries by key, shared by every connection that subscribes to the same
@@ -284,6 +309,7 @@ class SynclineServer:
                 await self.reader.start()
                 await self._read_floor()
                 await self.backplane.start(self.reader.notify)
+                await self.presence.start()
                 head = (await self.engine.head()).seq
                 self.http.advanced(head)
                 if self.retention is not None:
@@ -329,6 +355,7 @@ class SynclineServer:
         for conn in list(self.connections):
             conn.close_later(CLOSE_RESTART, "server shutting down")
         if self._started:
+            await self.presence.stop()
             await self.backplane.stop()
         for task in (self._trimmer, self._watcher):
             if task is not None:
@@ -383,8 +410,10 @@ class SynclineServer:
 
     async def recheck(self, principal: Principal) -> int:
         """The principal's grants changed: resend each of its subscriptions as a fresh
-        snapshot under the current rules (records it may no longer read leave)."""
+        snapshot under the current rules (records it may no longer read leave), and
+        take it out of the presence rooms it may no longer join."""
         key = self.engine.principal_key(principal)
+        await self.presence.recheck([c for c in self.connections if c.principal_key == key])
         conns = [c for c in self.connections if c.principal_key == key and c.queries]
         for c in conns:  # no live frame reaches them until their snapshot does
             c.resync = True

@@ -42,9 +42,12 @@ from ..protocol.frames import (
 from ..protocol.server import (
     Event,
     Hello,
+    Join,
+    Leave,
     Mutate,
     Ping,
     Pong,
+    PresenceUpdate,
     ProtocolError,
     Subscribe,
     Unsubscribe,
@@ -115,6 +118,7 @@ class WebSocketEndpoint:
             conn.task = None
             self._closed(conn)
             self._release(conn)
+            server.presence.disconnect(conn)
             conn.flush()  # what the connection said last (an error, say) goes before the close
             server.connections.discard(conn)
             server.reader.leave(conn)
@@ -253,6 +257,12 @@ class WebSocketEndpoint:
             conn.send_frame(conn.protocol.pong(event))
         elif isinstance(event, Pong):
             pass
+        elif isinstance(event, Join):
+            await self.server.presence.join(conn, event.room, event.state, len(event.encoded))
+        elif isinstance(event, PresenceUpdate):
+            self.server.presence.update(conn, event.room, event.state)
+        elif isinstance(event, Leave):
+            self.server.presence.leave(conn, event.room)
 
     async def _hello(self, conn: Connection, hello: Hello) -> None:
         engine = self.engine
