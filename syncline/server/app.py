@@ -317,7 +317,13 @@ class SynclineServer:
                 tick = min(self.heartbeat, self.hello_timeout) / 8
                 if math.isfinite(tick) and tick > 0:
                     self._watcher = asyncio.create_task(
-                        watch_forever(self.connections, tick, self.hello_timeout, self.heartbeat)
+                        watch_forever(
+                            self.connections,
+                            tick,
+                            self.hello_timeout,
+                            self.heartbeat,
+                            self.presence.joined,
+                        )
                     )
                 self._started = True
                 self._log_configuration(head)

@@ -16,7 +16,15 @@ import contextvars
 import logging
 import math
 import types
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Container,
+    Coroutine,
+    Generator,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -298,22 +306,31 @@ class Flusher:
 
 
 async def watch_forever(
-    connections: Collection[Connection], tick: float, hello_timeout: float, heartbeat: float
+    connections: Collection[Connection],
+    tick: float,
+    hello_timeout: float,
+    heartbeat: float,
+    present: Container[Connection] = (),
 ) -> None:
     """Hello timeouts and heartbeats for every connection, in one task: a timer per
     connection would cost more memory than the rest of an idle connection's state.
-    Each limit is acted on within ``tick`` (an eighth of the shorter one) of passing."""
+    Each limit is acted on within ``tick`` (an eighth of the shorter one) of passing.
+
+    A connection ``present`` in a presence room is watched twice as closely (pinged
+    after half a heartbeat of silence, closed after one), so that others see it leave
+    within a heartbeat of its going silent, not two."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(tick)
         now = loop.time()
         for conn in list(connections):
             silent = now - conn.heard  # negative while a frame is being handled
+            beat = heartbeat / 2 if conn in present else heartbeat
             if conn.protocol.client_id is None:
                 if silent >= hello_timeout:
                     conn.close_later(CLOSE_PROTOCOL, "no hello received")
-            elif silent >= 2 * heartbeat:
+            elif silent >= 2 * beat:
                 conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
-            elif silent >= heartbeat and not conn.pinged:
+            elif silent >= beat and not conn.pinged:
                 conn.pinged = True
                 conn.send_frame(conn.protocol.ping())
