@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck jstest browser pytest screenshots clean
+.PHONY: demo test docs docs-strict lint typecheck jstest browser pytest screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 demo: $(DEMO_STAMP)
 	$(BIN)/syncline demo
 
-test: lint typecheck jstest browser pytest
+test: lint typecheck jstest docs-strict browser pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -65,9 +65,17 @@ browser:
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# The documentation site (mkdocs.yml) into site/; under `make test` a broken link,
+# anchor or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build
+
+docs-strict: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Refresh docs/screenshots/ from the real board in Chromium.
 screenshots: $(STAMP) browser
 	SYNCLINE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e/test_screenshots.py
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules site .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,7 +17,7 @@ from .exceptions import MissingExtra
 
 __all__ = ["missing_extra", "require"]
 
-_DISTRIBUTIONS = {"socketio": "python-socketio"}
+_DISTRIBUTIONS = {"socketio": "python-socketio", "prometheus_client": "prometheus-client"}
 """Modules whose distribution on PyPI has another name."""
 
 

@@ -1,4 +1,4 @@
-"""The ``syncline`` command line: ``demo``, ``serve`` and ``bench``.
+"""The ``syncline`` command line: ``demo``, ``serve``, ``bench``, ``inspect`` and ``backup``.
 
 Every option can also come from an environment variable (``SYNCLINE_`` and the option's
 name: ``SYNCLINE_DB``, ``SYNCLINE_PORT``, ...), shown in ``--help``."""
@@ -260,9 +260,10 @@ def demo(
     which: Annotated[
         str,
         typer.Argument(
-            metavar="[board|todomvc]",
+            metavar="[board|todomvc|tiny]",
             envvar=_env("DEMO"),
-            help="board: the collaborative board (every merge policy); todomvc: TodoMVC.",
+            help="board: the collaborative board (every merge policy); todomvc: TodoMVC; "
+            "tiny: the smallest live example (syncline/examples/tiny/).",
         ),
     ] = "board",
     host: Host = "127.0.0.1",
@@ -302,7 +303,7 @@ def demo(
     log_level: LogLevel = Level.warning,
     log_format: LogFormat = Format.text,
 ) -> None:
-    """Serve a demo on an embedded SQLite file: the board (default) or TodoMVC.
+    """Serve a demo on an embedded SQLite file: the board (default), TodoMVC or tiny.
 
     With --console, show the sync core at work instead: two clients edit one card at once;
     watch the merge, the conflict and the converged result.
@@ -312,9 +313,9 @@ def demo(
 
         asyncio.run(run(seed))
         return
-    if which not in ("board", "todomvc"):
+    if which not in ("board", "todomvc", "tiny"):
         raise typer.BadParameter(
-            f"{which!r} is not a demo; choose board or todomvc", param_hint="DEMO"
+            f"{which!r} is not a demo; choose board, todomvc or tiny", param_hint="DEMO"
         )
     db = db or f"syncline-{which}.sqlite3"
     log_config = _run_options(
@@ -331,6 +332,10 @@ def demo(
 
     if which == "todomvc":
         from .demo.todomvc.app import app_for
+    elif which == "tiny":
+        from .examples.tiny.app import tiny_app
+
+        app_for = tiny_app  # type: ignore[assignment]  # no sessions: no secret to take
     else:
         from .demo.app import app_for
 
@@ -433,6 +438,14 @@ def serve(
     limit_concurrency: LimitConcurrency = 0,
     log_level: LogLevel = Level.info,
     log_format: LogFormat = Format.text,
+    metrics_path: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("METRICS_PATH"),
+            help="Also answer Prometheus metrics of the application's SynclineServer at "
+            "this path, e.g. /metrics (needs pip install 'syncline[metrics]').",
+        ),
+    ] = None,
 ) -> None:
     """Run your application with uvicorn. The application finds --db in $SYNCLINE_DB
     (syncline.store.store_from_env()) and --backplane in $SYNCLINE_BACKPLANE
@@ -479,6 +492,16 @@ def serve(
         keep_alive=timeout_keep_alive,
         limit_concurrency=limit_concurrency,
     )
+    served, factory = target, False
+    if metrics_path is not None:
+        from .exceptions import MissingExtra
+
+        try:
+            from .metrics import serve_with_metrics
+
+            served, factory = serve_with_metrics(target, metrics_path), True
+        except (MissingExtra, ValueError) as exc:  # MetricsPathError is a ValueError
+            raise typer.BadParameter(str(exc), param_hint="--metrics-path") from None
     log.info(
         "serving %s on http://%s:%d%s with %d worker(s); database %s, backplane %s; "
         "logs %s at %s; proxy headers %s from %s",
@@ -499,7 +522,8 @@ def serve(
     if forwarded_allow_ips is not None:
         extra["forwarded_allow_ips"] = forwarded_allow_ips
     uvicorn.run(
-        target,
+        served,
+        factory=factory,
         host=host,
         port=port,
         workers=workers,
@@ -571,6 +595,77 @@ def bench(
         json_path=Path(json_path) if json_path else None,
         tiny=tiny,
         postgres_url=postgres_url,
+    )
+
+
+@app.command()
+def inspect(
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="The server (http://host:8000), its sync path (…/sync) or its inspector "
+            "page (…/sync/inspect).",
+        ),
+    ],
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            metavar="'NAME: VALUE'",
+            help="A request header the server's inspect guard checks, such as "
+            "'Cookie: session=…' or 'Authorization: Bearer …'; repeatable.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Print what the server's inspector shows (SynclineServer(inspect=...)): connections,
+    subscriptions, fan-out per query, recent conflicts and rejects, the last changes."""
+    import json
+
+    from rich.console import Console
+
+    from .server.inspect_report import InspectFetchError, fetch_summary, render_summary
+
+    headers: dict[str, str] = {}
+    for item in header or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r} is not 'NAME: VALUE'", param_hint="--header")
+        headers[name.strip()] = value.strip()
+    try:
+        summary = fetch_summary(url, headers)
+    except InspectFetchError as exc:
+        typer.echo(f"syncline inspect: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    for part in render_summary(summary):
+        console.print(part)
+
+
+@app.command()
+def backup(
+    db: Annotated[str, typer.Argument(metavar="DB", help="The SQLite database file.")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="The backup file to create.")],
+) -> None:
+    """Copy a SQLite database, while it serves, with SQLite's online backup API: the copy
+    holds every mutation acknowledged before it began. For PostgreSQL use pg_dump."""
+    from .backup import BackupError, backup_sqlite
+
+    try:
+        result = backup_sqlite(db, dest)
+    except BackupError as exc:
+        typer.echo(f"syncline backup: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"backed up {db} to {dest}: head {result.head}, epoch {result.epoch}, "
+        f"schema version {result.schema_version}, {result.size} bytes"
     )
 
 

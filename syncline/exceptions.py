@@ -27,6 +27,7 @@ The tree::
     │   ├── StoreReadOnly        the database refuses writes (read-only file or transaction)
     │   ├── StoreUnavailable     the database cannot be reached or lost the connection
     │   └── LogOrderError        (syncline.store) log entries not at head + 1
+    ├── PresenceRefused          a presence room refused this client (rule or limit)
     ├── BackplaneError           the backplane between nodes could not start
     ├── SetupError               the application or its command line wired syncline wrongly
     │                            (no lifespan, no install_jinja, a port in use)
@@ -58,6 +59,7 @@ __all__ = [
     "MutationGap",
     "MutationRefused",
     "PolicyViolation",
+    "PresenceRefused",
     "QueryError",
     "ReadLimitExceeded",
     "RecordExists",
@@ -269,6 +271,12 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached, or the connection to it was lost."""
 
     code = condition = "unavailable"
+
+
+class PresenceRefused(SynclineError):
+    """A presence room refused this client (not allowed, or past a limit)."""
+
+    code = "room_refused"
 
 
 class BackplaneError(SynclineError):

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import jinja2.filters
 import orjson
 from markupsafe import Markup
 
@@ -137,4 +136,10 @@ def _not_installed(_state: object) -> NoReturn:
 # Every Jinja environment made from now on knows the filter's name, so a template that
 # uses it without install_jinja fails saying what to call, not "No filter named
 # 'syncline_state'"; install_jinja replaces it with the real one.
-jinja2.filters.FILTERS.setdefault("syncline_state", _not_installed)
+# Jinja2 is the application's (an extra for syncline): without it there is nothing to do.
+try:
+    import jinja2.filters
+except ModuleNotFoundError:  # pragma: no cover - the core install has no jinja2
+    pass
+else:
+    jinja2.filters.FILTERS.setdefault("syncline_state", _not_installed)

@@ -48,11 +48,14 @@ def test_the_design_lists_a_guarding_test_for_every_invariant() -> None:
     assert len(invariants) >= 11
     for text in invariants:
         title = text.split("**", 1)[0]
-        named = re.findall(r"`((?:tests|syncline/static/test)/[\w/.]+?\.(?:py|js))::(\w+)", text)
+        named = re.findall(
+            r"`((?:tests|syncline/static/test)/[\w/.]+?\.(?:py|js))::(\w+(?:::\w+)*)", text
+        )
         assert named, f"invariant {title!r} names no test"
-        for path, test in named:
+        for path, dotted in named:
             assert (ROOT / path).exists(), path
             source = (ROOT / path).read_text()
-            assert re.search(rf"(def {test}\b|test\([\"']{test}[\"'])", source) or (
-                test in source
-            ), f"{path}::{test} does not exist"
+            for test in dotted.split("::"):  # a class and its method: both must exist
+                assert re.search(rf"((def|class) {test}\b|test\([\"']{test}[\"'])", source) or (
+                    test in source
+                ), f"{path}::{dotted}: {test} does not exist"

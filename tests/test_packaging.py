@@ -74,8 +74,10 @@ EXTRA_OF = {
     "syncline.demo": "standard",
     "syncline.client.client": "client",
     "syncline.examples.notes.two_clients": "client",
+    "syncline.examples.tiny": "standard",
     "syncline.fanout.postgres": "postgres",
     "syncline.fanout.redis": "redis",
+    "syncline.metrics": "metrics",
     "syncline.store.postgres": "postgres",
 }
 """The modules (and packages) that need an extra; every other one imports with the core."""

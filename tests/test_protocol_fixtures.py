@@ -204,6 +204,15 @@ class Runner:
     def do_resolve(self, arg: dict[str, Any]) -> None:
         self.replica.resolve(self.replica.drafts[arg["draft"]], arg["choices"])
 
+    def do_join(self, arg: dict[str, Any]) -> None:
+        self.protocol.join(arg["room"], arg["state"])
+
+    def do_presence(self, arg: dict[str, Any]) -> None:
+        self.protocol.presence(arg["room"], arg["state"])
+
+    def do_leave(self, room: str) -> None:
+        self.protocol.leave(room)
+
     # --- expectations -------------------------------------------------------------------
 
     def do_expect_out(self, frames: list[dict[str, Any]]) -> None:
@@ -220,6 +229,16 @@ class Runner:
                 else:
                     assert actual is not None, f"{collection}/{rid} is not visible"
                     assert subset(fields, actual), f"{collection}/{rid} is {actual}"
+
+    def do_expect_members(self, rooms: dict[str, dict[str, Any] | None]) -> None:
+        for room, members in rooms.items():
+            view = self.protocol.rooms.get(room)
+            if members is None:
+                assert view is None, f"room {room} is still joined"
+                continue
+            assert view is not None, f"room {room} is not joined"
+            actual = {k: {"user": m.user, "state": m.state} for k, m in view.members.items()}
+            assert actual == members, f"members of {room} are {actual}"
 
     def do_expect_pending(self, ids: list[int]) -> None:
         assert [p.mutation.id for p in self.replica.pending] == ids

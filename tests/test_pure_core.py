@@ -19,6 +19,7 @@ PURE_MODULES = [
     "syncline.results",
     "syncline.cursor",
     "syncline.changes",
+    "syncline.presence",
     "syncline.exceptions",
     "syncline.protocol",
     "syncline.protocol.server",

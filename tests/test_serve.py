@@ -215,7 +215,7 @@ def test_serve_options_are_validated_with_messages_naming_the_problem(
     args: list[str], message: str
 ) -> None:
     result = CliRunner().invoke(
-        app, ["serve", "examples.notes.app:app", *args], env={"COLUMNS": "200"}
+        app, ["serve", "syncline.examples.notes.app:app", *args], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.replace("│", " ").split()), result.output
@@ -224,7 +224,7 @@ def test_serve_options_are_validated_with_messages_naming_the_problem(
 def test_the_workers_refusal_says_what_to_use_instead() -> None:
     result = CliRunner().invoke(
         app,
-        ["serve", "examples.notes.app:app", "--db", "x.sqlite3", "--workers", "2"],
+        ["serve", "syncline.examples.notes.app:app", "--db", "x.sqlite3", "--workers", "2"],
         env={"COLUMNS": "300"},
     )
     text = " ".join(result.output.replace("│", " ").split())
@@ -247,7 +247,7 @@ def test_serve_takes_its_options_from_the_environment(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "from-env.sqlite3"
     env = {
-        "SYNCLINE_APP": "examples.notes.app:app",
+        "SYNCLINE_APP": "syncline.examples.notes.app:app",
         "SYNCLINE_DB": str(db),
         "SYNCLINE_PORT": str(port),
         "SYNCLINE_HOST": "127.0.0.1",
@@ -272,7 +272,13 @@ def test_serve_takes_its_options_from_the_environment(tmp_path: Path) -> None:
 def test_several_workers_serve_with_a_backplane_between_them(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
-    args = ["examples.notes.app:app", "--db", str(tmp_path / "w.sqlite3"), "--port", str(port)]
+    args = [
+        "syncline.examples.notes.app:app",
+        "--db",
+        str(tmp_path / "w.sqlite3"),
+        "--port",
+        str(port),
+    ]
     args += ["--workers", "2", "--backplane", "redis://127.0.0.1:6379/0"]
     proc = serve_in_background(args, {"SYNCLINE_LOG_FORMAT": "json"}, log)
     try:

@@ -50,7 +50,7 @@ def serve_fails(*args: str, env: dict[str, str] | None = None) -> list[str]:
 def test_an_unreachable_postgresql_is_one_line_naming_the_url_without_its_password() -> None:
     closed = free_port()  # nothing listens there
     url = f"postgresql://postgres:s3cret@127.0.0.1:{closed}/test?schema=opscli"
-    lines = serve_fails("examples.notes.app:app", "--db", url, "--port", str(free_port()))
+    lines = serve_fails("syncline.examples.notes.app:app", "--db", url, "--port", str(free_port()))
     assert len(lines) == 1, lines
     masked = f"postgresql://postgres:***@127.0.0.1:{closed}/test?schema=opscli"
     assert f"cannot open the database {masked}: " in lines[0]
@@ -70,7 +70,9 @@ def unwritable_dir(tmp_path: Path) -> Path:
 
 def test_a_sqlite_file_in_a_readonly_folder_is_one_line_naming_it(tmp_path: Path) -> None:
     path = unwritable_dir(tmp_path) / "opscli-notes.sqlite3"
-    lines = serve_fails("examples.notes.app:app", "--db", str(path), "--port", str(free_port()))
+    lines = serve_fails(
+        "syncline.examples.notes.app:app", "--db", str(path), "--port", str(free_port())
+    )
     assert len(lines) == 1, lines
     assert f"cannot open the database {path}: unable to open database file" in lines[0]
 
@@ -91,7 +93,7 @@ def test_a_lifespan_that_fails_on_the_store_is_one_line_too() -> None:
     assert "Traceback" not in out.stderr, out.stderr
     failed = [line for line in out.stderr.splitlines() if "application startup failed" in line]
     assert len(failed) == 1, out.stderr
-    assert "StoreError: cannot connect to PostgreSQL (postgresql://postgres:***@" in failed[0]
+    assert "StoreUnavailable: cannot connect to PostgreSQL (postgresql://postgres:***@" in failed[0]
     assert "s3cret" not in out.stderr
 
 
@@ -101,7 +103,7 @@ def test_a_port_in_use_is_reported_before_the_database_file_is_created(tmp_path:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        lines = serve_fails("examples.notes.app:app", "--db", str(db), "--port", str(port))
+        lines = serve_fails("syncline.examples.notes.app:app", "--db", str(db), "--port", str(port))
     assert len(lines) == 1, lines
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in lines[0]
     assert "choose another --port" in lines[0]

@@ -14,6 +14,7 @@ from .._lazy import lazy_names as _lazy_names
 if TYPE_CHECKING:
     from ..protocol.client import ClientEvent, ClientFailed, ClientProtocol, EventKind
     from .client import Client, EventStream, Status
+    from .room import Room
 
 __all__ = [
     "Client",
@@ -22,6 +23,7 @@ __all__ = [
     "ClientProtocol",
     "EventKind",
     "EventStream",
+    "Room",
     "Status",
 ]
 
@@ -29,6 +31,7 @@ _HOMES = {
     "Client": ".client",
     "EventStream": ".client",
     "Status": ".client",
+    "Room": ".room",
     "ClientEvent": "..protocol.client",
     "ClientFailed": "..protocol.client",
     "ClientProtocol": "..protocol.client",

@@ -39,7 +39,7 @@ try:
 except ModuleNotFoundError as exc:
     raise missing_extra(exc, "websockets", "The Python client", "client") from None
 
-from ..exceptions import InvalidMutation, QueryError
+from ..exceptions import InvalidMutation, PresenceRefused, QueryError
 from ..model import M, Schema
 from ..ops import Mutation
 from ..protocol.client import (
@@ -56,8 +56,9 @@ from ..replica import Draft, Entry, MutationBuilder, Replica
 from ..undo import UndoOutcome
 from ..waiting import wait_event
 from .persist import Persistence
+from .room import Room
 
-__all__ = ["Client", "EventStream", "Status"]
+__all__ = ["Client", "EventStream", "Room", "Status"]
 
 log = logging.getLogger("syncline.client")
 
@@ -144,6 +145,7 @@ class Client:
         self._closing = False
         self._closed = False
         self.last_error: Mapping[str, Any] | None = None
+        self._rooms: dict[str, Room] = {}
 
     # --- reading ------------------------------------------------------------------------
 
@@ -352,6 +354,32 @@ class Client:
         if self._closed:
             raise RuntimeError("this client is closed")
 
+    # --- presence -----------------------------------------------------------------------
+
+    async def join(
+        self, room: str, state: Mapping[str, Any] | None = None, *, timeout: float | None = 10.0
+    ) -> Room:
+        """Enter a presence room with ``state`` (a small JSON object) and wait for its
+        members; raise :class:`~syncline.exceptions.PresenceRefused` if the server
+        refuses. The room is joined again after each reconnect until left."""
+        self._check_open()
+        existing = self._rooms.get(room)
+        view = self._protocol.join(room, state or {})
+        handle = existing if existing is not None and not existing.left else Room(self, view)
+        self._rooms[room] = handle
+        self._kick()
+        await self.wait_for(lambda: view.answered or handle.left, timeout)
+        if handle.error is not None:
+            raise PresenceRefused(f"{handle.error.get('code')}: {handle.error.get('message')}")
+        return handle
+
+    def _leave(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+            self._protocol.leave(room.name)
+            self._kick()
+            self._notify()
+
     # --- events -------------------------------------------------------------------------
 
     def on(self, kind: EventKind | Literal["*"], callback: Callback) -> Callable[[], None]:
@@ -373,6 +401,10 @@ class Client:
         for event in events:
             if event.kind == "error" and event.error is not None:
                 self.last_error = event.error
+            if event.kind == "presence" and (room := self._rooms.get(event.room or "")):
+                room._event(event)
+                if room.left:
+                    self._rooms.pop(room.name, None)
             callbacks = [*self._callbacks.get(event.kind, ()), *self._callbacks.get("*", ())]
             for callback in callbacks:
                 try:

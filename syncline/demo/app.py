@@ -18,6 +18,7 @@ A card shows one field per merge policy, and what two people editing it at once 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -227,6 +228,16 @@ def page_context(state: PageState) -> dict[str, Any]:
     }
 
 
+def visitor_view(visitor: str) -> dict[str, Any]:
+    """What the others on a board see of a visitor: a name and a hue derived from its
+    session, never the session itself (presence: docs/protocol.md)."""
+    digest = hashlib.sha256(visitor.encode()).digest()
+    return {
+        "name": f"Visitor {int.from_bytes(digest[:2]) % 1000:03d}",
+        "hue": digest[2] * 360 // 256,
+    }
+
+
 def create_app(store: Store, *, secret: str | None = None) -> Starlette:
     """The app; visitors' sessions are signed with ``secret``, else ``$SYNCLINE_SECRET``,
     else a secret generated now (:mod:`syncline.demo.sessions`)."""
@@ -239,8 +250,12 @@ def create_app(store: Store, *, secret: str | None = None) -> Starlette:
         return sessions.read(conn)
 
     sync = SynclineServer(
-        engine, authenticate=authenticate, backplane=backplane_from_env()
-    )  # syncline demo --backplane
+        engine,
+        authenticate=authenticate,
+        backplane=backplane_from_env(),  # syncline demo --backplane
+        presence_user=visitor_view,  # who a member of a board's room is
+        presence_merge="principal",  # one avatar per visitor, however many tabs
+    )
     env = Environment(loader=PackageLoader("syncline.demo"), autoescape=select_autoescape())
     install_jinja(env)
     env.filters["label_tone"] = label_tone

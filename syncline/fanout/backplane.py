@@ -28,6 +28,13 @@ nodes' commits only through its poll, until the reconnection loop joins the back
 :attr:`Backplane.state` and :attr:`Backplane.reconnects` say which (for health checks
 and metrics); each change of state is logged once. A malformed URL is still refused at
 once, by :func:`syncline.fanout.select.backplane_from_url`.
+
+Presence (:mod:`syncline.server.presence`) rides the same channel: its messages are
+JSON objects (a head is digits, so the two never mix), published with
+:meth:`Backplane.publish_presence` and handed to :attr:`Backplane.on_presence`. Unlike
+heads, they are not in the log: a lost one is healed by the presence heartbeat (each
+node's beat carries a digest of its entries, and a node that disagrees asks for them
+again). They are sent in order, one at a time, from a bounded queue.
 """
 
 from __future__ import annotations
@@ -36,17 +43,32 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..exceptions import BackplaneError
 
-__all__ = ["Backplane", "BackplaneError", "BackplaneState", "OnHead", "RemoteBackplane"]
+__all__ = [
+    "MAX_PRESENCE_PAYLOAD",
+    "Backplane",
+    "BackplaneError",
+    "BackplaneState",
+    "OnHead",
+    "OnPresence",
+    "RemoteBackplane",
+]
 
 log = logging.getLogger("syncline.fanout")
 
 OnHead = Callable[[int], None]
 """Called with a head another node announced (usually ``LogReader.notify``)."""
+
+OnPresence = Callable[[str | bytes], None]
+"""Called with a presence message from a node (this node's own ones may come back)."""
+
+MAX_PRESENCE_PAYLOAD = 7900
+"""The largest presence message sent, in bytes (PostgreSQL NOTIFY takes < 8000)."""
 
 BackplaneState = Literal["connected", "degraded"]
 """``connected``: heads from other nodes arrive as they commit. ``degraded``: the
@@ -60,6 +82,15 @@ class Backplane(ABC):
     reconnects = 0
     """How many times the connection came back after it was lost or could not be made
     at start (a remote backplane's; always 0 for one in memory)."""
+
+    on_presence: OnPresence | None = None
+    """Where presence messages from the nodes go (set by the presence service)."""
+
+    def publish_presence(self, message: str) -> None:
+        """Send a presence message to every node; never waits, never raises (a message
+        that cannot go is dropped: the presence heartbeat heals it). Without other
+        nodes (this default), nothing to do."""
+        return
 
     @property
     def state(self) -> BackplaneState:
@@ -108,6 +139,12 @@ class RemoteBackplane(Backplane):
     backoff: tuple[float, float] = (0.05, 2.0)
     """The first and the longest wait between reconnection attempts, in seconds."""
 
+    presence_queue: ClassVar[int] = 2000
+    """Presence messages waiting to be sent at most; past it the oldest are dropped."""
+
+    presence_drain: ClassVar[float] = 1.0
+    """Seconds :meth:`stop` waits for the presence messages queued to go out."""
+
     def __init__(self, channel: str) -> None:
         if not channel:
             raise BackplaneError("a backplane needs a channel name")
@@ -122,6 +159,9 @@ class RemoteBackplane(Backplane):
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._presence_out: deque[str] = deque(maxlen=self.presence_queue)
+        self._presence_wake = asyncio.Event()
+        self._presence_sending = False
 
     # --- what a backend provides --------------------------------------------------------
 
@@ -136,6 +176,10 @@ class RemoteBackplane(Backplane):
 
     @abstractmethod
     async def _disconnect(self) -> None: ...
+
+    async def _send_payload(self, payload: str) -> None:
+        """Send one message's text (raise if not connected); presence messages."""
+        raise NotImplementedError
 
     # --- the interface ------------------------------------------------------------------
 
@@ -165,6 +209,7 @@ class RemoteBackplane(Backplane):
                 self._keep_listening(self.connected.is_set()), name=f"{self}-listen"
             ),
             asyncio.create_task(self._keep_sending(), name=f"{self}-send"),
+            asyncio.create_task(self._keep_sending_presence(), name=f"{self}-presence"),
         ]
 
     async def publish(self, head: int) -> None:
@@ -176,10 +221,24 @@ class RemoteBackplane(Backplane):
             self._outgoing = head
             self._wake.set()
 
+    def publish_presence(self, message: str) -> None:
+        if len(message.encode()) > MAX_PRESENCE_PAYLOAD:
+            log.error("%s: a presence message of %d bytes is too large", self, len(message))
+            return
+        self._presence_out.append(message)
+        self._presence_wake.set()
+
     async def stop(self) -> None:
         self._on_head = None
+        self.on_presence = None
+        if self.connected.is_set():  # what presence said last (its goodbye) goes first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.presence_drain):
+                    while self._presence_out or self._presence_sending:
+                        await asyncio.sleep(0.01)
         self._stopping = True
         self._wake.set()
+        self._presence_wake.set()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -192,7 +251,12 @@ class RemoteBackplane(Backplane):
     # --- machinery ----------------------------------------------------------------------
 
     def _heard(self, payload: str | bytes) -> None:
-        """A message arrived: pass on a head this node does not know yet."""
+        """A message arrived: pass on a head this node does not know yet, and a
+        presence message to :attr:`on_presence`."""
+        if payload[:1] in ("{", b"{"):
+            if self.on_presence is not None:
+                self.on_presence(payload)
+            return
         try:
             head = int(payload)
         except ValueError:
@@ -263,6 +327,27 @@ class RemoteBackplane(Backplane):
                     log.info("%s: announcing again", self)
                 failing = False
             self._sent = head
+
+    async def _keep_sending_presence(self) -> None:
+        failing = False
+        while not self._stopping:
+            await self._presence_wake.wait()
+            self._presence_wake.clear()
+            while self._presence_out and not self._stopping:
+                payload = self._presence_out.popleft()
+                self._presence_sending = True
+                try:
+                    await self._send_payload(payload)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the heartbeat's digest heals a lost message
+                    if not failing:
+                        log.warning("%s: could not send presence: %r", self, exc)
+                    failing = True
+                else:
+                    failing = False
+                finally:
+                    self._presence_sending = False
 
     def __str__(self) -> str:
         return f"{type(self).__name__}({self.channel!r})"

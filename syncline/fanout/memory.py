@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .backplane import Backplane, OnHead
 
 __all__ = ["MemoryBackplane", "MemoryHub"]
@@ -40,6 +42,12 @@ class MemoryBackplane(Backplane):
             if member is not self and member._on_head is not None and head > member._known:
                 member._known = head
                 member._on_head(head)
+
+    def publish_presence(self, message: str) -> None:
+        loop = asyncio.get_running_loop()
+        for member in list(self.hub.members):
+            if member is not self and member.on_presence is not None:
+                loop.call_soon(member.on_presence, message)
 
     async def stop(self) -> None:
         self.hub.members.discard(self)

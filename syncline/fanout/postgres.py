@@ -3,7 +3,8 @@
 For deployments with a PostgreSQL and no Redis: every node keeps one connection that
 ``LISTEN``s on the channel and also sends ``pg_notify(channel, head)``. The payload is
 the head alone, a few bytes (NOTIFY payloads must stay under 8000 bytes, and the
-notification queue is shared by the whole cluster). A connection that dies is noticed
+notification queue is shared by the whole cluster); presence messages are bounded
+JSON, under :data:`~.backplane.MAX_PRESENCE_PAYLOAD`. A connection that dies is noticed
 at once when the socket closes, and within :attr:`PostgresBackplane.ping_every` seconds
 otherwise; then :class:`~.backplane.RemoteBackplane` reconnects.
 """
@@ -71,6 +72,13 @@ class PostgresBackplane(RemoteBackplane):
             raise ConnectionError("not connected")
         async with self._busy:
             await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(head), timeout=5)
+
+    async def _send_payload(self, payload: str) -> None:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise ConnectionError("not connected")
+        async with self._busy:
+            await conn.execute("SELECT pg_notify($1, $2)", self.channel, payload, timeout=5)
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None

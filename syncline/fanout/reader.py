@@ -191,8 +191,11 @@ class LogReader:
         self._joins: deque[_Join] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listening = False
         self._last_advance = time.monotonic()
         self.steps = 0
+        self.step_seconds = 0.0
+        """Seconds the loop's steps took, matching and encoding included (diagnostics)."""
         self.index = SubscriptionIndex()
         self.evaluated = 0
         """How many (query, read key) answers steps have computed (the index skips the
@@ -200,6 +203,7 @@ class LogReader:
         self.on_advance: list[Callable[[int], None]] = []
         """Called with the new position after each step that moved it (other nodes'
         commits included)."""
+        self.on_entries: Callable[[list[LogEntry], float], None] | None = None  # metrics
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -208,7 +212,12 @@ class LogReader:
             return
         head = await self.engine.head()
         self.epoch, self.position = head.epoch, head.seq
-        self.engine.on_commit(self.notify)
+        if not self._listening:
+            self.engine.on_commit(self.notify)
+            self._listening = True
+        # A fresh event: one waited on in an earlier event loop cannot be waited on in
+        # this one (a server started again by a second TestClient block, say).
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="syncline-log-reader")
 
     async def stop(self) -> None:
@@ -261,8 +270,10 @@ class LogReader:
         while True:
             await wait_event(self._wake, self.poll_interval)
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self.step()
+                self.step_seconds += time.monotonic() - started
             except asyncio.CancelledError:
                 raise
             except Exception:  # nothing was handed over: the next wake retries the range
@@ -314,6 +325,8 @@ class LogReader:
         for result in served:
             if result is not None:
                 self._hand_over(result, head)
+        if entries and self.on_entries is not None:  # (entries, the time they were handed)
+            self.on_entries(entries, time.time())
         moved = head != self.position
         self.position = head
         self.steps += 1

@@ -53,6 +53,11 @@ class RedisBackplane(RemoteBackplane):
             raise ConnectionError("not connected")
         await self._client.publish(self.channel, str(head))
 
+    async def _send_payload(self, payload: str) -> None:
+        if self._client is None:
+            raise ConnectionError("not connected")
+        await self._client.publish(self.channel, payload)
+
     async def _disconnect(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         client, self._client = self._client, None

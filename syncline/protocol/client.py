@@ -64,6 +64,7 @@ import msgspec
 
 from ..exceptions import CursorError, QueryError, SchemaError, SynclineError
 from ..ops import Mutation, Op
+from ..presence import Member, RoomView
 from ..query import Query
 from ..replica import Draft, Replica
 from ..replica import Event as ReplicaEvent
@@ -73,8 +74,10 @@ from .frames import (
     AckFrame,
     ChangesFrame,
     ErrorFrame,
+    PresenceDiffFrame,
     ProtocolError,
     RejectFrame,
+    RoomFrame,
     ServerFrame,
     ServerPingFrame,
     ServerPongFrame,
@@ -112,6 +115,8 @@ EventKind = Literal[
     "reload",  # the server's schema differs: reload the application (frame)
     "error",  # an error frame, or a frame this client could not use (error)
     "status",  # the connection status changed (status)
+    "presence",  # a room's members changed (room, frame: the room or presence_diff
+    # frame), or its join was refused (room, error)
 ]
 
 FATAL_CODES = frozenset({"reload", "unauthorized", "version", "client_id_taken"})
@@ -152,6 +157,8 @@ class ClientEvent:
     frame: Mapping[str, Any] | None = None
     reason: str | None = None
     status: str | None = None
+    room: str | None = None
+    changes: tuple[tuple[str, Member], ...] = ()
 
     @classmethod
     def from_replica(cls, event: ReplicaEvent) -> ClientEvent:
@@ -293,6 +300,7 @@ class ClientProtocol:
         self._resuming = False  # a sub since the cursor is not answered yet
         self._resume_queries: dict[str, dict[str, Any]] = {}
         self._pacer = Pacer(replica, max_in_flight=max_in_flight, stall_backoff=stall_backoff)
+        self.rooms: dict[str, RoomView] = {}  # presence rooms joined, rejoined on welcome
 
     # --- what the application asks for ------------------------------------------------
 
@@ -365,6 +373,67 @@ class ClientProtocol:
         unacked = [p.mutation.id for p in self.replica.pending if not p.acked]
         return min(unacked) - 1 if unacked else self.replica.next_mutation_id - 1
 
+    # --- presence ---------------------------------------------------------------------
+
+    def join(self, room: str, state: Mapping[str, Any]) -> RoomView:
+        """Enter ``room`` (now if live, else on the next welcome); again: an update."""
+        view = self.rooms.get(room)
+        if view is None:
+            view = self.rooms[room] = RoomView(room, dict(state))
+        view.state = dict(state)
+        if self.state is State.LIVE:
+            self._out.append({"t": "join", "room": room, "state": view.state})
+        return view
+
+    def presence(self, room: str, state: Mapping[str, Any]) -> None:
+        """Replace this client's state in a joined room."""
+        view = self.rooms.get(room)
+        if view is None:
+            raise KeyError(f"room {room!r} is not joined")
+        view.state = dict(state)
+        if self.state is State.LIVE:
+            self._out.append({"t": "presence", "room": room, "state": view.state})
+
+    def leave(self, room: str) -> None:
+        if self.rooms.pop(room, None) is not None and self.state is State.LIVE:
+            self._out.append({"t": "leave", "room": room})
+
+    def _on_room(self, frame: RoomFrame) -> list[ClientEvent]:
+        view = self.rooms.get(frame.room)
+        if view is None:  # left meanwhile
+            return []
+        members = [Member(m.key, m.user, m.state) for m in frame.members]
+        changes = view.load(frame.me, members)
+        return [
+            ClientEvent("presence", room=frame.room, frame=_wire(frame), changes=tuple(changes))
+        ]
+
+    def _on_presence_diff(self, frame: PresenceDiffFrame) -> list[ClientEvent]:
+        view = self.rooms.get(frame.room)
+        if view is None:
+            return []
+        changes = view.apply(
+            [Member(m.key, m.user, m.state) for m in frame.joins],
+            [Member(m.key, m.user, m.state) for m in frame.updates],
+            frame.leaves,
+        )
+        return [
+            ClientEvent("presence", room=frame.room, frame=_wire(frame), changes=tuple(changes))
+        ]
+
+    def _room_refused(self, frame: ErrorFrame) -> list[ClientEvent] | None:
+        """An error about a room this client asked for: it is left; None otherwise."""
+        ref = frame.ref
+        if not isinstance(ref, str) or ref not in self.rooms:
+            return None
+        if frame.code not in ("room_refused", "not_joined") and (
+            frame.code != "limit" or ref in self.wanted
+        ):
+            return None
+        del self.rooms[ref]
+        wire = _wire(frame)
+        return [ClientEvent("presence", room=ref, error=dict(wire), frame=dict(wire))]
+
     # --- the transport ----------------------------------------------------------------
 
     def connection_made(self) -> None:
@@ -387,6 +456,8 @@ class ClientProtocol:
         if self.state is not State.FAILED:
             self.state = State.CLOSED
         self._reset_connection()
+        for view in self.rooms.values():  # what it shows is stale until joined again
+            view.answered = False
 
     def fail(self, code: str, message: str) -> list[ClientEvent]:
         """Stop for good on a refusal found outside the protocol (a URL that can never
@@ -462,6 +533,10 @@ class ClientProtocol:
                 return []
             case ServerPongFrame():
                 return []
+            case RoomFrame():
+                return self._on_room(frame)
+            case PresenceDiffFrame():
+                return self._on_presence_diff(frame)
 
     def _peer_error(self, code: str, message: str) -> list[ClientEvent]:
         """The server sent something this client cannot use: reconnect and resume."""
@@ -502,6 +577,9 @@ class ClientProtocol:
             self._subs_after_welcome.append({"t": "sub", "queries": resume, "since": str(cursor)})
         if fresh:
             self._send_sub(fresh, self._subs_after_welcome)
+        for view in self.rooms.values():  # rooms are held per connection: join again
+            view.answered = False
+            self._subs_after_welcome.append({"t": "join", "room": view.name, "state": view.state})
         return []
 
     def _send_sub(
@@ -567,6 +645,8 @@ class ClientProtocol:
 
     def _on_error(self, frame: ErrorFrame, now: float, *, fatal: bool = False) -> list[ClientEvent]:
         code, ref, wire = frame.code, frame.ref, _wire(frame)
+        if not fatal and (left := self._room_refused(frame)) is not None:
+            return left
         if fatal or code in FATAL_CODES:
             self.state = State.FAILED
             self.fatal = wire

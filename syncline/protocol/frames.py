@@ -28,6 +28,8 @@ newer server's frames. ``None`` and empty defaults are left out when encoding: a
 Protocol versions:
     1  (2026-11) hello/welcome, sub/unsub/snapshot/changes, mut/ack/reject, error,
        ping/pong. Cursors are opaque strings.
+       (2026-12) presence: join/presence/leave, room/presence_diff. A server without
+       them answers ``unknown_frame``; nothing else changed, so the version stays.
 """
 
 from __future__ import annotations
@@ -73,14 +75,20 @@ __all__ = [
     "EmbeddedState",
     "ErrorFrame",
     "HelloFrame",
+    "JoinFrame",
+    "LeaveFrame",
     "Limits",
+    "MemberItem",
     "MutFrame",
     "MutateBody",
     "OpResultItem",
     "PingFrame",
     "PongFrame",
+    "PresenceDiffFrame",
+    "PresenceFrame",
     "ProtocolError",
     "RejectFrame",
+    "RoomFrame",
     "ServerFrame",
     "ServerPingFrame",
     "ServerPongFrame",
@@ -216,12 +224,29 @@ class Limits:
     max_scan_rows: int = 20_000
     """Rows one snapshot or pull may read under callable read rules (declared as
     ``read``, asked row by row in Python); ``read_filter`` rules scan nothing extra."""
+    max_presence_bytes: int = 2048
+    """Encoded bytes of one presence state (``join``, ``presence``)."""
+    max_rooms: int = 20
+    """Presence rooms one connection may be in at once."""
+    presence_per_second: float = 20.0
+    """Presence updates of one connection in one room passed on per second; the
+    others coalesce (the last value wins, sent when its turn comes)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_snapshot_bytes", "snapshot_bytes_per_minute", "max_scan_rows"):
+        for name in (
+            "max_snapshot_bytes",
+            "snapshot_bytes_per_minute",
+            "max_scan_rows",
+            "max_presence_bytes",
+            "max_rooms",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
+        if not self.presence_per_second > 0:
+            raise ValueError(
+                f"Limits.presence_per_second must be positive, not {self.presence_per_second!r}"
+            )
 
 
 # --- frames from the client ------------------------------------------------------------
@@ -234,6 +259,9 @@ ClientId = Annotated[str, msgspec.Meta(min_length=8, max_length=128, pattern=_CL
 
 QueryId = Annotated[str, msgspec.Meta(pattern=_CLEAN_NAME)]
 """A query id, the client's name for one subscription."""
+
+RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_CLEAN_NAME)]
+"""A presence room: a name the application chooses (``board:demo``, ``cards:c1``)."""
 
 
 class _ClientFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="t", omit_defaults=True):
@@ -278,6 +306,24 @@ class PongFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="pong
     n: int | None = None
 
 
+class JoinFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="join"):
+    """Enter a presence room with a state (joining again is an update)."""
+
+    room: RoomName
+    state: dict[str, Any] = {}
+
+
+class PresenceFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="presence"):
+    """Replace this connection's state in a room it joined."""
+
+    room: RoomName
+    state: dict[str, Any]
+
+
+class LeaveFrame(_ClientFrame, frozen=True, forbid_unknown_fields=True, tag="leave"):
+    room: RoomName
+
+
 class MutateBody(msgspec.Struct, frozen=True, kw_only=True):
     """The body of ``POST /sync/mutate``: a ``mut`` frame (without ``t``) and what a
     WebSocket client says in ``hello``. ``mut`` stays undecoded here so that a malformed
@@ -288,8 +334,28 @@ class MutateBody(msgspec.Struct, frozen=True, kw_only=True):
     acked: Any = None  # an int > 0 is used; anything else is ignored
 
 
-ClientFrame = HelloFrame | SubFrame | UnsubFrame | MutFrame | PingFrame | PongFrame
-CLIENT_FRAME_TYPES: Final = ("hello", "sub", "unsub", "mut", "ping", "pong")
+ClientFrame = (
+    HelloFrame
+    | SubFrame
+    | UnsubFrame
+    | MutFrame
+    | PingFrame
+    | PongFrame
+    | JoinFrame
+    | PresenceFrame
+    | LeaveFrame
+)
+CLIENT_FRAME_TYPES: Final = (
+    "hello",
+    "sub",
+    "unsub",
+    "mut",
+    "ping",
+    "pong",
+    "join",
+    "presence",
+    "leave",
+)
 
 
 # --- frames from the server ------------------------------------------------------------
@@ -384,6 +450,32 @@ class ServerPongFrame(_ServerFrame, frozen=True, tag="pong"):
     n: int | None = None
 
 
+class MemberItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One member of a room: an opaque key, the server's view of who it is, its state."""
+
+    key: str
+    user: Any = None
+    state: dict[str, Any] = {}
+
+
+class RoomFrame(_ServerFrame, frozen=True, tag="room"):
+    """The answer to a ``join``: every member of the room now (``me``: this
+    connection's own key)."""
+
+    room: str
+    me: str
+    members: list[MemberItem]
+
+
+class PresenceDiffFrame(_ServerFrame, frozen=True, tag="presence_diff"):
+    """Members of a room that joined, changed state, or left (their keys)."""
+
+    room: str
+    joins: list[MemberItem] = []
+    updates: list[MemberItem] = []
+    leaves: list[str] = []
+
+
 ServerFrame = (
     WelcomeFrame
     | SnapshotFrame
@@ -393,6 +485,8 @@ ServerFrame = (
     | ErrorFrame
     | ServerPingFrame
     | ServerPongFrame
+    | RoomFrame
+    | PresenceDiffFrame
 )
 SERVER_FRAME_TYPES: Final = (
     "welcome",
@@ -403,6 +497,8 @@ SERVER_FRAME_TYPES: Final = (
     "error",
     "ping",
     "pong",
+    "room",
+    "presence_diff",
 )
 
 

@@ -21,6 +21,7 @@ refused as :data:`REFUSALS` says, and the state stays::
                                                             welcome() or a fatal error)
     AWAIT_HELLO   anything else                (same)       bad_state "send hello first"
     READY         sub/unsub/mut/ping/pong      READY        Subscribe ... Pong
+    READY         join/presence/leave          READY        Join, PresenceUpdate, Leave
     READY         hello                        (same)       bad_state "already sent"
     CLOSED        anything                     CLOSED       closed
 
@@ -46,10 +47,13 @@ from .frames import (
     ClientFrame,
     ErrorFrame,
     HelloFrame,
+    JoinFrame,
+    LeaveFrame,
     Limits,
     MutFrame,
     PingFrame,
     PongFrame,
+    PresenceFrame,
     ProtocolError,
     RejectFrame,
     ServerPingFrame,
@@ -71,10 +75,13 @@ __all__ = [
     "TRANSITIONS",
     "Hello",
     "HttpMutate",
+    "Join",
+    "Leave",
     "Limits",
     "Mutate",
     "Ping",
     "Pong",
+    "PresenceUpdate",
     "ProtocolError",
     "ProtocolMisuse",
     "ServerProtocol",
@@ -169,7 +176,28 @@ class Pong:
     n: int | None
 
 
-Event = Hello | Subscribe | Unsubscribe | Mutate | Ping | Pong
+@dataclass(frozen=True)
+class Join:
+    """Enter ``room`` with ``state`` (``encoded``: its JSON, already bounded)."""
+
+    room: str
+    state: dict[str, Any]
+    encoded: bytes
+
+
+@dataclass(frozen=True)
+class PresenceUpdate:
+    room: str
+    state: dict[str, Any]
+    encoded: bytes
+
+
+@dataclass(frozen=True)
+class Leave:
+    room: str
+
+
+Event = Hello | Subscribe | Unsubscribe | Mutate | Ping | Pong | Join | PresenceUpdate | Leave
 
 
 @dataclass
@@ -287,6 +315,28 @@ class ServerProtocol:
     def _pong(self, frame: PongFrame) -> Event:
         return Pong(frame.n)
 
+    def _presence_state(self, room: str, state: dict[str, Any]) -> bytes:
+        """A presence state's JSON, refused past ``max_presence_bytes``."""
+        encoded = encode(state)
+        if len(encoded) > self.limits.max_presence_bytes:
+            raise ProtocolError(
+                "limit",
+                f"a presence state of {len(encoded)} bytes exceeds the limit of "
+                f"{self.limits.max_presence_bytes}",
+                ref=room,
+            )
+        return encoded
+
+    def _join(self, frame: JoinFrame) -> Event:
+        return Join(frame.room, frame.state, self._presence_state(frame.room, frame.state))
+
+    def _presence(self, frame: PresenceFrame) -> Event:
+        encoded = self._presence_state(frame.room, frame.state)
+        return PresenceUpdate(frame.room, frame.state, encoded)
+
+    def _leave(self, frame: LeaveFrame) -> Event:
+        return Leave(frame.room)
+
     def check_subscriptions(self, count: int) -> None:
         """Refuse holding more than ``max_subscriptions`` queries at once."""
         if count > self.limits.max_subscriptions:
@@ -379,6 +429,9 @@ _TYPE_OF: Final[dict[type[ClientFrame], str]] = {
     MutFrame: "mut",
     PingFrame: "ping",
     PongFrame: "pong",
+    JoinFrame: "join",
+    PresenceFrame: "presence",
+    LeaveFrame: "leave",
 }
 _EVENT_OF: Final[dict[type[Any], Any]] = {
     HelloFrame: ServerProtocol._hello,
@@ -387,4 +440,7 @@ _EVENT_OF: Final[dict[type[Any], Any]] = {
     MutFrame: ServerProtocol._mut,
     PingFrame: ServerProtocol._ping,
     PongFrame: ServerProtocol._pong,
+    JoinFrame: ServerProtocol._join,
+    PresenceFrame: ServerProtocol._presence,
+    LeaveFrame: ServerProtocol._leave,
 }

@@ -21,7 +21,7 @@ import logging
 import math
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -34,6 +34,7 @@ from ..fanout.backplane import Backplane
 from ..fanout.memory import MemoryBackplane
 from ..logs import redact_url
 from ..model import Principal
+from ..presence import MergeMode
 from ..protocol.frames import (
     CLOSE_RESTART,
     CLOSE_REVOKED,
@@ -49,10 +50,17 @@ from ..protocol.server import ProtocolError, ServerProtocol
 from ..query import Query
 from .connection import Connection, Flusher, watch_forever
 from .headers import DEFAULT_SECURITY_HEADERS, add_missing
+from .health import HealthEndpoints
 from .http import HttpEndpoints
+from .inspect import InspectGuard, Inspector
 from .origins import OriginPolicy
+from .presence import MayJoin, PresenceService, PresenceUser
+from .ratelog import EpisodeLog
 from .refusals import StoreEpisodes
 from .websocket import WebSocketEndpoint
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["Authenticate", "SynclineServer"]
 
@@ -81,6 +89,20 @@ def _describe(part: object) -> str:
 
 
 class SynclineServer:
+    """The sync endpoints of one node, and their lifecycle.
+
+    ``routes`` are the Starlette routes to add to an application (``/sync`` WebSocket,
+    ``POST /sync/mutate``, ``GET /sync/pull``, the browser client's modules at
+    ``/sync/<name>.js``; ``path`` moves them); ``app`` is a Starlette app of those
+    routes alone; ``lifespan`` opens the store, starts the log reader and stops both.
+    ``authenticate`` finds each connection's principal (:data:`Authenticate`; without
+    it, every connection is ``"anonymous"``). ``allowed_origins`` and ``allowed_hosts``
+    widen or name the Origin and Host checks, ``security_headers`` replaces the
+    headers sent on every answer, and ``limits`` and the keyword arguments after it
+    bound frames, queues, polls and connections (docs/security.md lists each one).
+    ``backplane`` joins several nodes on one database (memory: one node alone).
+    """
+
     def __init__(
         self,
         engine: Engine,
@@ -101,7 +123,21 @@ class SynclineServer:
         max_polls_per_principal: int = 4,
         max_connections_per_principal: int = 64,
         backplane: Backplane | None = None,
+        ready_timeout: float = 2.0,
+        max_reader_lag: float = 10.0,
+        inspect: InspectGuard | None = None,
+        may_join: MayJoin | None = None,
+        presence_user: PresenceUser | None = None,
+        presence_merge: MergeMode = "connection",
+        presence_heartbeat: float = 5.0,
+        presence_ttl: float = 15.0,
     ) -> None:
+        """Presence (docs/protocol.md, Presence): ``may_join(principal, room)`` guards
+        rooms (default: a ``<collection>:<id>`` room admits whoever may read the
+        record), ``presence_user(principal)`` is what members see of who it is
+        (default: nothing, an opaque key), ``presence_merge`` shows each connection
+        (``"connection"``) or one entry per principal (``"principal"``); other nodes'
+        entries leave within ``presence_ttl`` + 1 s of their node's last beat."""
         from ..fanout.reader import LogReader
 
         self.engine = engine
@@ -122,6 +158,13 @@ class SynclineServer:
         self.trim_every = trim_every
         self.max_polls_per_principal = max_polls_per_principal
         self.max_connections_per_principal = max_connections_per_principal
+        self.ready_timeout = ready_timeout
+        """Seconds the store may take to answer the readiness probe's read."""
+        self.max_reader_lag = max_reader_lag
+        """Seconds the log reader may be behind the head and the node still be ready."""
+        self.metrics: Metrics | None = None  # on once metrics_app() was called
+        self.log_floor = 0  # the retention floor as last read (start, each trim)
+        self.episodes = EpisodeLog(log)  # repeated refusals: one line per episode
         # A snapshot must fit the send queue, which lets no larger frame out.
         self.max_snapshot_bytes = max(
             1, min(self.limits.max_snapshot_bytes, max_queue_bytes - 1024)
@@ -135,6 +178,18 @@ class SynclineServer:
         self.backplane = backplane or MemoryBackplane()
         engine.on_commit(self.backplane.announce)
         self.connections: set[Connection] = set()
+        self.presence = PresenceService(
+            engine,
+            self.backplane,
+            merge=presence_merge,
+            may_join=may_join,
+            presence_user=presence_user,
+            max_rooms=self.limits.max_rooms,
+            max_bytes=self.limits.max_presence_bytes,
+            per_second=self.limits.presence_per_second,
+            heartbeat=presence_heartbeat,
+            ttl=presence_ttl,
+        )
         self.flusher = Flusher()
         self.store_episodes = StoreEpisodes()
         # Parsed queries by key, shared by every connection that subscribes to the same
@@ -145,16 +200,25 @@ class SynclineServer:
         self._lifespan_entered = False  # once: a store closed since is not a forgotten one
         self._said_not_started = False
         self.http = HttpEndpoints(self)
+        self.health = HealthEndpoints(self)
         # The server hears of commits once: from its reader, after each step that moved
         # the head (this node's commits and other nodes' alike).
         self.reader.on_advance.append(self.http.advanced)
         path = path.rstrip("/")
+        self.path = path
         self.routes = [
             WebSocketRoute(path, WebSocketEndpoint(self).serve),
             Route(f"{path}/mutate", self._guarded(self.http.mutate), methods=["POST"]),
             Route(f"{path}/pull", self._guarded(self.http.pull), methods=["GET"]),
             Route(f"{path}/{{module}}.js", self._guarded(self.http.client_module), methods=["GET"]),
+            # Probes carry no Origin and an address as Host: not behind the Host check.
+            Route(f"{path}/health", self._headed(self.health.health), methods=["GET", "HEAD"]),
+            Route(f"{path}/ready", self._headed(self.health.ready), methods=["GET", "HEAD"]),
         ]
+        # Opt-in, behind the application's own guard (docs/operations.md, Inspector).
+        self.inspector = Inspector(self, inspect) if inspect is not None else None
+        if self.inspector is not None:
+            self.routes += self.inspector.routes(path, self._guarded)
         self.app = Starlette(routes=self.routes, lifespan=self.lifespan)
 
     def _guarded(
@@ -173,13 +237,54 @@ class SynclineServer:
                     response = Response(frame, status_code=503, media_type="application/json")
             else:
                 message = f"host {host!r} not allowed (see allowed_hosts)"
-                log.info("refused a request to the sync endpoints: %s", message)
+                self.log_refusal(request, "host", message)
                 frame = encode(error_frame("origin", message))
                 response = Response(frame, status_code=403, media_type="application/json")
             add_missing(response.headers, self.security_headers)
             return response
 
         return guarded
+
+    def _headed(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` with the security headers on its answer (and no Host check)."""
+
+        async def headed(request: Request) -> Response:
+            response = await endpoint(request)
+            add_missing(response.headers, self.security_headers)
+            return response
+
+        return headed
+
+    def log_refusal(self, conn: HTTPConnection, reason: str, message: str) -> None:
+        peer = conn.client.host if conn.client is not None else "?"
+        self.episodes.log(
+            logging.INFO,
+            reason,
+            peer,
+            "refused a request to the sync endpoints from %s: %s",
+            peer,
+            message,
+            extra={"peer": peer},
+        )
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def metrics_app(self) -> Callable[..., Awaitable[None]]:
+        """Turn this server's Prometheus metrics on and return an ASGI app serving them:
+        ``Mount("/metrics", sync.metrics_app())``. Call it before serving (counts begin
+        then). Needs ``prometheus-client`` (``pip install 'syncline[metrics]'``)."""
+        if self.metrics is None:
+            from ..metrics import Metrics
+            from ..store._group import GroupCommitStore
+
+            self.metrics = metrics = Metrics(self)
+            store = self.engine.store
+            if isinstance(store, GroupCommitStore):
+                store.on_group_commit.append(metrics.group_committed)
+            self.reader.on_entries = metrics.fanned_out
+        return self.metrics.app
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -202,7 +307,9 @@ class SynclineServer:
                 # Queries filter on queryable fields: index them before serving any.
                 await self.engine.store.ensure_indexes(self.engine.schema)
                 await self.reader.start()
+                await self._read_floor()
                 await self.backplane.start(self.reader.notify)
+                await self.presence.start()
                 head = (await self.engine.head()).seq
                 self.http.advanced(head)
                 if self.retention is not None:
@@ -210,20 +317,51 @@ class SynclineServer:
                 tick = min(self.heartbeat, self.hello_timeout) / 8
                 if math.isfinite(tick) and tick > 0:
                     self._watcher = asyncio.create_task(
-                        watch_forever(self.connections, tick, self.hello_timeout, self.heartbeat)
+                        watch_forever(
+                            self.connections,
+                            tick,
+                            self.hello_timeout,
+                            self.heartbeat,
+                            self.presence.joined,
+                        )
                     )
                 self._started = True
-                log.info(
-                    "sync node started: store %s, backplane %s, log head %d",
-                    _describe(self.engine.store),
-                    _describe(self.backplane),
-                    head,
-                )
+                self._log_configuration(head)
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _log_configuration(self, head: int) -> None:
+        """What this node serves with, once at start (no secrets: passwords in URLs are
+        masked, credentials never named)."""
+        log.info(
+            "sync node started: store %s, backplane %s (%s), log head %d; path %s, "
+            "retention %s, heartbeat %gs, max_queue_bytes %d, allowed_origins %s, "
+            "allowed_hosts %s, metrics %s",
+            _describe(self.engine.store),
+            _describe(self.backplane),
+            self.backplane.state,
+            head,
+            self.path,
+            "off" if self.retention is None else f"{self.retention:g}s",
+            self.heartbeat,
+            self.max_queue_bytes,
+            "same-origin" if self.allowed_origins is None else self.allowed_origins,
+            "any" if self.origins.hosts is None else sorted(self.origins.hosts),
+            "on" if self.metrics is not None else "off",
+        )
+
+    async def _read_floor(self) -> None:
+        """Cache the retention floor (for metrics: no store read per scrape)."""
+        async with self.engine.store.read() as tx:
+            self.log_floor = await tx.floor()
 
     async def stop(self) -> None:
         for conn in list(self.connections):
             conn.close_later(CLOSE_RESTART, "server shutting down")
         if self._started:
+            await self.presence.stop()
             await self.backplane.stop()
         for task in (self._trimmer, self._watcher):
             if task is not None:
@@ -232,6 +370,7 @@ class SynclineServer:
         self._trimmer = self._watcher = None
         await self.reader.stop()
         self._started = False
+        self.episodes.flush()
 
     async def _trim_forever(self, retention: float) -> None:
         """The trim job: log entries and tombstones older than ``retention`` seconds go;
@@ -241,6 +380,7 @@ class SynclineServer:
                 removed = await self.engine.trim(older_than=retention)
                 if removed:
                     log.info("trimmed %d log entries older than %.0fs", removed, retention)
+                    await self._read_floor()
             except Exception:
                 log.exception("trimming the log failed; will retry")
             await asyncio.sleep(self.trim_every)
@@ -276,8 +416,10 @@ class SynclineServer:
 
     async def recheck(self, principal: Principal) -> int:
         """The principal's grants changed: resend each of its subscriptions as a fresh
-        snapshot under the current rules (records it may no longer read leave)."""
+        snapshot under the current rules (records it may no longer read leave), and
+        take it out of the presence rooms it may no longer join."""
         key = self.engine.principal_key(principal)
+        await self.presence.recheck([c for c in self.connections if c.principal_key == key])
         conns = [c for c in self.connections if c.principal_key == key and c.queries]
         for c in conns:  # no live frame reaches them until their snapshot does
             c.resync = True
@@ -294,7 +436,7 @@ class SynclineServer:
         its Host is allowed (DNS rebinding): :mod:`.origins` and docs/security.md."""
         refusal = self.origins.refusal(conn)
         if refusal is not None:
-            log.info("refused a request to the sync endpoints: %s", refusal)
+            self.log_refusal(conn, "origin", refusal)
         return refusal is None
 
     async def authenticate_as(
@@ -320,6 +462,43 @@ class SynclineServer:
         refusal: MutationRefused | None = None,
     ) -> AckFrame | RejectFrame:
         """Apply a mutation; answer with an ``ack`` or ``reject`` frame."""
+        frame = await self._apply(principal, client_id, mutation, refusal)
+        if self.inspector is not None:
+            self.inspector.observe(principal, client_id, mutation, frame)
+        if self.metrics is not None:
+            self.metrics.mutation(frame)
+        if isinstance(frame, RejectFrame):
+            self.log_reject(frame, principal, client_id)
+        return frame
+
+    def log_reject(self, frame: RejectFrame, principal: Principal, client_id: str) -> None:
+        """A refused mutation: INFO, once per episode per (code, principal)."""
+        key = self.engine.principal_key(principal)
+        self.episodes.log(
+            logging.INFO,
+            f"reject {frame.code}",
+            key,
+            "mutation %s of client %s refused (%s, %s): %s",
+            frame.mid,
+            client_id,
+            frame.code,
+            "permanent" if frame.permanent else "retry",
+            frame.message,
+            extra={
+                "principal": key,
+                "client_id": client_id,
+                "mutation_id": frame.mid,
+                "code": frame.code,
+            },
+        )
+
+    async def _apply(
+        self,
+        principal: Principal,
+        client_id: str,
+        mutation: dict[str, Any],
+        refusal: MutationRefused | None,
+    ) -> AckFrame | RejectFrame:
         mid = mutation.get("id")
         try:
             ack = await self.engine.apply(principal, client_id, mutation, refusal=refusal)

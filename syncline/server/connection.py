@@ -16,8 +16,16 @@ import contextvars
 import logging
 import math
 import types
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Mapping
-from typing import Any
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Container,
+    Coroutine,
+    Generator,
+    Mapping,
+)
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -31,11 +39,15 @@ from ..protocol.frames import (
     CLOSE_SLOW,
     Limits,
     ServerFrame,
+    SnapshotFrame,
     encode_text,
 )
 from ..protocol.server import ServerProtocol
 from ..query import Query
 from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["Connection", "Flusher", "watch_forever"]
 
@@ -62,6 +74,7 @@ class Connection:
         "cursor",
         "heard",
         "left",
+        "metrics",
         "outbox",
         "pinged",
         "principal",
@@ -80,8 +93,10 @@ class Connection:
         limits: Limits,
         max_queue_bytes: int,
         flush_soon: Callable[[Connection], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.ws = ws
+        self.metrics = metrics
         self.protocol = ServerProtocol(limits)
         self.outbox = Outbox(
             max_queue_bytes, on_overflow=self._overflowed, on_ready=self._outbox_ready
@@ -113,7 +128,10 @@ class Connection:
         self.outbox.put_changes(part)
 
     def send_frame(self, frame: ServerFrame | Mapping[str, Any]) -> None:
-        self.outbox.put(encode_text(frame))
+        text = encode_text(frame)
+        if self.metrics is not None and isinstance(frame, SnapshotFrame):
+            self.metrics.snapshot_sent(text)
+        self.outbox.put(text)
 
     def close_later(self, code: int, reason: str) -> None:
         """Ask the connection to close, from any task; the first reason given wins."""
@@ -175,7 +193,10 @@ class Connection:
         self._flush_due = False
         if self._writer is not None or self.left:
             return
+        metrics = self.metrics
         while (frame := self.outbox.pop()) is not None:
+            if metrics is not None:
+                metrics.frame_out(frame)
             write = self.ws.send_text(frame)
             try:
                 # One step, in the connection's own context: a write that need not wait
@@ -210,6 +231,8 @@ class Connection:
         try:
             await first
             while (frame := self.outbox.pop()) is not None:
+                if self.metrics is not None:
+                    self.metrics.frame_out(frame)
                 await self.ws.send_text(frame)
         except Exception as exc:
             _log_send_error(exc)
@@ -283,22 +306,31 @@ class Flusher:
 
 
 async def watch_forever(
-    connections: Collection[Connection], tick: float, hello_timeout: float, heartbeat: float
+    connections: Collection[Connection],
+    tick: float,
+    hello_timeout: float,
+    heartbeat: float,
+    present: Container[Connection] = (),
 ) -> None:
     """Hello timeouts and heartbeats for every connection, in one task: a timer per
     connection would cost more memory than the rest of an idle connection's state.
-    Each limit is acted on within ``tick`` (an eighth of the shorter one) of passing."""
+    Each limit is acted on within ``tick`` (an eighth of the shorter one) of passing.
+
+    A connection ``present`` in a presence room is watched twice as closely (pinged
+    after half a heartbeat of silence, closed after one), so that others see it leave
+    within a heartbeat of its going silent, not two."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(tick)
         now = loop.time()
         for conn in list(connections):
             silent = now - conn.heard  # negative while a frame is being handled
+            beat = heartbeat / 2 if conn in present else heartbeat
             if conn.protocol.client_id is None:
                 if silent >= hello_timeout:
                     conn.close_later(CLOSE_PROTOCOL, "no hello received")
-            elif silent >= 2 * heartbeat:
+            elif silent >= 2 * beat:
                 conn.close_later(CLOSE_HEARTBEAT, "no frame within two heartbeats")
-            elif silent >= heartbeat and not conn.pinged:
+            elif silent >= beat and not conn.pinged:
                 conn.pinged = True
                 conn.send_frame(conn.protocol.ping())

@@ -93,6 +93,7 @@ class HttpEndpoints:
     async def _principal(self, request: Request) -> Principal:
         principal = await self.server.authenticate_as(request, None)
         if principal is None:
+            self.server.log_refusal(request, "unauthorized", "authentication failed (HTTP 401)")
             raise HttpError(401, "unauthorized", "authentication failed")
         return principal
 
@@ -217,7 +218,10 @@ class HttpEndpoints:
         reset: str | None = None,
     ) -> bytes:
         snap = await self.engine.snapshot(principal, queries, budget=budget)
-        return encode(snapshot_frame(snap, reset=reset))
+        body = encode(snapshot_frame(snap, reset=reset))
+        if self.server.metrics is not None:
+            self.server.metrics.snapshot_bytes.observe(len(body))  # bytes already
+        return body
 
     def _queries(self, raw: str) -> dict[str, Query]:
         try:

@@ -27,21 +27,27 @@ from ..exceptions import (
 )
 from ..logs import bind, new_connection_id, set_context
 from ..protocol.frames import (
+    CLOSE_CODES,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
     CLOSE_RESTART,
+    CLOSE_SLOW,
     FATAL_CLOSE_CODES,
     AckFrame,
+    RejectFrame,
     error_frame,
 )
 from ..protocol.server import (
     Event,
     Hello,
+    Join,
+    Leave,
     Mutate,
     Ping,
     Pong,
+    PresenceUpdate,
     ProtocolError,
     Subscribe,
     Unsubscribe,
@@ -55,6 +61,16 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketEndpoint"]
 
 log = logging.getLogger("syncline.server")
+
+_KINDS: dict[type, str] = {
+    Hello: "hello",
+    Subscribe: "sub",
+    Unsubscribe: "unsub",
+    Mutate: "mut",
+    Ping: "ping",
+    Pong: "pong",
+}
+_QUIET_CLOSES = (CLOSE_NORMAL, CLOSE_RESTART)  # the client left, or this server stops
 
 
 class WebSocketEndpoint:
@@ -70,8 +86,11 @@ class WebSocketEndpoint:
         """Run one connection: read frames until the client leaves or someone asks it to
         close (overflow, revoke, shutdown, a fatal protocol error, a failed write)."""
         server = self.server
+        metrics = server.metrics
         if not server.origin_allowed(ws):
             # Refused before the upgrade: the ASGI server answers HTTP 403.
+            if metrics is not None:
+                metrics.closed(CLOSE_POLICY)
             await ws.close(code=CLOSE_POLICY, reason="origin not allowed")
             return
         try:
@@ -82,7 +101,11 @@ class WebSocketEndpoint:
             return
         await ws.accept()
         set_context(connection=new_connection_id("ws"))  # this task's log lines name it
-        conn = Connection(ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon)
+        conn = Connection(
+            ws, server.limits, server.max_queue_bytes, server.flusher.flush_soon, metrics
+        )
+        if metrics is not None:
+            metrics.awaiting.inc()
         server.connections.add(conn)
         conn.task = asyncio.current_task()
         try:
@@ -93,7 +116,9 @@ class WebSocketEndpoint:
                 raise
         finally:
             conn.task = None
+            self._closed(conn)
             self._release(conn)
+            server.presence.disconnect(conn)
             conn.flush()  # what the connection said last (an error, say) goes before the close
             server.connections.discard(conn)
             server.reader.leave(conn)
@@ -110,6 +135,36 @@ class WebSocketEndpoint:
                     await asyncio.wait_for(
                         ws.close(code=code, reason=reason[:120]), server.close_timeout
                     )
+
+    def _closed(self, conn: Connection) -> None:
+        """The connection ends: its gauges and close code, and one log line (per
+        episode of the same close for the same principal or peer)."""
+        code, reason = conn.close_reason or (CLOSE_NORMAL, "")
+        live = conn in self._admitted
+        metrics = self.server.metrics
+        if metrics is not None:
+            (metrics.live if live else metrics.awaiting).dec()
+            metrics.subscriptions.dec(len(conn.queries))
+            metrics.closed(code)
+        episodes = self.server.episodes
+        episodes.end(conn)
+        peer = conn.ws.client.host if conn.ws.client is not None else "?"
+        fields = {"code": code, "client_id": conn.client_id, "principal": conn.principal_key}
+        if code in _QUIET_CLOSES:
+            log.debug("connection closed (%d): %s", code, reason or "normal", extra=fields)
+            return
+        episodes.log(
+            logging.WARNING if code == CLOSE_SLOW else logging.INFO,
+            f"close {code}",
+            conn.principal_key or peer,
+            "closed a connection of %s (client %s) with %d (%s): %s",
+            conn.principal_key or f"peer {peer}",
+            conn.client_id or "-",
+            code,
+            CLOSE_CODES.get(code, "?"),
+            reason,
+            extra=fields,
+        )
 
     async def _read_loop(self, conn: Connection) -> None:
         """Read and handle frames in turn; silence is watched by the server's watcher."""
@@ -131,11 +186,34 @@ class WebSocketEndpoint:
         data = message.get("text")
         if data is None:
             data = message.get("bytes") or b""  # a binary frame: the protocol refuses it
+        metrics = self.server.metrics
+        counted = False
         try:
             event = conn.protocol.receive(data, time.monotonic())
+            if metrics is not None:
+                metrics.frame_in(_KINDS[type(event)], data)
+            counted = True
             await self._handle(conn, event)
         except ProtocolError as exc:
-            conn.send_frame(exc.frame())
+            frame = exc.frame()
+            if metrics is not None and not counted:  # refused by the protocol itself
+                metrics.frame_in("mut" if isinstance(frame, RejectFrame) else "bad", data)
+            if isinstance(frame, RejectFrame):  # refused for the rate: a mutation's answer
+                if metrics is not None:
+                    metrics.mutation(frame)
+                self.server.log_reject(frame, conn.principal, conn.client_id)
+            elif not exc.fatal:  # (a fatal one is logged with the close)
+                self.server.episodes.log(
+                    logging.INFO,
+                    f"protocol {exc.code}",
+                    conn,
+                    "a frame from client %s was refused (%s): %s",
+                    conn.client_id or "-",
+                    exc.code,
+                    exc,
+                    extra={"code": exc.code, "client_id": conn.client_id},
+                )
+            conn.send_frame(frame)
             if exc.fatal:
                 conn.close_later(FATAL_CLOSE_CODES.get(exc.code, CLOSE_PROTOCOL), str(exc))
                 return False
@@ -163,16 +241,28 @@ class WebSocketEndpoint:
         if isinstance(event, Hello):
             await self._hello(conn, event)
             self._admit(conn)
+            if (metrics := self.server.metrics) is not None:
+                metrics.awaiting.dec()
+                metrics.live.inc()
         elif isinstance(event, Subscribe):
             await self._subscribe(conn, event)
         elif isinstance(event, Unsubscribe):
+            held = len(conn.queries)
             self.server.reader.unsubscribe(conn, event.query_ids)
+            if (metrics := self.server.metrics) is not None:
+                metrics.subscriptions.dec(held - len(conn.queries))
         elif isinstance(event, Mutate):
             await self._mutate(conn, event)
         elif isinstance(event, Ping):
             conn.send_frame(conn.protocol.pong(event))
         elif isinstance(event, Pong):
             pass
+        elif isinstance(event, Join):
+            await self.server.presence.join(conn, event.room, event.state, len(event.encoded))
+        elif isinstance(event, PresenceUpdate):
+            self.server.presence.update(conn, event.room, event.state)
+        elif isinstance(event, Leave):
+            self.server.presence.leave(conn, event.room)
 
     async def _hello(self, conn: Connection, hello: Hello) -> None:
         engine = self.engine
@@ -248,6 +338,7 @@ class WebSocketEndpoint:
         limits, bucket = self.server.limits, self._admitted.get(conn)
         allowance = bucket.available(time.monotonic()) if bucket is not None else None
         budget = ReadBudget(self.server.max_snapshot_bytes, limits.max_scan_rows, allowance)
+        held = len(conn.queries)
         try:
             await self.server.reader.join(conn, queries, since, budget)
         except CursorError as exc:
@@ -257,6 +348,8 @@ class WebSocketEndpoint:
         finally:
             if bucket is not None:
                 bucket.spend(budget.spent, time.monotonic())
+            if (metrics := self.server.metrics) is not None:
+                metrics.subscriptions.inc(len(conn.queries) - held)
 
     async def _mutate(self, conn: Connection, event: Mutate) -> None:
         with bind(mutation=event.mutation.get("id")):

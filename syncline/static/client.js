@@ -37,6 +37,7 @@ import { DEFAULT_LIMITS, limitProblem } from "./limits.js";
 import { Listeners } from "./listeners.js";
 import { claimPage } from "./locks.js";
 import { Value, readonly, report } from "./observable.js";
+import { Room } from "./presence.js";
 import { ClientProtocol, clientEvent } from "./protocol.js";
 import { parseQuery } from "./query.js";
 import { InvalidMutation, Replica } from "./replica.js";
@@ -64,6 +65,7 @@ export { QueryError } from "./query.js";
 export { ListError, renderList } from "./list.js";
 export { bindInput } from "./input.js";
 export { mapSelection } from "./caret.js";
+export { Room } from "./presence.js";
 
 /** @typedef {import("./json.js").Dict} Dict */
 /** @typedef {import("./ops.js").Mutation} Mutation */
@@ -185,6 +187,8 @@ export class SyncClient {
     this.canRedo = readonly(this._canRedo);
     this.replica.tab = options.storage === false ? null : tabIdentity();
     this._listeners = new Listeners();
+    /** @type {Map<string, Room>} presence rooms joined (presence.js) */
+    this._rooms = new Map();
     this._views = new Views(
       this.replica,
       options.bind === false ? null : (options.bind ?? doc ?? null),
@@ -502,6 +506,38 @@ export class SyncClient {
     if (this._closed) throw new Error("this client is closed");
   }
 
+  // --- presence ----------------------------------------------------------------------
+
+  /**
+   * Enter a presence room (docs/browser-client.md, Presence) with this page's state (a
+   * small JSON object); joined again after every reconnect until left. Joining a room
+   * already joined updates the state and returns the same Room.
+   * @param {string} name
+   * @param {Dict} [state]
+   * @returns {Room}
+   */
+  join(name, state = {}) {
+    this._checkOpen();
+    let room = this._rooms.get(name);
+    if (room === undefined || room.left) {
+      room = new Room(name, {
+        send: (r, s) => {
+          this.protocol.sendPresence(this.protocol.presence.update(r.name, s));
+          this._session.flush();
+        },
+        leave: (r) => {
+          if (this._rooms.get(r.name) === r) this._rooms.delete(r.name);
+          this.protocol.sendPresence(this.protocol.presence.leave(r.name));
+          this._session.flush();
+        },
+      });
+      this._rooms.set(name, room);
+    }
+    this.protocol.sendPresence(this.protocol.presence.join(name, state));
+    this._session.flush();
+    return room;
+  }
+
   // --- events ------------------------------------------------------------------------
 
   /**
@@ -544,7 +580,12 @@ export class SyncClient {
 
   /** @param {ClientEvent} e @param {string} [adoptedFrom] */
   _dispatch(e, adoptedFrom) {
-    if (e.kind === "changed") {
+    if (e.kind === "presence") {
+      const room = this._rooms.get(e.reason ?? "");
+      if (room === undefined) return;
+      room._changed(this.protocol.presence.rooms.get(room.name), e.changes ?? [], e.error);
+      if (room.left) this._rooms.delete(room.name);
+    } else if (e.kind === "changed") {
       this._listeners.emit("change", { keys: e.keys });
     } else if (e.kind === "conflict") {
       this._listeners.emit("conflict", e.draft);

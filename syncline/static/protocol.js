@@ -34,6 +34,7 @@
 import { CursorError } from "./cursor.js";
 import { cloneJson, dict, getOwn, hasOwn, isObject } from "./json.js";
 import { recordKey } from "./ops.js";
+import { PresenceRooms } from "./presence.js";
 import { SendWindow } from "./sending.js";
 import { Subscriptions } from "./subscriptions.js";
 import { need } from "./wire.js";
@@ -48,7 +49,7 @@ export const PROTOCOL_VERSION = 1;
 /** @typedef {"closed" | "hello_sent" | "live" | "failed"} State */
 
 /**
- * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "undo-partial" | "ack" | "reset" | "reload" | "error" | "status"} EventKind
+ * @typedef {"changed" | "conflict" | "overwritten" | "merged" | "rejected" | "dropped" | "undo-partial" | "ack" | "reset" | "reload" | "error" | "status" | "presence"} EventKind
  */
 
 /**
@@ -63,6 +64,8 @@ export const PROTOCOL_VERSION = 1;
  * @property {Dict | null} frame
  * @property {string | null} reason
  * @property {string | null} status
+ * @property {import("./presence.js").Change[]} [changes]  "presence": what changed (reason:
+ *   the room's name; error: set when the room refused this client)
  */
 
 /** `error` codes after which reconnecting cannot help. */
@@ -175,6 +178,17 @@ export class ClientProtocol {
     this._out = [];
     /** @type {Dict[]} */
     this._subsAfterWelcome = [];
+    /** Presence rooms joined (presence.js), joined again after every welcome. */
+    this.presence = new PresenceRooms();
+  }
+
+  /**
+   * Queue a presence frame (join, presence, leave) if live; after a welcome, every
+   * room held is joined again anyway.
+   * @param {Dict | null} frame
+   */
+  sendPresence(frame) {
+    if (frame !== null && this.state === "live") this._out.push(frame);
   }
 
   /** @type {Map<string, Dict>} every query asked for, as written */
@@ -276,6 +290,7 @@ export class ClientProtocol {
   connectionLost() {
     if (this.state !== "failed") this.state = "closed";
     this._resetConnection();
+    for (const r of this.presence.rooms.values()) r.answered = false; // stale until rejoined
   }
 
   _resetConnection() {
@@ -388,7 +403,20 @@ export class ClientProtocol {
     // already applied (a lost ack) then arrive before the changes that hold them, so the
     // view never counts them twice.
     this._subsAfterWelcome.push(...this.subscriptions.onWelcome(cursor));
+    this._subsAfterWelcome.push(...this.presence.onWelcome());
     return [];
+  }
+
+  /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
+  _onRoom(frame, _now) {
+    const changes = this.presence.onRoom(frame);
+    return changes === null ? [] : [presenceEvent(frame, changes)];
+  }
+
+  /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
+  _onPresenceDiff(frame, _now) {
+    const changes = this.presence.onDiff(frame);
+    return changes === null ? [] : [presenceEvent(frame, changes)];
   }
 
   /** @param {Dict} frame @param {number} _now @returns {ClientEvent[]} */
@@ -469,6 +497,10 @@ export class ClientProtocol {
   _onError(frame, now) {
     const code = String(getOwn(frame, "code") ?? "error");
     const ref = getOwn(frame, "ref");
+    const room = this.presence.onError(frame, (q) => this.wanted.has(q));
+    if (room !== null) {
+      return [clientEvent("presence", { reason: room, error: without(frame, []), frame })];
+    }
     if (FATAL_CODES.has(code)) {
       this.state = "failed";
       this.fatal = without(frame, []);
@@ -530,4 +562,16 @@ const HANDLERS = Object.assign(Object.create(null), {
   error: ClientProtocol.prototype._onError,
   ping: ClientProtocol.prototype._onPing,
   pong: ClientProtocol.prototype._onPong,
+  room: ClientProtocol.prototype._onRoom,
+  presence_diff: ClientProtocol.prototype._onPresenceDiff,
 });
+
+/**
+ * A room's members changed: `reason` is the room's name, `changes` what changed.
+ * @param {Dict} frame
+ * @param {import("./presence.js").Change[]} changes
+ * @returns {ClientEvent}
+ */
+function presenceEvent(frame, changes) {
+  return clientEvent("presence", { reason: String(getOwn(frame, "room")), frame, changes });
+}

@@ -37,6 +37,7 @@ PostgreSQL), what a writer's exit sends, how COMMIT is checked -- stays in
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -82,6 +83,10 @@ class GroupCommitStore(Store, Generic[G, W]):
         self._waiting = 0
         self._group: G | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_group_commit: list[Callable[[int, float], None]] = []
+        """Called with (writers, seconds from the first write) after each COMMIT that
+        succeeded (metrics); only while a listener is set is the time taken."""
+        self._begun: dict[Group, float] = {}
 
     # --- what a dialect provides --------------------------------------------------------
 
@@ -218,6 +223,8 @@ class GroupCommitStore(Store, Generic[G, W]):
         group = self._group
         if group is None:
             group = self._group = self._new_group(asyncio.get_running_loop().create_future())
+            if self.on_group_commit:
+                self._begun[group] = time.monotonic()
         group.joined += 1
         tx = self._transaction(group)
         try:
@@ -279,8 +286,12 @@ class GroupCommitStore(Store, Generic[G, W]):
         """Settle ``group``'s writers: ``error`` is None when its COMMIT succeeded."""
         if group.done.done():
             return
+        begun = self._begun.pop(group, None)
         if error is None:
             group.done.set_result(None)
+            if begun is not None:
+                for listener in self.on_group_commit:
+                    listener(group.joined, time.monotonic() - begun)
         else:
             failure = self._error_class(error)(
                 f"{self.where}: COMMIT failed or the group was rolled back; nothing of "

@@ -272,6 +272,9 @@ function render({ field, value, element }) {
 
 // Each field's merge policy and default come with the embedded state.
 const sync = await connect({ render });
+// Presence: one room per board, guarded like the board itself (the server's default
+// rule); the server says who each member is, this page only what it is editing.
+const room = sync.join(`boards:${boardId}`, { editing: null });
 
 const statusEl = byId("sync-status");
 const statusLabel = byId("sync-label");
@@ -291,7 +294,10 @@ const rowsOf = (rows) => /** @type {T[]} */ (/** @type {unknown} */ (rows));
 
 sync
   .query({ c: "cards", where: { board_id: boardId } })
-  .subscribe((rows) => renderCards(rowsOf(rows)));
+  .subscribe((rows) => {
+    renderCards(rowsOf(rows));
+    drawMarkers();
+  });
 sync
   .query({ c: "lists", where: { board_id: boardId } })
   .subscribe((rows) => renderNames(rowsOf(rows), "lists"));
@@ -378,6 +384,51 @@ for (const form of boardEl.querySelectorAll("form.add-card")) {
   });
 }
 
+// --- presence: who is on the board, and who edits which card ----------------------------
+
+/** @typedef {{key: string, user: {name: string, hue: number}, state: {editing?: string | null}}} Member */
+
+const presenceEl = byId("presence");
+
+/** @param {Member[]} members */
+function drawAvatars(members) {
+  presenceEl.replaceChildren(
+    ...members.map((m) => {
+      const li = document.createElement("li");
+      li.className = "avatar";
+      li.dataset.key = m.key;
+      if (m.key === room.me) li.dataset.me = "";
+      li.style.setProperty("--hue", String(Number(m.user?.hue) || 0));
+      const name = String(m.user?.name ?? "Someone");
+      li.title = m.key === room.me ? `${name} (you)` : name;
+      li.setAttribute("aria-label", li.title);
+      li.textContent = name.replace(/^Visitor /, "").slice(0, 3);
+      return li;
+    }),
+  );
+}
+
+/** On each card someone else is editing, who. */
+function drawMarkers() {
+  for (const el of boardEl.querySelectorAll(".editing-by")) el.remove();
+  for (const m of /** @type {Member[]} */ (room.members.value)) {
+    const id = m.state?.editing;
+    if (m.key === room.me || typeof id !== "string") continue;
+    const body = cardElement(id)?.querySelector(".card-body");
+    if (!body) continue;
+    const marker = document.createElement("p");
+    marker.className = "editing-by";
+    marker.style.setProperty("--hue", String(Number(m.user?.hue) || 0));
+    marker.textContent = `✎ ${String(m.user?.name ?? "Someone")} is editing`;
+    body.append(marker);
+  }
+}
+
+room.members.subscribe((/** @type {Member[]} */ members) => {
+  drawAvatars(members);
+  drawMarkers();
+});
+
 // --- the editor (one open card at a time) -----------------------------------------------
 
 /** The open editor, and the card's text as it was when the editor opened.
@@ -436,6 +487,7 @@ function openEditor(id) {
   });
   field("title").focus();
   field("title").select();
+  room.update({ editing: id });
 }
 
 /**
@@ -473,6 +525,7 @@ function closeEditor(restoreFocus) {
   const li = cardElement(open.id);
   open.form.remove();
   open = null;
+  room.update({ editing: null });
   if (!li) return;
   li.classList.remove("is-open");
   const edit = /** @type {HTMLElement} */ ($(li, "[data-action='edit']"));

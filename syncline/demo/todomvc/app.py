@@ -76,6 +76,9 @@ def create_app(store: Store, *, secret: str | None = None) -> Starlette:
         engine,
         authenticate=authenticate,
         backplane=backplane_from_env(),
+        # Presence: each tab joins its visitor's list room, and only that one, so a page
+        # can say how many tabs show the list (one member per tab).
+        may_join=lambda session, room: room == f"list:{session}",
     )
     env = Environment(loader=PackageLoader("syncline.demo.todomvc"), autoescape=select_autoescape())
     install_jinja(env)

@@ -173,7 +173,30 @@ class Runner {
       case "resolve":
         this.replica.resolve(this.replica.drafts[arg.draft], arg.choices);
         return;
+      case "join":
+        this.protocol.sendPresence(this.protocol.presence.join(arg.room, arg.state));
+        return;
+      case "presence":
+        this.protocol.sendPresence(this.protocol.presence.update(arg.room, arg.state));
+        return;
+      case "leave":
+        this.protocol.sendPresence(this.protocol.presence.leave(arg));
+        return;
       // --- expectations
+      case "expect_members":
+        for (const room of Object.keys(arg)) {
+          const view = this.protocol.presence.rooms.get(room);
+          if (arg[room] === null) {
+            assert.equal(view, undefined, `room ${room} is still joined`);
+            continue;
+          }
+          assert.ok(view, `room ${room} is not joined`);
+          /** @type {Dict} */
+          const actual = {};
+          for (const [k, m] of view.members) actual[k] = { user: m.user, state: m.state };
+          assert.ok(jsonEqual(plain(actual), arg[room]), `members are ${JSON.stringify(actual)}`);
+        }
+        return;
       case "expect_out": {
         this.out.push(...this.protocol.dataToSend(this.now));
         const sent = this.out;

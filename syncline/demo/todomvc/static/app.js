@@ -28,6 +28,16 @@ const clearCompleted = $(".clear-completed");
 /** @type {Todo[]} */
 let todos = [];
 
+// Presence: every tab of this visitor joins the list's room; its members are the tabs.
+const tabsOpen = $(".tabs-open");
+sync.join(`list:${session}`, {}).members.subscribe((/** @type {unknown[]} */ members) => {
+  const n = members.length;
+  tabsOpen.hidden = n === 0;
+  const strong = document.createElement("strong");
+  strong.textContent = String(n);
+  tabsOpen.replaceChildren("Open in ", strong, ` tab${n === 1 ? "" : "s"}`);
+});
+
 const todosQuery = sync.query({ c: "todos", where: { session }, order: [["order", "asc"]] });
 
 /** The filter named by the URL's hash: all, active or completed. */
