@@ -50,6 +50,16 @@ PAIR_BY = {
     "resume": "changes",
     "connections": "connections",
 }
+# Peers measured against only some of syncline's rows (default: every syncline row of
+# the scenario and size): a naive SQLite endpoint is syncline-on-SQLite's peer, not
+# syncline-on-PostgreSQL's.
+COMPARED_WITH: dict[str, tuple[str, ...]] = {
+    "starlette-sqlite-naive": ("syncline",),
+    "starlette-postgres-naive": ("syncline-postgres",),
+    "ssr-naive": ("syncline (todomvc)",),
+    "hydrate-naive": ("syncline (todomvc)",),
+    "multinode-1-node": ("syncline-3-nodes",),
+}
 
 TINY = Plan(
     (10,),
@@ -83,6 +93,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
                 ours.scenario != peer.scenario
                 or not ours.system.startswith("syncline")
                 or ours.params.get(key) != peer.params.get(key)
+                or ours.system not in COMPARED_WITH.get(peer.system, (ours.system,))
             ):
                 continue
             for metric, higher in HEADLINES.get(peer.scenario, []):
@@ -134,7 +145,6 @@ def tables(results: list[Result], pairs: list[dict[str, Any]], cores: int | None
                 p["metric"]: p["ratio"]
                 for p in pairs
                 if p["peer"] == r.system
-                and p["system"] == "syncline"
                 and p["scenario"] == scenario
                 and p.get(key) == r.params.get(key)
             }

@@ -53,7 +53,7 @@ class Plan:
     """``--postgres-url``: where ``mutations`` measures syncline on PostgreSQL."""
 
 
-QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5, hydrate_max=1_000)
+QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5)
 FULL = Plan((100, 1_000), 10.0, 10.0, (1, 10, 50), 8.0, (100, 1_000, 10_000), 20)
 
 
@@ -266,7 +266,7 @@ def _drop_pg_schema(url: str, schema: str) -> None:
 def mutations(plan: Plan, workdir: Path, report: Report) -> list[Result]:
     systems: list[tuple[str, str]] = [("syncline", "sqlite"), ("starlette-sqlite-naive", "sqlite")]
     if plan.postgres_url:
-        systems.insert(1, ("syncline", "postgresql"))
+        systems[1:1] = [("syncline", "postgresql"), ("starlette-postgres-naive", "postgresql")]
     else:
         report(f"mutations: no PostgreSQL rows (give --postgres-url or ${POSTGRES_ENV})")
     results = []
@@ -282,7 +282,7 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
     schema = ""
     if store == "postgresql":
         assert plan.postgres_url is not None
-        schema = f"syncline_bench_{secrets.token_hex(4)}"
+        schema = f"syncline_bench_perf_{secrets.token_hex(4)}"
         sep = "&" if "?" in plan.postgres_url else "?"
         db = f"{plan.postgres_url}{sep}schema={schema}"
     else:
@@ -315,7 +315,7 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
         "errors": out["errors"],
         "rss_mb": rss,
     }
-    name = system if store == "sqlite" else f"{system}-postgres"
+    name = system if store == "sqlite" or system != "syncline" else "syncline-postgres"
     return Result("mutations", name, params, metrics)
 
 
@@ -384,7 +384,66 @@ def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
         else:
             params["hydration"] = "skipped: no Playwright or no Chromium"
         results.append(Result("ssr", f"syncline ({page})", params, metrics))
+        if page == "todomvc":
+            results.extend(_ssr_naive(plan, workdir, report, size, browser))
     return results
+
+
+def _ssr_naive(
+    plan: Plan, workdir: Path, report: Report, size: int, browser: str | None
+) -> list[Result]:
+    """``ssr-naive`` (Starlette + Jinja2 + sqlite3, the same markup and rows) and
+    ``hydrate-naive`` (its page's script: ``JSON.parse`` the rows and render them)."""
+    report(f"ssr: render ssr-naive with {size} records")
+    db = str(workdir / f"ssr-naive-{size}-{secrets.token_hex(3)}.sqlite3")
+    metrics = _run_generator(_ssr_naive_worker, (db, size, plan.ssr_repeats), 300)
+    params: dict[str, Any] = {"page": "todomvc", "records": size, "repeats": plan.ssr_repeats}
+    store = {"store": "sqlite3, one column per field"}
+    out = [Result("ssr", "ssr-naive", {**params, **store}, metrics)]
+    if browser is None or size > plan.hydrate_max:
+        return out
+    report(f"ssr: hydrate-naive {size} records in Chromium")
+    port = free_port()
+    repeats = 1 if size >= 10_000 else max(2, plan.ssr_repeats // 2)
+    with spawned(run_server, "ssr-naive", port, db) as server:
+        wait_port(port, server)
+        hydration = _run_generator(
+            _hydrate_worker,
+            (browser, port, "naive", repeats, plan.hydrate_timeout, size < 10_000),
+            (repeats + 1) * (plan.hydrate_timeout + 30),
+        )
+    if "error" in hydration:
+        params["hydration"] = hydration["error"]
+        hydration = {}
+    params.update(browser=browser, hydrate_repeats=repeats)
+    out.append(Result("ssr", "hydrate-naive", params, hydration))
+    return out
+
+
+def _ssr_naive_worker(db: str, size: int, repeats: int, q: Any) -> None:
+    """Process target: seed the naive table, then time GET / through its ASGI app."""
+    from .naive import seed_naive_todos, ssr_naive_app
+
+    rows = [{"id": f"ssr-{i:06d}", **_todo(i).fields} for i in range(size)]
+    seed_naive_todos(db, rows)
+
+    async def measure() -> dict[str, float]:
+        app = ssr_naive_app(db, TODOMVC_SESSION)
+        render: list[float] = []
+        size_bytes = 0
+        for _ in range(repeats + 1):
+            began = time.perf_counter()
+            body = await _get_page(app, [])
+            render.append((time.perf_counter() - began) * 1000)
+            size_bytes = len(body)
+        render = render[1:]  # the first also compiles the template
+        return {
+            "render_ms": percentile(render, 0.5),
+            "render_min_ms": min(render),
+            "bytes": size_bytes,
+        }
+
+    q.put(asyncio.run(measure()))
 
 
 # Runs in the page before its scripts: note DOMContentLoaded and the moment the sync

@@ -6,6 +6,7 @@
 - ``python-socketio``: ASGI under uvicorn, one room, ``emit`` to the room.
 - ``starlette-naive``: a Starlette WebSocket endpoint that loops over its connections.
 - ``starlette-sqlite-naive``: one HTTP request, one INSERT and one COMMIT per change.
+- ``starlette-postgres-naive`` and ``ssr-naive``: see :mod:`syncline.bench.naive`.
 
 The relays speak a tiny protocol: a client sends ``sub`` to receive every message
 (answered ``subbed``); any other text is broadcast to subscribers and answered ``a``.
@@ -72,6 +73,15 @@ def run_server(system: str, port: int, db: str = "") -> None:
         _uvicorn(_starlette_naive_app(), port)
     elif system == "starlette-sqlite-naive":
         _uvicorn(_starlette_sqlite_app(db), port)
+    elif system == "starlette-postgres-naive":
+        from .naive import starlette_postgres_app
+
+        _uvicorn(starlette_postgres_app(db), port)
+    elif system == "ssr-naive":
+        from .naive import ssr_naive_app
+        from .scenarios import TODOMVC_SESSION
+
+        _uvicorn(ssr_naive_app(db, TODOMVC_SESSION), port)
     else:
         raise ValueError(f"unknown system {system!r}")
 
