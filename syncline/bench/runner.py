@@ -41,6 +41,8 @@ HEADLINES: dict[str, list[tuple[str, bool]]] = {
         ("time_to_live_ms", False),
     ],
     "connections": [("held", True), ("rss_mb", False), ("kb_per_conn", False)],
+    "matching": [("cpu_ms_per_commit", False)],
+    "multinode": [("p50_ms", False), ("p99_ms", False)],
 }
 # The parameter that pairs a syncline row with its peers' rows.
 PAIR_BY = {
@@ -49,6 +51,8 @@ PAIR_BY = {
     "ssr": "records",
     "resume": "changes",
     "connections": "connections",
+    "matching": "connections",
+    "multinode": "subscribers",
 }
 # Peers measured against only some of syncline's rows (default: every syncline row of
 # the scenario and size): a naive SQLite endpoint is syncline-on-SQLite's peer, not
@@ -58,7 +62,7 @@ COMPARED_WITH: dict[str, tuple[str, ...]] = {
     "starlette-postgres-naive": ("syncline-postgres",),
     "ssr-naive": ("syncline (todomvc)",),
     "hydrate-naive": ("syncline (todomvc)",),
-    "multinode-1-node": ("syncline-3-nodes",),
+    "one-node": ("syncline-3-nodes",),
 }
 
 TINY = Plan(
@@ -75,6 +79,7 @@ TINY = Plan(
     hydrate_timeout=30.0,
     connections=(50,),
     idle_seconds=0.5,
+    matching_connections=5,
 )
 """Tiny sizes for the smoke test (hidden option ``--tiny``); its figures mean nothing."""
 

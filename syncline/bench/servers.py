@@ -53,6 +53,12 @@ def run_server(system: str, port: int, db: str = "") -> None:
     logging.basicConfig(level=logging.ERROR)
     if system == "syncline":
         _uvicorn(_syncline_app(db), port)
+    elif system == "syncline-node":  # db: "<store url> <backplane url> <channel>"
+        from ..fanout.select import backplane_from_url
+
+        store_url, backplane_url, channel = db.split(" ")
+        backplane = backplane_from_url(backplane_url, database=store_url, channel=channel)
+        _uvicorn(_syncline_app(store_url, backplane), port)
     elif system == "syncline-board":
         from ..demo.app import create_app
         from ..store import store_from_url
@@ -86,7 +92,7 @@ def run_server(system: str, port: int, db: str = "") -> None:
         raise ValueError(f"unknown system {system!r}")
 
 
-def _syncline_app(db: str) -> Any:
+def _syncline_app(db: str, backplane: Any = None) -> Any:
     """The demo's schema and seed behind a default ``SynclineServer``, except for the
     per-connection mutation rate limit (50/s by default), raised so that a few writer
     connections can push the server to its limit."""
@@ -101,7 +107,7 @@ def _syncline_app(db: str) -> Any:
     store = store_from_url(db)
     engine = Engine(SCHEMA, store)
     limits = Limits(max_ops=engine.max_ops, mutations_per_second=1e6, mutation_burst=1_000_000)
-    sync = SynclineServer(engine, limits=limits)
+    sync = SynclineServer(engine, limits=limits, backplane=backplane)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
