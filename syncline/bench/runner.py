@@ -191,6 +191,7 @@ def run(
     tiny: bool = False,
     console: Console | None = None,
     postgres_url: str | None = None,
+    charts_dir: Path | None = None,
 ) -> dict[str, Any]:
     if console is None:
         console = Console()
@@ -241,4 +242,9 @@ def run(
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         console.print(f"wrote {json_path}")
+    if charts_dir is not None:
+        from .charts import write_charts
+
+        for path in write_charts(document, charts_dir):
+            console.print(f"wrote {path}")
     return document
