@@ -68,10 +68,18 @@ def test_bench_progress_is_one_line_per_step_in_a_pipe_and_postgres_comes_from_e
     assert first.strip().endswith("mutations: syncline on sqlite, 1 writers"), first
     steps = [line for line in (first + rest).splitlines() if " s  mutations: " in line]
     assert "mutations: syncline on postgresql, 1 writers" in "\n".join(steps)
-    assert len(steps) == 6, steps  # 2 writer counts x 3 systems, one line each
+    assert "mutations: starlette-postgres-naive on postgresql, 1 writers" in "\n".join(steps)
+    assert len(steps) == 8, steps  # 2 writer counts x 4 systems, one line each
     assert "\x1b[" not in first + rest  # no terminal control sequences
-    systems = {r["system"] for r in json.loads(out.read_text())["results"]}
-    assert "syncline-postgres" in systems
+    document = json.loads(out.read_text())
+    systems = {r["system"] for r in document["results"]}
+    assert {"syncline-postgres", "starlette-postgres-naive"} <= systems
+    # Each naive peer is compared with its own store's syncline row only.
+    pairs = {(p["system"], p["peer"]) for p in document["ratios"]}
+    assert ("syncline-postgres", "starlette-postgres-naive") in pairs
+    assert ("syncline", "starlette-sqlite-naive") in pairs
+    assert ("syncline-postgres", "starlette-sqlite-naive") not in pairs
+    assert ("syncline", "starlette-postgres-naive") not in pairs
 
 
 def test_bench_without_a_postgres_url_has_no_postgres_rows(tmp_path: Path) -> None:
@@ -104,3 +112,61 @@ def test_an_unreachable_bench_postgres_url_is_refused_before_the_run() -> None:
         in lines[0]
     )
     assert "s3cret" not in out.stderr
+
+
+def test_bench_tiny_matching_and_ssr_naive_rows_have_their_peers(tmp_path: Path) -> None:
+    """The matching scenario and the naive SSR peer run and are paired with syncline."""
+    out = tmp_path / "bench.json"
+    charts = tmp_path / "charts"
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--tiny", "--json", str(out), "--charts", str(charts), "matching", "ssr"],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert not document["errors"], document["errors"]
+    systems = {(r["scenario"], r["system"]) for r in document["results"]}
+    assert {("matching", "syncline"), ("matching", "one-query-each")} <= systems
+    assert ("ssr", "ssr-naive") in systems
+    peers = {(p["scenario"], p["peer"], p["metric"]) for p in document["ratios"]}
+    assert ("matching", "one-query-each", "cpu_ms_per_commit") in peers
+    assert ("ssr", "ssr-naive", "render_ms") in peers
+    naive = next(r for r in document["results"] if r["system"] == "ssr-naive")
+    ours = next(r for r in document["results"] if r["system"] == "syncline (todomvc)")
+    assert naive["metrics"]["bytes"] > 0 and ours["metrics"]["bytes"] > 0
+    assert (charts / "ssr-render.svg").exists()
+
+
+def test_charts_draw_one_line_per_system_with_its_figures(tmp_path: Path) -> None:
+    from xml.etree import ElementTree
+
+    from syncline.bench.charts import main, write_charts
+
+    def row(system: str, writers: int, value: float) -> dict[str, object]:
+        return {
+            "scenario": "mutations",
+            "system": system,
+            "params": {"writers": writers},
+            "metrics": {"mutations_per_s": value},
+        }
+
+    document = {
+        "results": [
+            row("syncline", 1, 640.0),
+            row("syncline", 50, 2_782.0),
+            row("starlette-sqlite-naive", 1, 1_548.0),
+            row("starlette-sqlite-naive", 50, float("nan")),
+        ]
+    }
+    written = write_charts(document, tmp_path)
+    assert [p.name for p in written] == ["mutations.svg"]  # no other scenario had data
+    svg = ElementTree.parse(written[0]).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = svg.findall(f"{ns}polyline")
+    assert len(lines) == 1  # syncline's two points; the peer has one (nan is left out)
+    texts = [t.text for t in svg.iter(f"{ns}text")]
+    assert {"syncline", "starlette-sqlite-naive", "640", "2,782", "1,548"} <= set(texts)
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(document).replace("NaN", "null"))
+    assert main([str(source), str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "mutations.svg").exists()

@@ -112,8 +112,8 @@ def _nice_top(value: float) -> float:
     magnitude = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+            return float(step * magnitude)
+    return float(10 * magnitude)
 
 
 def _label(value: float) -> str:

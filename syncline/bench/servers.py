@@ -95,7 +95,8 @@ def run_server(system: str, port: int, db: str = "") -> None:
 def _syncline_app(db: str, backplane: Any = None) -> Any:
     """The demo's schema and seed behind a default ``SynclineServer``, except for the
     per-connection mutation rate limit (50/s by default), raised so that a few writer
-    connections can push the server to its limit."""
+    connections can push the server to its limit, and the connections one principal may
+    hold (64 by default): every bench client is the demo's one principal."""
     from starlette.applications import Starlette
 
     from ..demo.app import SCHEMA, seed
@@ -107,7 +108,9 @@ def _syncline_app(db: str, backplane: Any = None) -> Any:
     store = store_from_url(db)
     engine = Engine(SCHEMA, store)
     limits = Limits(max_ops=engine.max_ops, mutations_per_second=1e6, mutation_burst=1_000_000)
-    sync = SynclineServer(engine, limits=limits, backplane=backplane)
+    sync = SynclineServer(
+        engine, limits=limits, backplane=backplane, max_connections_per_principal=1_000_000
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
