@@ -157,12 +157,7 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     last = max((r["last_ns"] for r in reports), default=0) / 1e9
     span = max(last - flood["start"], flood["end"] - flood["start"], 1e-9)
     metrics = {
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "max_ms": max(latencies, default=float("nan")),
-        "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
-        "latency_delivered_ratio": len(latencies)
-        / max(1, int(plan.rate * plan.latency_seconds) * connected),
+        **_latency_metrics(plan, latencies, rate, connected),
         "delivered_per_s": delivered / span,
         "published_per_s": flood["acked"] / max(flood["end"] - flood["start"], 1e-9),
         "flood_delivered_ratio": delivered / max(1, flood["acked"] * connected),
@@ -178,6 +173,20 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     if refusals:
         params["first_refusal"] = refusals[0]
     return Result("fanout", system, params, metrics)
+
+
+def _latency_metrics(
+    plan: Plan, latencies: list[float], rate: dict[str, Any], connected: int
+) -> dict[str, float]:
+    """Commit-to-delivery percentiles of the 100/s phase, and the shares that arrived."""
+    return {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies, default=float("nan")),
+        "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
+        "latency_delivered_ratio": len(latencies)
+        / max(1, int(plan.rate * plan.latency_seconds) * connected),
+    }
 
 
 class _Subscribers:
@@ -831,15 +840,7 @@ def multinode(plan: Plan, workdir: Path, report: Report) -> list[Result]:
             "store": "postgresql (synchronous_commit=on)",
             "backplane": "redis",
         }
-        metrics = {
-            "p50_ms": percentile(latencies, 0.50),
-            "p99_ms": percentile(latencies, 0.99),
-            "max_ms": max(latencies, default=float("nan")),
-            "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
-            "latency_delivered_ratio": len(latencies)
-            / max(1, int(plan.rate * plan.latency_seconds) * connected),
-            "connected": connected,
-        }
+        metrics = {**_latency_metrics(plan, latencies, rate, connected), "connected": connected}
         results.append(Result("multinode", system, params, metrics))
     return results
 
