@@ -170,3 +170,32 @@ def test_charts_draw_one_line_per_system_with_its_figures(tmp_path: Path) -> Non
     source.write_text(json.dumps(document).replace("NaN", "null"))
     assert main([str(source), str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "mutations.svg").exists()
+
+
+def test_the_goals_table_judges_each_ratio_against_its_goal() -> None:
+    from syncline.bench.report import goals_table
+
+    def row(system: str, writers: int, value: float) -> dict[str, object]:
+        return {
+            "scenario": "mutations",
+            "system": system,
+            "params": {"writers": writers},
+            "metrics": {"mutations_per_s": value},
+        }
+
+    after = {
+        "results": [
+            row("syncline", 1, 1_200.0),
+            row("starlette-sqlite-naive", 1, 1_000.0),
+            row("syncline", 50, 2_000.0),
+            row("starlette-sqlite-naive", 50, 1_000.0),
+        ]
+    }
+    before = {"results": [row("syncline", 1, 500.0), row("starlette-sqlite-naive", 1, 1_000.0)]}
+    lines = goals_table(after, before).splitlines()
+    one = next(line for line in lines if line.startswith("| mutations/s, 1 writer, SQLite |"))
+    fifty = next(line for line in lines if line.startswith("| mutations/s, 50 writers, SQLite |"))
+    assert "| 0.50x | 1.20x | >= 1x | met |" in one
+    assert "| - | 2.00x | >= 3x | **missed** |" in fifty
+    pg = next(line for line in lines if "1 writer, PostgreSQL" in line)
+    assert pg.endswith("| - | - | >= 1x | - |")  # not measured: not judged
