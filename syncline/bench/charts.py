@@ -173,10 +173,11 @@ def svg(chart: Chart, data: dict[str, dict[Any, float]]) -> str:
             parts.append(
                 f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
             )
+        dy = -5 if n % 2 == 0 else 13  # labels of alternate series above / below
         for x, y, v in coords:
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
             parts.append(
-                f'<text x="{x + 5:.1f}" y="{y - 5:.1f}" font-size="10" fill="{color}">'
+                f'<text x="{x + 5:.1f}" y="{y + dy:.1f}" font-size="10" fill="{color}">'
                 f"{_label(v)}</text>"
             )
         ly = TOP + 14 + 18 * n
