@@ -199,3 +199,25 @@ def test_the_goals_table_judges_each_ratio_against_its_goal() -> None:
     assert "| - | 2.00x | >= 3x | **missed** |" in fifty
     pg = next(line for line in lines if "1 writer, PostgreSQL" in line)
     assert pg.endswith("| - | - | >= 1x | - |")  # not measured: not judged
+
+
+def test_bench_tiny_multinode_delivers_across_nodes(tmp_path: Path) -> None:
+    """3 nodes on one PostgreSQL schema and Redis: the subscribers on nodes 2 and 3 get
+    the changes committed on node 1; the one-node row is its peer."""
+    out = tmp_path / "bench.json"
+    redis = os.environ.get("SYNCLINE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--tiny", "--json", str(out), "--postgres-url", PG_DSN, "multinode"],
+        env={"SYNCLINE_BENCH_REDIS": redis},
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert not document["errors"], document["errors"]
+    rows = {r["system"]: r for r in document["results"]}
+    assert set(rows) == {"syncline-3-nodes", "one-node"}
+    for row in rows.values():
+        assert row["metrics"]["connected"] == 10
+        assert row["metrics"]["latency_delivered_ratio"] > 0.5  # most arrived
+    peers = {(p["system"], p["peer"], p["metric"]) for p in document["ratios"]}
+    assert ("syncline-3-nodes", "one-node", "p99_ms") in peers
