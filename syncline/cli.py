@@ -536,8 +536,8 @@ def bench(
             envvar="SYNCLINE_BENCH_POSTGRES",
             metavar="URL",
             help="A PostgreSQL database (postgresql://user@host/db) for mutations' "
-            "PostgreSQL rows; each run makes its own schema there and drops it. "
-            "Unset: no PostgreSQL rows.",
+            "PostgreSQL rows and the multinode scenario; each run makes its own schema "
+            "there and drops it. Unset: no PostgreSQL rows.",
         ),
     ] = None,
     charts: Annotated[
