@@ -543,7 +543,9 @@ def bench(
     scenarios: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[SCENARIO]...", help="fanout, mutations, ssr (default: all of them)."
+            metavar="[SCENARIO]...",
+            help="fanout, mutations, ssr, resume, connections, matching, multinode "
+            "(default: all of them).",
         ),
     ] = None,
     quick: Annotated[
@@ -558,8 +560,14 @@ def bench(
             envvar="SYNCLINE_BENCH_POSTGRES",
             metavar="URL",
             help="A PostgreSQL database (postgresql://user@host/db) for mutations' "
-            "PostgreSQL rows; each run makes its own schema there and drops it. "
-            "Unset: no PostgreSQL rows.",
+            "PostgreSQL rows and the multinode scenario; each run makes its own schema "
+            "there and drops it. Unset: no PostgreSQL rows.",
+        ),
+    ] = None,
+    charts: Annotated[
+        str | None,
+        typer.Option(
+            "--charts", metavar="DIR", help="Also draw SVG charts of the results into DIR."
         ),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True)] = False,
@@ -595,6 +603,7 @@ def bench(
         json_path=Path(json_path) if json_path else None,
         tiny=tiny,
         postgres_url=postgres_url,
+        charts_dir=Path(charts) if charts else None,
     )
 
 

@@ -60,6 +60,9 @@ from .textcheck import name_problem
 __all__ = ["Ack", "Changes", "Engine", "ServerTransaction", "Snapshot"]
 
 CommitListener = Callable[[int], None]
+Handoff = list[tuple[list[LogEntry], dict[tuple[str, str], Record]]]
+LocalCommitListener = Callable[[int, list[LogEntry], dict[tuple[str, str], Record]], None]
+"""Called with a durable commit's ``seq``, its log entries and the records it wrote."""
 
 FORBIDDEN = "the write rule refused this change"
 """The one message of every ``forbidden`` refusal: it says nothing of the record's state."""
@@ -88,10 +91,17 @@ class Engine:
         self.read_key = read_key or _default_read_key
         self.max_ops = max_ops
         self._listeners: list[CommitListener] = []
+        self._local_listeners: list[LocalCommitListener] = []
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener(head)`` after every commit that moved the head."""
         self._listeners.append(listener)
+
+    def on_local_commit(self, listener: LocalCommitListener) -> None:
+        """Call ``listener(seq, entries, records)`` after a client mutation committed on
+        this engine, before :meth:`on_commit`'s listeners: the log reader takes the
+        range from here instead of reading it back (the log stays the truth)."""
+        self._local_listeners.append(listener)
 
     def _committed(self, head: int) -> None:
         for listener in self._listeners:
@@ -148,13 +158,14 @@ class Engine:
                 raise MutationGap(client_id, mutation_id, last + 1)
             if not await tx.advance_client(client_id, pkey, last, last + 1):
                 raise RetryLater("another node is applying this client's mutation", 0.05)
+            handoff: Handoff = []
             try:
                 if parsed is None:
                     raise refusal or parse_error or InvalidMutation("malformed mutation")
                 if len(parsed.ops) > self.max_ops:
                     raise InvalidMutation(f"a mutation may hold at most {self.max_ops} ops")
                 ack = await self._apply_ops(
-                    tx, principal, parsed.ops, parsed.id, parsed.mode, client_id
+                    tx, principal, parsed.ops, parsed.id, parsed.mode, client_id, handoff=handoff
                 )
             except MutationRefused as exc:
                 if not exc.permanent:
@@ -162,6 +173,9 @@ class Engine:
                 ack = Ack(mutation_id, "rejected", error=exc.to_wire())
             await tx.put_ack(client_id, ack.mutation_id, ack.to_wire())
         if ack.seq is not None:
+            if handoff:  # committed: what it wrote, for this node's log reader
+                for local in self._local_listeners:
+                    local(ack.seq, *handoff[-1])
             self._committed(ack.seq)
         return ack
 
@@ -176,6 +190,7 @@ class Engine:
         *,
         trusted: bool = False,
         seq: int | None = None,
+        handoff: Handoff | None = None,
     ) -> Ack:
         seq = seq if seq is not None else await tx.head() + 1
         before: dict[tuple[str, str], Record | None] = {}
@@ -252,6 +267,8 @@ class Engine:
                 )
             )
         await tx.append_log(entries)
+        if handoff is not None:
+            handoff.append((entries, changed))
         return Ack(mutation_id or 0, "applied", seq=seq, results=results)
 
     def _check_conflicts_visible(

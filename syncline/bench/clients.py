@@ -64,9 +64,24 @@ async def _open(system: str, port: int, client_id: str) -> ClientConnection:
     return ws
 
 
-async def _subscribe(system: str, ws: ClientConnection) -> None:
+def _nonmatching(count: int, tag: str) -> dict[str, Any]:
+    """``count`` queries no change of the bench touches (lists that never get a card)."""
+    return {
+        f"n{j}": {"c": "cards", "where": {"board_id": BOARD, "list_id": f"none-{tag}-{j}"}}
+        for j in range(count)
+    }
+
+
+async def _subscribe(
+    system: str, ws: ClientConnection, nonmatching: int = 0, tag: str = ""
+) -> None:
     if system == "syncline":
-        sub = {"t": "sub", "queries": {"q": {"c": "cards", "where": {"board_id": BOARD}}}}
+        queries = (
+            _nonmatching(nonmatching, tag)
+            if nonmatching
+            else {"q": {"c": "cards", "where": {"board_id": BOARD}}}
+        )
+        sub = {"t": "sub", "queries": queries}
         await ws.send(orjson.dumps(sub).decode())
         while '"snapshot"' not in (await _recv(ws))[:40]:
             pass
@@ -111,7 +126,14 @@ class _Tally:
 
 
 async def _subscribers(
-    system: str, port: int, count: int, flood_start: Any, stop: Any, queue: Any, tag: int
+    system: str,
+    port: int,
+    count: int,
+    flood_start: Any,
+    stop: Any,
+    queue: Any,
+    tag: int,
+    nonmatching: int = 0,
 ) -> None:
     tally = _Tally(latencies=[])
     conns: list[ClientConnection] = []
@@ -122,8 +144,9 @@ async def _subscribers(
         nonlocal failures
         async with sem:
             try:
-                ws = await _open(system, port, f"sub-{tag}-{i}-{uuid.uuid4().hex[:8]}")
-                await _subscribe(system, ws)
+                client = f"sub-{tag}-{i}-{uuid.uuid4().hex[:8]}"
+                ws = await _open(system, port, client)
+                await _subscribe(system, ws, nonmatching, client)
                 conns.append(ws)
             except Exception:
                 failures += 1
@@ -182,13 +205,21 @@ async def _subscribers(
 
 
 def run_subscribers(
-    system: str, port: int, count: int, flood_start: Any, stop: Any, queue: Any, tag: int
+    system: str,
+    port: int,
+    count: int,
+    flood_start: Any,
+    stop: Any,
+    queue: Any,
+    tag: int,
+    nonmatching: int = 0,
 ) -> None:
-    """Process target: hold ``count`` subscribers and report what they received."""
+    """Process target: hold ``count`` subscribers and report what they received (each
+    with ``nonmatching`` queries no change touches, when not 0, instead of the board)."""
     raise_fd_limit()
     import uvloop
 
-    uvloop.run(_subscribers(system, port, count, flood_start, stop, queue, tag))
+    uvloop.run(_subscribers(system, port, count, flood_start, stop, queue, tag, nonmatching))
 
 
 # --- fan-out writers ----------------------------------------------------------------------

@@ -41,6 +41,8 @@ HEADLINES: dict[str, list[tuple[str, bool]]] = {
         ("time_to_live_ms", False),
     ],
     "connections": [("held", True), ("rss_mb", False), ("kb_per_conn", False)],
+    "matching": [("cpu_ms_per_commit", False)],
+    "multinode": [("p50_ms", False), ("p99_ms", False)],
 }
 # The parameter that pairs a syncline row with its peers' rows.
 PAIR_BY = {
@@ -49,6 +51,18 @@ PAIR_BY = {
     "ssr": "records",
     "resume": "changes",
     "connections": "connections",
+    "matching": "connections",
+    "multinode": "subscribers",
+}
+# Peers measured against only some of syncline's rows (default: every syncline row of
+# the scenario and size): a naive SQLite endpoint is syncline-on-SQLite's peer, not
+# syncline-on-PostgreSQL's.
+COMPARED_WITH: dict[str, tuple[str, ...]] = {
+    "starlette-sqlite-naive": ("syncline",),
+    "starlette-postgres-naive": ("syncline-postgres",),
+    "ssr-naive": ("syncline (todomvc)",),
+    "hydrate-naive": ("syncline (todomvc)",),
+    "one-node": ("syncline-3-nodes",),
 }
 
 TINY = Plan(
@@ -65,6 +79,7 @@ TINY = Plan(
     hydrate_timeout=30.0,
     connections=(50,),
     idle_seconds=0.5,
+    matching_connections=5,
 )
 """Tiny sizes for the smoke test (hidden option ``--tiny``); its figures mean nothing."""
 
@@ -83,6 +98,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
                 ours.scenario != peer.scenario
                 or not ours.system.startswith("syncline")
                 or ours.params.get(key) != peer.params.get(key)
+                or ours.system not in COMPARED_WITH.get(peer.system, (ours.system,))
             ):
                 continue
             for metric, higher in HEADLINES.get(peer.scenario, []):
@@ -134,7 +150,6 @@ def tables(results: list[Result], pairs: list[dict[str, Any]], cores: int | None
                 p["metric"]: p["ratio"]
                 for p in pairs
                 if p["peer"] == r.system
-                and p["system"] == "syncline"
                 and p["scenario"] == scenario
                 and p.get(key) == r.params.get(key)
             }
@@ -176,6 +191,7 @@ def run(
     tiny: bool = False,
     console: Console | None = None,
     postgres_url: str | None = None,
+    charts_dir: Path | None = None,
 ) -> dict[str, Any]:
     if console is None:
         console = Console()
@@ -226,4 +242,9 @@ def run(
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
         console.print(f"wrote {json_path}")
+    if charts_dir is not None:
+        from .charts import write_charts
+
+        for path in write_charts(document, charts_dir):
+            console.print(f"wrote {path}")
     return document

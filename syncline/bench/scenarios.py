@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import queue as queue_mod
 import secrets
@@ -49,11 +50,12 @@ class Plan:
     idle_seconds: float = 3.0
     hydrate_timeout: float = 120.0
     hydrate_max: int = 10_000
+    matching_connections: int = 300
     postgres_url: str | None = None
-    """``--postgres-url``: where ``mutations`` measures syncline on PostgreSQL."""
+    """``--postgres-url``: where ``mutations`` and ``multinode`` measure PostgreSQL."""
 
 
-QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5, hydrate_max=1_000)
+QUICK = Plan((100, 500), 3.0, 3.0, (1, 10, 50), 2.0, (100, 1_000, 10_000), 5)
 FULL = Plan((100, 1_000), 10.0, 10.0, (1, 10, 50), 8.0, (100, 1_000, 10_000), 20)
 
 
@@ -155,12 +157,7 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     last = max((r["last_ns"] for r in reports), default=0) / 1e9
     span = max(last - flood["start"], flood["end"] - flood["start"], 1e-9)
     metrics = {
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "max_ms": max(latencies, default=float("nan")),
-        "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
-        "latency_delivered_ratio": len(latencies)
-        / max(1, int(plan.rate * plan.latency_seconds) * connected),
+        **_latency_metrics(plan, latencies, rate, connected),
         "delivered_per_s": delivered / span,
         "published_per_s": flood["acked"] / max(flood["end"] - flood["start"], 1e-9),
         "flood_delivered_ratio": delivered / max(1, flood["acked"] * connected),
@@ -178,12 +175,35 @@ def _fanout_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     return Result("fanout", system, params, metrics)
 
 
+def _latency_metrics(
+    plan: Plan, latencies: list[float], rate: dict[str, Any], connected: int
+) -> dict[str, float]:
+    """Commit-to-delivery percentiles of the 100/s phase, and the shares that arrived."""
+    return {
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies, default=float("nan")),
+        "latency_acked_ratio": rate["acked"] / max(1, rate["sent"]),
+        "latency_delivered_ratio": len(latencies)
+        / max(1, int(plan.rate * plan.latency_seconds) * connected),
+    }
+
+
 class _Subscribers:
     """``n`` subscribers of ``system``, spread over the plan's subscriber processes:
     connected on entering (``connected``, ``failed``), stopped on leaving. Setting
     ``flood_start`` tells them when the throughput phase began."""
 
-    def __init__(self, plan: Plan, system: str, port: int, n: int, connect_timeout: float):
+    def __init__(
+        self,
+        plan: Plan,
+        system: str,
+        port: int,
+        n: int,
+        connect_timeout: float,
+        nonmatching: int = 0,
+        tag: int = 0,
+    ):
         self.flood_start = CTX.Value("d", math.inf)
         self._stop = CTX.Event()
         self._q = CTX.Queue()
@@ -192,7 +212,16 @@ class _Subscribers:
         self._procs = [
             CTX.Process(
                 target=run_subscribers,
-                args=(system, port, share, self.flood_start, self._stop, self._q, i),
+                args=(
+                    system,
+                    port,
+                    share,
+                    self.flood_start,
+                    self._stop,
+                    self._q,
+                    tag + i,
+                    nonmatching,
+                ),
                 daemon=True,
             )
             for i, share in enumerate(shares)
@@ -266,7 +295,7 @@ def _drop_pg_schema(url: str, schema: str) -> None:
 def mutations(plan: Plan, workdir: Path, report: Report) -> list[Result]:
     systems: list[tuple[str, str]] = [("syncline", "sqlite"), ("starlette-sqlite-naive", "sqlite")]
     if plan.postgres_url:
-        systems.insert(1, ("syncline", "postgresql"))
+        systems[1:1] = [("syncline", "postgresql"), ("starlette-postgres-naive", "postgresql")]
     else:
         report(f"mutations: no PostgreSQL rows (give --postgres-url or ${POSTGRES_ENV})")
     results = []
@@ -282,7 +311,7 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
     schema = ""
     if store == "postgresql":
         assert plan.postgres_url is not None
-        schema = f"syncline_bench_{secrets.token_hex(4)}"
+        schema = f"syncline_bench_perf_{secrets.token_hex(4)}"
         sep = "&" if "?" in plan.postgres_url else "?"
         db = f"{plan.postgres_url}{sep}schema={schema}"
     else:
@@ -315,7 +344,7 @@ def _mutations_one(plan: Plan, workdir: Path, system: str, store: str, writers: 
         "errors": out["errors"],
         "rss_mb": rss,
     }
-    name = system if store == "sqlite" else f"{system}-postgres"
+    name = system if store == "sqlite" or system != "syncline" else "syncline-postgres"
     return Result("mutations", name, params, metrics)
 
 
@@ -384,7 +413,66 @@ def ssr(plan: Plan, workdir: Path, report: Report) -> list[Result]:
         else:
             params["hydration"] = "skipped: no Playwright or no Chromium"
         results.append(Result("ssr", f"syncline ({page})", params, metrics))
+        if page == "todomvc":
+            results.extend(_ssr_naive(plan, workdir, report, size, browser))
     return results
+
+
+def _ssr_naive(
+    plan: Plan, workdir: Path, report: Report, size: int, browser: str | None
+) -> list[Result]:
+    """``ssr-naive`` (Starlette + Jinja2 + sqlite3, the same markup and rows) and
+    ``hydrate-naive`` (its page's script: ``JSON.parse`` the rows and render them)."""
+    report(f"ssr: render ssr-naive with {size} records")
+    db = str(workdir / f"ssr-naive-{size}-{secrets.token_hex(3)}.sqlite3")
+    metrics = _run_generator(_ssr_naive_worker, (db, size, plan.ssr_repeats), 300)
+    params: dict[str, Any] = {"page": "todomvc", "records": size, "repeats": plan.ssr_repeats}
+    store = {"store": "sqlite3, one column per field"}
+    out = [Result("ssr", "ssr-naive", {**params, **store}, metrics)]
+    if browser is None or size > plan.hydrate_max:
+        return out
+    report(f"ssr: hydrate-naive {size} records in Chromium")
+    port = free_port()
+    repeats = 1 if size >= 10_000 else max(2, plan.ssr_repeats // 2)
+    with spawned(run_server, "ssr-naive", port, db) as server:
+        wait_port(port, server)
+        hydration = _run_generator(
+            _hydrate_worker,
+            (browser, port, "naive", repeats, plan.hydrate_timeout, size < 10_000),
+            (repeats + 1) * (plan.hydrate_timeout + 30),
+        )
+    if "error" in hydration:
+        params["hydration"] = hydration["error"]
+        hydration = {}
+    params.update(browser=browser, hydrate_repeats=repeats)
+    out.append(Result("ssr", "hydrate-naive", params, hydration))
+    return out
+
+
+def _ssr_naive_worker(db: str, size: int, repeats: int, q: Any) -> None:
+    """Process target: seed the naive table, then time GET / through its ASGI app."""
+    from .naive import seed_naive_todos, ssr_naive_app
+
+    rows = [{"id": f"ssr-{i:06d}", **_todo(i).fields} for i in range(size)]
+    seed_naive_todos(db, rows)
+
+    async def measure() -> dict[str, float]:
+        app = ssr_naive_app(db, TODOMVC_SESSION)
+        render: list[float] = []
+        size_bytes = 0
+        for _ in range(repeats + 1):
+            began = time.perf_counter()
+            body = await _get_page(app, [])
+            render.append((time.perf_counter() - began) * 1000)
+            size_bytes = len(body)
+        render = render[1:]  # the first also compiles the template
+        return {
+            "render_ms": percentile(render, 0.5),
+            "render_min_ms": min(render),
+            "bytes": size_bytes,
+        }
+
+    q.put(asyncio.run(measure()))
 
 
 # Runs in the page before its scripts: note DOMContentLoaded and the moment the sync
@@ -651,10 +739,118 @@ def _connections_one(plan: Plan, workdir: Path, system: str, n: int) -> Result:
     return Result("connections", system, params, metrics)
 
 
+# --- matching -------------------------------------------------------------------------------
+
+
+def matching(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    """The server's CPU per commit with ``matching_connections`` connections holding 100
+    queries each that no commit touches, against the same with 1 such query each: the
+    subscription index should make a commit's cost grow with what it concerns only."""
+    results = []
+    n = plan.matching_connections
+    for queries, system in ((100, "syncline"), (1, "one-query-each")):
+        report(f"matching: {n} connections x {queries} non-matching queries")
+        port = free_port()
+        db = str(workdir / f"matching-{queries}-{secrets.token_hex(3)}.sqlite3")
+        with spawned(run_server, "syncline", port, db) as server:
+            wait_port(port, server)
+            with _Subscribers(plan, "syncline", port, n, 300, nonmatching=queries) as subs:
+                connected = subs.connected
+                time.sleep(0.5)
+                cpu_start = _cpu_s(server.pid or 0)
+                out = _run_generator(
+                    run_mutators,
+                    ("syncline", port, 1, plan.mutation_seconds),
+                    plan.mutation_seconds + 60,
+                )
+                cpu = _cpu_s(server.pid or 0) - cpu_start
+                subs.finish()
+        commits = max(1, out["acked"])
+        params = {"connections": n, "queries_per_connection": queries, "store": "sqlite"}
+        metrics = {
+            "cpu_ms_per_commit": 1000 * cpu / commits,
+            "commits": out["acked"],
+            "connected": connected,
+        }
+        results.append(Result("matching", system, params, metrics))
+    return results
+
+
+# --- multinode ------------------------------------------------------------------------------
+
+REDIS_ENV = "SYNCLINE_BENCH_REDIS"
+"""The Redis of ``multinode`` (default ``redis://127.0.0.1:6379/0``); a run's channel is
+its own."""
+
+
+def multinode(plan: Plan, workdir: Path, report: Report) -> list[Result]:
+    """Commit-to-delivery with 3 nodes on one PostgreSQL and Redis (writer on node 1,
+    subscribers on nodes 2 and 3) against one node holding writer and subscribers."""
+    import os
+
+    if not plan.postgres_url:
+        report(f"multinode: skipped (give --postgres-url or ${POSTGRES_ENV})")
+        return []
+    redis = os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/0")
+    n = plan.subscribers[0]
+    results = []
+    for nodes, system in ((3, "syncline-3-nodes"), (1, "one-node")):
+        report(f"multinode: {nodes} node(s), {n} subscribers")
+        schema = f"syncline_bench_perf_{secrets.token_hex(4)}"
+        sep = "&" if "?" in plan.postgres_url else "?"
+        store = f"{plan.postgres_url}{sep}schema={schema}"
+        spec = f"{store} {redis} syncline-bench-perf-{secrets.token_hex(4)}"
+        ports = [free_port() for _ in range(nodes)]
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in ports:  # one at a time: the first seeds the board
+                    server = stack.enter_context(spawned(run_server, "syncline-node", port, spec))
+                    wait_port(port, server)
+                readers = ports[1:] or ports
+                shares = [n // len(readers) + (i < n % len(readers)) for i in range(len(readers))]
+                groups = [
+                    stack.enter_context(
+                        _Subscribers(
+                            dataclasses.replace(plan, subscriber_processes=1),
+                            "syncline",
+                            port,
+                            share,
+                            120,
+                            tag=10 * i,
+                        )
+                    )
+                    for i, (port, share) in enumerate(zip(readers, shares, strict=True))
+                ]
+                time.sleep(0.5)
+                rate = _run_generator(
+                    run_writers,
+                    ("syncline", ports[0], "rate", plan.rate, plan.latency_seconds, 1, 1),
+                    plan.latency_seconds + 30,
+                )
+                reports = [r for g in groups for r in g.finish()]
+                connected = sum(g.connected for g in groups)
+        finally:
+            _drop_pg_schema(plan.postgres_url, schema)
+        latencies = [x for r in reports for x in r["latencies"]]
+        params = {
+            "subscribers": n,
+            "nodes": nodes,
+            "rate_per_s": plan.rate,
+            "latency_seconds": plan.latency_seconds,
+            "store": "postgresql (synchronous_commit=on)",
+            "backplane": "redis",
+        }
+        metrics = {**_latency_metrics(plan, latencies, rate, connected), "connected": connected}
+        results.append(Result("multinode", system, params, metrics))
+    return results
+
+
 SCENARIOS: dict[str, Callable[[Plan, Path, Report], list[Result]]] = {
     "fanout": fanout,
     "mutations": mutations,
     "ssr": ssr,
     "resume": resume,
     "connections": connections,
+    "matching": matching,
+    "multinode": multinode,
 }

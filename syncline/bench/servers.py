@@ -6,6 +6,7 @@
 - ``python-socketio``: ASGI under uvicorn, one room, ``emit`` to the room.
 - ``starlette-naive``: a Starlette WebSocket endpoint that loops over its connections.
 - ``starlette-sqlite-naive``: one HTTP request, one INSERT and one COMMIT per change.
+- ``starlette-postgres-naive`` and ``ssr-naive``: see :mod:`syncline.bench.naive`.
 
 The relays speak a tiny protocol: a client sends ``sub`` to receive every message
 (answered ``subbed``); any other text is broadcast to subscribers and answered ``a``.
@@ -52,6 +53,12 @@ def run_server(system: str, port: int, db: str = "") -> None:
     logging.basicConfig(level=logging.ERROR)
     if system == "syncline":
         _uvicorn(_syncline_app(db), port)
+    elif system == "syncline-node":  # db: "<store url> <backplane url> <channel>"
+        from ..fanout.select import backplane_from_url
+
+        store_url, backplane_url, channel = db.split(" ")
+        backplane = backplane_from_url(backplane_url, database=store_url, channel=channel)
+        _uvicorn(_syncline_app(store_url, backplane), port)
     elif system == "syncline-board":
         from ..demo.app import create_app
         from ..store import store_from_url
@@ -72,14 +79,24 @@ def run_server(system: str, port: int, db: str = "") -> None:
         _uvicorn(_starlette_naive_app(), port)
     elif system == "starlette-sqlite-naive":
         _uvicorn(_starlette_sqlite_app(db), port)
+    elif system == "starlette-postgres-naive":
+        from .naive import starlette_postgres_app
+
+        _uvicorn(starlette_postgres_app(db), port)
+    elif system == "ssr-naive":
+        from .naive import ssr_naive_app
+        from .scenarios import TODOMVC_SESSION
+
+        _uvicorn(ssr_naive_app(db, TODOMVC_SESSION), port)
     else:
         raise ValueError(f"unknown system {system!r}")
 
 
-def _syncline_app(db: str) -> Any:
+def _syncline_app(db: str, backplane: Any = None) -> Any:
     """The demo's schema and seed behind a default ``SynclineServer``, except for the
     per-connection mutation rate limit (50/s by default), raised so that a few writer
-    connections can push the server to its limit."""
+    connections can push the server to its limit, and the connections one principal may
+    hold (64 by default): every bench client is the demo's one principal."""
     from starlette.applications import Starlette
 
     from ..demo.app import SCHEMA, seed
@@ -91,7 +108,9 @@ def _syncline_app(db: str) -> Any:
     store = store_from_url(db)
     engine = Engine(SCHEMA, store)
     limits = Limits(max_ops=engine.max_ops, mutations_per_second=1e6, mutation_burst=1_000_000)
-    sync = SynclineServer(engine, limits=limits)
+    sync = SynclineServer(
+        engine, limits=limits, backplane=backplane, max_connections_per_principal=1_000_000
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,12 +3,16 @@ change costs in proportion to the queries it concerns, not to every query held.
 
 Each distinct query (by its key) is registered once, under one of its equality
 conditions: collection -> field -> value -> queries (an ``in`` under each of its
-values). A query without an equality sits in its collection's *scan* bucket. For a
-range of the log, the candidates are the scan buckets of the touched collections plus
-the queries found by looking up, for each indexed field, its value in every *view* of
-every touched record: each entry's before- and after-image, and the record as it is now
-(what :func:`syncline.changes.query_items` looks at). A query that is not a candidate
-has a condition that no view satisfies, so none of them matches its filter and
+values); of its equalities, the one with the fewest values, and among those the one
+whose buckets hold the fewest queries when it is registered (so queries that share a
+value, such as every list query of one board, are spread over the values that tell
+them apart, and a change to that board does not make all of them candidates). A query
+without an equality sits in its collection's *scan* bucket. For a range of the log,
+the candidates are the scan buckets of the touched collections plus the queries found
+by looking up, for each indexed field, its value in every *view* of every touched
+record: each entry's before- and after-image, and the record as it is now (what
+:func:`syncline.changes.query_items` looks at). A query that is not a candidate has a
+condition that no view satisfies, so none of them matches its filter and
 ``query_items`` would answer nothing for it -- limited queries included. The index
 never changes an answer; it only skips answers known to be empty.
 
@@ -41,13 +45,14 @@ class Registered:
         self.query = query
         self.key = key  # Query.key, computed once
         self.subs: dict[tuple[Subscriber, str], Query] = {}
-        self.field, self.keys = _placement(query)
+        self.field: str | None = None  # set by SubscriptionIndex._place (None: scan)
+        self.keys: tuple[Hashable, ...] = ()
 
 
-def _placement(query: Query) -> tuple[str | None, tuple[Hashable, ...]]:
-    """The field (None: scan) and value keys to index ``query`` under: its equality
-    with the fewest values, keys that no value has (NaN) left out."""
-    best: tuple[str | None, tuple[Hashable, ...]] = (None, ())
+def _placements(query: Query) -> list[tuple[str, tuple[Hashable, ...]]]:
+    """The fields and value keys ``query`` may be indexed under (none: a scan): its
+    equalities with the fewest values, keys that no value has (NaN) left out."""
+    options: list[tuple[str, tuple[Hashable, ...]]] = []
     for field, values in equality_constraints(query):
         keys: list[Hashable] = []
         for v in values:
@@ -58,9 +63,9 @@ def _placement(query: Query) -> tuple[str | None, tuple[Hashable, ...]]:
                 continue  # NaN equals nothing
             keys.append(k)
         else:
-            if best[0] is None or len(keys) < len(best[1]):
-                best = (field, tuple(dict.fromkeys(keys)))
-    return best
+            options.append((field, tuple(dict.fromkeys(keys))))
+    fewest = min((len(keys) for _, keys in options), default=0)
+    return [o for o in options if len(o[1]) == fewest]
 
 
 class _Collection:
@@ -135,9 +140,16 @@ class SubscriptionIndex:
 
     def _place(self, reg: Registered) -> None:
         coll = self._collections.setdefault(reg.query.collection, _Collection())
-        if reg.field is None:
+        options = _placements(reg.query)
+        if not options:
             coll.scan.add(reg)
             return
+
+        def load(option: tuple[str, tuple[Hashable, ...]]) -> int:
+            table = coll.fields.get(option[0], {})
+            return sum(len(table.get(k, ())) for k in option[1])
+
+        reg.field, reg.keys = min(options, key=load)  # the first of equal loads
         table = coll.fields.setdefault(reg.field, {})
         for k in reg.keys:
             table.setdefault(k, set()).add(reg)

@@ -5,7 +5,15 @@ or noticed by the once-a-second poll) wakes the reader. One step of the reader o
 one read transaction and:
 
 1. reads the new range of the log, ``(position, head]``, and the current records it
-   touches, once;
+   touches, once; when every commit of the range was made on this node, no join waits
+   and no later commit was announced, it takes them from those commits instead
+   (``Engine.on_local_commit``: the entries and records each wrote, handed over once
+   durable) and reads nothing, with ``head`` the last of them: the range is contiguous
+   and committed, so the stream neither skips nor overlaps a ``seq``, and the records
+   are those at that head (the last commit of the range to write each one wrote it).
+   A range that needs a read (a commit of another node or a server transaction in it,
+   a limited window that moved) is read from the log as above; the log stays the
+   truth for resumes and for other nodes;
 2. finds the subscriptions the range may concern through the subscription index
    (:mod:`syncline.fanout.index`: by collection and equality values, a scan bucket
    for the rest) and matches the range to those only
@@ -165,6 +173,14 @@ class _Shared:
     answers: dict[tuple[int, str, object], list[str]] = field(default_factory=dict)
 
 
+class _NeedsRead(Exception):
+    """A step taken from this node's commits needs the store (a limited window moved)."""
+
+
+MAX_HANDED = 10_000
+"""Commits kept for the next step at most (beyond, the step reads the log)."""
+
+
 class LogReader:
     def __init__(
         self,
@@ -204,6 +220,13 @@ class LogReader:
         """Called with the new position after each step that moved it (other nodes'
         commits included)."""
         self.on_entries: Callable[[list[LogEntry], float], None] | None = None  # metrics
+        self._handed: dict[int, tuple[list[LogEntry], dict[tuple[str, str], Record]]] = {}
+        self._notified = 0  # the highest head announced to :meth:`notify`
+        self.handed_steps = 0
+        """Steps that took their range from this node's commits (read nothing)."""
+        self.log_reads = 0
+        """Steps that read their range from the log."""
+        engine.on_local_commit(self.take_commit)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -230,10 +253,21 @@ class LogReader:
             if not j.done.done():
                 j.done.cancel()
         self._joins.clear()
+        self._handed.clear()
 
     def notify(self, head: int | None = None) -> None:
         """The head moved, or a connection waits for it (engine, backplane, server)."""
+        if head is not None and head > self._notified:
+            self._notified = head
         self._wake.set()
+
+    def take_commit(
+        self, seq: int, entries: list[LogEntry], records: dict[tuple[str, str], Record]
+    ) -> None:
+        """A durable commit of this node (``Engine.on_local_commit``): keep what it
+        wrote for the step that delivers it."""
+        if self.position is not None and seq > self.position and len(self._handed) < MAX_HANDED:
+            self._handed[seq] = (entries, records)
 
     # --- connections --------------------------------------------------------------------
 
@@ -288,6 +322,8 @@ class LogReader:
         they came until ``max_joins`` or ``join_budget``; the rest stay queued and the
         next step follows at once, so during a storm of resumes connected clients still
         get a step (and their changes) every ``join_budget`` or so."""
+        if self._handed and not self._joins and await self._step_handed():
+            return
         joins: list[_Join] = []
         try:
             async with self.engine.store.read() as tx:
@@ -298,6 +334,7 @@ class LogReader:
                 entries: list[LogEntry] = []
                 if head > self.position:
                     entries = await tx.log(self.position, head)
+                    self.log_reads += 1
                 current = await current_records(tx, entries)
                 live = await self._live_parts(tx, entries, current, head)
                 served = []
@@ -317,7 +354,38 @@ class LogReader:
             raise
         if self._joins:
             self._wake.set()  # the joins left over get the next step, at once
-        # Hand over: nothing below awaits or fails.
+        self._finish(live, served, head, entries)
+
+    async def _step_handed(self) -> bool:
+        """A step over this node's commits only, reading nothing (see the module's
+        docs); False when the next range is not all of them, or needs a read."""
+        assert self.position is not None
+        seq = self.position + 1
+        entries: list[LogEntry] = []
+        current: dict[tuple[str, str], Record | None] = {}
+        while (handed := self._handed.get(seq)) is not None:
+            entries.extend(handed[0])
+            current.update(handed[1])
+            seq += 1
+        head = seq - 1
+        if head == self.position or head < self._notified:  # more was committed since
+            return False
+        try:
+            live = await self._live_parts(None, entries, current, head)
+        except _NeedsRead:
+            return False
+        self.handed_steps += 1
+        self._finish(live, [], head, entries)
+        return True
+
+    def _finish(
+        self,
+        live: list[tuple[Subscriber, ChangesPart]],
+        served: list[_Served | None],
+        head: int,
+        entries: list[LogEntry],
+    ) -> None:
+        """Hand over a step's frames: nothing here awaits or fails."""
         for conn, part in live:
             if not conn.left:
                 conn.send_changes(part)
@@ -329,6 +397,8 @@ class LogReader:
             self.on_entries(entries, time.time())
         moved = head != self.position
         self.position = head
+        for seq in [s for s in self._handed if s <= head]:
+            del self._handed[seq]
         self.steps += 1
         if moved:
             for listener in self.on_advance:
@@ -336,7 +406,7 @@ class LogReader:
 
     async def _live_parts(
         self,
-        tx: ReadTx,
+        tx: ReadTx | None,
         entries: list[LogEntry],
         current: dict[tuple[str, str], Record | None],
         head: int,
@@ -381,6 +451,8 @@ class LogReader:
                         query = reg.query
                         raw = query_items(schema, conn.principal, query, entries, current)
                         if raw is None:  # a limited window moved: send it whole
+                            if tx is None:  # at exactly this head: the step reads
+                                raise _NeedsRead
                             window = await self.engine.run_query(tx, conn.principal, query)
                             raw = [{"k": "reset", "records": window}]
                         items = [encode_item(i) for i in raw]
