@@ -20,7 +20,8 @@ The replica does no I/O: a transport feeds it frames and sends what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, overload
@@ -28,14 +29,14 @@ from typing import Any, Generic, Literal, NamedTuple, overload
 from pydantic import BaseModel
 
 from .cursor import Cursor
-from .exceptions import CursorError, InvalidMutation, PolicyViolation, QueryError
+from .exceptions import CursorError, InvalidMutation, PolicyViolation, QueryError, SetupError
 from .merge import _policy_field
 from .model import Collection, M, Schema, as_model
 from .ops import Delete, Increment, Insert, Mutation, Op, SetAdd, SetRemove, Update, apply_local
 from .query import Query
 from .record import Record
 from .results import Ack, FieldConflict
-from .undo import History, UndoOutcome, plan, record_effects
+from .undo import DEFAULT_PAUSE, History, UndoOutcome, plan, record_effects, typing_key
 
 __all__ = ["Draft", "Entry", "Event", "MutationBuilder", "Pending", "Replica", "typed_query"]
 
@@ -104,7 +105,16 @@ class Event:
 
 
 class Replica:
-    def __init__(self, schema: Schema, client_id: str) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        client_id: str,
+        *,
+        undo_pause: float = DEFAULT_PAUSE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if undo_pause < 0:
+            raise SetupError(f"undo_pause must be >= 0 seconds, got {undo_pause!r}")
         self.schema = schema
         self.client_id = client_id
         self.cursor: Cursor | None = None
@@ -117,6 +127,8 @@ class Replica:
         self._view: dict[Key, Record | None] | None = None
         self.history = History()  # undo and redo of this replica's own edits (syncline.undo)
         self._recording = "user"
+        self.undo_pause = undo_pause  # seconds of no typing that end one undo entry
+        self.clock = clock
 
     # --- state from the server --------------------------------------------------------
 
@@ -254,7 +266,11 @@ class Replica:
         base = self.cursor.seq if self.cursor is not None else 0
         mutation = Mutation(id=self._next_id, ops=ops, base=base, mode=mode)
         self._next_id += 1
-        self.history.record(mutation.id, record_effects(self, self.view(), ops), self._recording)
+        effects = record_effects(self, self.view(), ops)
+        typing = typing_key(self, effects)
+        self.history.record(
+            mutation.id, effects, self._recording, typing, self.clock(), self.undo_pause
+        )
         self.pending.append(Pending(mutation))
         self._view = None
         return mutation

@@ -22,6 +22,12 @@ the replica knows now, field by field:
 * insert: a delete; delete: an insert of the last incarnation's data (references are
   checked by the server as for any insert).
 
+Typing coalesces: consecutive entries that each change only the same ``text`` (or
+``lww`` string) field of the same record, made outside any explicit group and within
+``pause`` seconds of each other, become one entry (the first one's before, the last
+one's after), so one undo takes back a burst of keystrokes. Any other entry, an undo or
+redo, or a group ends the burst. The caller passes the time (an injected clock).
+
 The undo's own effects become a redo entry, and a redo's an undo entry. Both stacks are
 bounded (``DEFAULT_LIMIT``) and JSON-serializable, so a client keeps them with its
 pending queue. "This client's commits" are the ``seq`` of every ack of its mutations.
@@ -41,10 +47,13 @@ from .results import FieldConflict
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["DEFAULT_LIMIT", "Effect", "History", "Skipped", "UndoOutcome"]
+__all__ = ["DEFAULT_LIMIT", "DEFAULT_PAUSE", "Effect", "History", "Skipped", "UndoOutcome"]
 
 DEFAULT_LIMIT = 100
 """Entries each stack keeps; the oldest are forgotten first."""
+
+DEFAULT_PAUSE = 1.0
+"""Seconds of no typing that end a burst of keystrokes (one undo entry per burst)."""
 
 Effect = dict[str, Any]
 """One recorded effect (JSON): ``{"k": kind, "c", "id", ...}``; kinds ``field``
@@ -95,6 +104,22 @@ def record_effects(
         scratch[key] = after
         effects += _effects(coll, op, before, after)
     return effects
+
+
+def typing_key(replica: Replica, effects: list[Effect]) -> tuple[str, str, str] | None:
+    """The (collection, id, field) a typing entry changes: one ``field`` effect of a
+    ``text`` or ``lww`` field from a string to a string; None for anything else."""
+    if len(effects) != 1 or effects[0]["k"] != "field":
+        return None
+    e = effects[0]
+    if not (isinstance(e["before"], str) and isinstance(e["after"], str)):
+        return None
+    coll = replica.schema.collections.get(e["c"])
+    if coll is None:
+        return None
+    if coll.field(e["f"], e["id"]).kind not in ("text", "lww"):
+        return None
+    return (e["c"], e["id"], e["f"])
 
 
 def _live(record: Record | None) -> bool:
@@ -152,6 +177,8 @@ class History:
         self.mine: set[int] = set()  # seqs of this client's commits
         self._group: _Entry | None = None
         self._depth = 0
+        # The typing burst the top undo entry holds: (its entry, field key, last time).
+        self._burst: tuple[_Entry, tuple[str, str, str], float] | None = None
 
     @property
     def can_undo(self) -> bool:
@@ -164,6 +191,7 @@ class History:
     # --- recording --------------------------------------------------------------------
 
     def begin_group(self) -> None:
+        self._burst = None
         self._depth += 1
         if self._depth == 1:
             self._group = _Entry([], [])
@@ -176,9 +204,19 @@ class History:
                 self._push(self.undo_stack, group)
                 self.redo_stack.clear()
 
-    def record(self, mutation_id: int, effects: list[Effect], stack: str = "user") -> None:
+    def record(
+        self,
+        mutation_id: int,
+        effects: list[Effect],
+        stack: str = "user",
+        typing: tuple[str, str, str] | None = None,
+        at: float = 0.0,
+        pause: float = 0.0,
+    ) -> None:
         """Note a queued mutation's effects: a user action (``user``; clears the redo
-        stack), an undo (``redo``: pushed on the redo stack) or a redo (``undo``)."""
+        stack), an undo (``redo``: pushed on the redo stack) or a redo (``undo``).
+        ``typing`` (see :func:`typing_key`) at time ``at`` joins the burst on top of
+        the undo stack when it is the same field and less than ``pause`` later."""
         if not effects:
             return
         self.seqs[mutation_id] = None
@@ -186,7 +224,25 @@ class History:
             self._group.mids.append(mutation_id)
             self._group.effects += effects
             return
+        burst, self._burst = self._burst, None
+        if (
+            stack == "user"
+            and typing is not None
+            and burst is not None
+            and self.undo_stack
+            and self.undo_stack[-1] is burst[0]
+            and burst[1] == typing
+            and 0 <= at - burst[2] < pause
+        ):
+            top = burst[0]
+            top.mids.append(mutation_id)
+            top.effects[0] = {**top.effects[0], "after": effects[0]["after"]}
+            self._burst = (top, typing, at)
+            self.redo_stack.clear()
+            return
         entry = _Entry([mutation_id], effects)
+        if stack == "user" and typing is not None:
+            self._burst = (entry, typing, at)
         if stack == "redo":
             self._push(self.redo_stack, entry)
             return

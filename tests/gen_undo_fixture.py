@@ -6,13 +6,15 @@ and "other"; only what "me" sees and sends is written down, so a runner needs no
 server. Steps, in order:
 
 * ``{"hydrate": snapshot}``: load the snapshot.
-* ``{"local": [edit, ...], "sent": [mut]}``: one user action (one undo entry) of edits
-  in the kit's "local" form; ``sent`` the mutations it queues (``mut`` frames, no
-  ``t``).
-* ``{"undo": true | "redo": true, "sent": [...], "skipped": [...], "conflicts": [...]}``:
-  undo (redo) the newest entry; ``skipped`` the parts left alone (c, id, field,
-  reason), ``conflicts`` the drafts' conflicts (base: after my change, mine: before,
-  theirs: now).
+* ``{"local": [edit, ...], "at": seconds, "sent": [mut]}``: one user action (one
+  undo group) of edits in the kit's "local" form, made at time ``at`` of the replica's
+  clock; ``sent`` the mutations it queues (``mut`` frames, no ``t``). With ``"typed":
+  true`` the edits are made outside any group (as ``bindInput`` does, one per
+  keystroke), so typing within the replica's default ``undo_pause`` coalesces.
+* ``{"undo": true | "redo": true, "at": seconds, "sent": [...], "skipped": [...],
+  "conflicts": [...]}``: undo (redo) the newest entry; ``skipped`` the parts left
+  alone (c, id, field, reason), ``conflicts`` the drafts' conflicts (base: after my
+  change, mine: before, theirs: now).
 * ``{"ack": ack}``, ``{"changes": frame}``: server frames to feed.
 * ``{"expect": {"view": {id: data or null}, "can_undo", "can_redo", "drafts"}}``:
   ``drafts`` the conflicts of each draft the replica holds.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import nullcontext
 from typing import Any
 
 from syncline import Engine, Insert, MemoryStore, Query, Replica
@@ -72,8 +75,10 @@ def rm(*values: str) -> dict[str, Any]:
 DELETE = {"op": "delete", "c": "cards", "id": "c1"}
 INSERT2 = {"op": "insert", "c": "cards", "id": "c2", "fields": {"list_id": "l1", "title": "New"}}
 
-# (name, description, program): ("me", [edits]) one user action, ("other", [edits]) another
-# client's, committed and seen; ("undo",) / ("redo",).
+# (name, description, program): ("me", [edits]) one user action (a group), ("type", [edit],
+# at) one keystroke outside any group at time ``at``, ("other", [edits]) another client's,
+# committed and seen; ("undo",) / ("redo",), or ("undo", at). Steps without a time come
+# 10 s after the last.
 CASES: list[tuple[str, str, list[tuple[Any, ...]]]] = [
     ("lww_alone", "lww: undo restores the old value", [("me", [upd(title="Go")]), ("undo",)]),
     (
@@ -188,6 +193,91 @@ CASES: list[tuple[str, str, list[tuple[Any, ...]]]] = [
         [("me", [upd(title="Go"), incr(2), add("ux")]), ("undo",)],
     ),
     (
+        "typing_burst_one_entry",
+        "typing: three keystrokes within the pause are one entry; undo restores the text "
+        "as it was before the burst, redo the whole burst",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("type", [upd(description="The fox jumps!!")], 100.4),
+            ("type", [upd(description="The fox jumps!!!")], 101.2),
+            ("undo",),
+            ("redo",),
+        ],
+    ),
+    (
+        "typing_two_bursts",
+        "typing: two bursts separated by a pause are two entries, undone in turn",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("type", [upd(description="The fox jumps!!")], 100.5),
+            ("type", [upd(description="The fox jumps!!?")], 102.0),
+            ("type", [upd(description="The fox jumps!!??")], 102.5),
+            ("undo",),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_burst_others_typing_stays",
+        "typing: undoing a burst merges against another client's typing since",
+        [
+            ("type", [upd(description="The red fox jumps")], 100.0),
+            ("type", [upd(description="The red, red fox jumps")], 100.3),
+            ("other", [upd(description="The red, red fox jumps high")]),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_lww_string_coalesces",
+        "typing: an lww string field coalesces like text",
+        [
+            ("type", [upd(title="Ships")], 100.0),
+            ("type", [upd(title="Shipsz")], 100.2),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_other_field_ends_burst",
+        "typing: a keystroke in another field ends the burst",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("type", [upd(title="Ships")], 100.2),
+            ("type", [upd(description="The fox jumps!!")], 100.4),
+            ("undo",),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_other_kind_ends_burst",
+        "typing: an entry of another kind (a counter) ends the burst",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("type", [incr(1)], 100.2),
+            ("type", [upd(description="The fox jumps!!")], 100.4),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_group_ends_burst",
+        "typing: an explicit group is its own entry and ends the burst",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("me", [upd(description="The fox jumps!!")], 100.2),
+            ("type", [upd(description="The fox jumps!!!")], 100.4),
+            ("undo",),
+        ],
+    ),
+    (
+        "typing_after_undo_new_entry",
+        "typing: after an undo, the next keystroke starts a new entry",
+        [
+            ("type", [upd(description="The fox jumps!")], 100.0),
+            ("type", [upd(description="The fox jumps!!")], 100.2),
+            ("undo", 100.3),
+            ("type", [upd(description="The fox jumps?")], 100.4),
+            ("undo",),
+        ],
+    ),
+    (
         "update_of_deleted_skipped",
         "another client deleted the record since: the undo skips it",
         [("me", [upd(title="Go")]), ("other", [DELETE]), ("undo",)],
@@ -208,7 +298,9 @@ async def run_case(program: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     async with engine.transaction("admin") as tx:
         tx.apply(*SEED)
     queries = {"cards": Query.parse({"c": "cards"}, BOARD)}
-    me, other = Replica(BOARD, "me"), Replica(BOARD, "other")
+    clock = [0.0]  # the replicas' clock (seconds), set by each step
+    me = Replica(BOARD, "me", clock=lambda: clock[0])
+    other = Replica(BOARD, "other", clock=lambda: clock[0])
     snap = (await engine.snapshot("user", queries)).to_wire()
     me.load_snapshot(snap)
     other.load_snapshot(snap)
@@ -227,16 +319,21 @@ async def run_case(program: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             steps.append({"changes": changes})
 
     for step in program:
-        if step[0] in ("me", "other"):
-            replica = me if step[0] == "me" else other
+        timed = step[1:2] if step[0] in ("undo", "redo") else step[2:3]
+        clock[0] = timed[0] if timed else clock[0] + 10.0
+        if step[0] in ("me", "other", "type"):
+            replica = other if step[0] == "other" else me
             if step[0] == "other":  # the other client has seen my changes
                 await flush(other, False)
-            with replica.undo_group():
+            with nullcontext() if step[0] == "type" else replica.undo_group():
                 for edit in step[1]:
                     apply_edit(replica, edit)
-            if step[0] == "me":
-                steps.append({"local": step[1], "sent": [_mut(m) for m in me.unacked()]})
-            await flush(replica, step[0] == "me")
+            if step[0] != "other":
+                local: dict[str, Any] = {"local": step[1], "at": clock[0]}
+                if step[0] == "type":
+                    local["typed"] = True
+                steps.append({**local, "sent": [_mut(m) for m in me.unacked()]})
+            await flush(replica, step[0] != "other")
             if step[0] == "other":
                 await flush(me, True)
             continue
@@ -244,6 +341,7 @@ async def run_case(program: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         steps.append(
             {
                 step[0]: True,
+                "at": clock[0],
                 "sent": [_mut(m) for m in me.unacked()],
                 "skipped": _skipped(outcome),
                 "conflicts": _conflicts(outcome),

@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from syncline.client import Client, ClientEvent
+from syncline.exceptions import SetupError
 from syncline.undo import DEFAULT_LIMIT, History
 
 from .schemas import BOARD
@@ -97,3 +100,24 @@ def test_the_undo_section_of_the_design_names_tests_that_exist() -> None:
         source = (root / path).read_text()
         assert re.search(rf"def {test}\b", source), f"{path}::{test} does not exist"
     assert (root / "syncline/static/test/undo_fixture.test.js").exists()
+
+
+async def test_typing_within_undo_pause_is_one_entry_and_undo_pause_zero_turns_it_off() -> None:
+    """``Client(undo_pause=...)`` reaches the replica: quick keystrokes in one field are
+    one entry by default (1 s), and each its own entry with ``undo_pause=0``."""
+    for pause, undos in ((None, 1), (0.0, 3)):
+        c = Client(URL, BOARD) if pause is None else Client(URL, BOARD, undo_pause=pause)
+        c.hydrate(page_state())
+        for title in ("S", "Sh", "Shi"):  # well within one second of each other
+            c.update("cards", "c1", title=title)
+        count = 0
+        while c.undo() is not None:
+            count += 1
+        assert count == undos, pause
+        assert c.get("cards", "c1") == {**CARD, "id": "c1"}
+        await c.close()
+
+
+def test_a_negative_undo_pause_is_refused_with_a_named_error() -> None:
+    with pytest.raises(SetupError, match="undo_pause"):
+        Client(URL, BOARD, undo_pause=-1.0)

@@ -4,6 +4,7 @@ same file against the browser's replica."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ def test_the_committed_undo_fixture_is_what_python_computes_now() -> None:
 
 def test_the_undo_fixture_covers_every_policy_insert_delete_and_redo() -> None:
     names = " ".join(c["name"] for c in FIXTURE["cases"])
-    for word in ("lww", "custom", "counter", "set", "text", "manual", "insert", "delete"):
+    for word in ("lww", "custom", "counter", "set", "text", "manual", "insert", "delete", "typing"):
         assert word in names, word
     steps = [s for c in FIXTURE["cases"] for s in c["steps"]]
     assert any(s.get("redo") for s in steps)
@@ -44,14 +45,16 @@ def _sent(replica: Replica, before: set[int]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("case", FIXTURE["cases"], ids=lambda c: c["name"])
 def test_undo_fixture_case(case: dict[str, Any]) -> None:
-    replica = Replica(BOARD, FIXTURE["client"])
+    now = [0.0]
+    replica = Replica(BOARD, FIXTURE["client"], clock=lambda: now[0])
     for i, step in enumerate(case["steps"]):
         where = f"{case['name']} step {i}"
+        now[0] = step.get("at", now[0])
         before = {m.id for m in replica.unacked()}
         if "hydrate" in step:
             replica.load_snapshot(step["hydrate"])
         elif "local" in step:
-            with replica.undo_group():
+            with nullcontext() if step.get("typed") else replica.undo_group():
                 for edit in step["local"]:
                     apply_edit(replica, edit)
             assert _sent(replica, before) == step["sent"], where

@@ -53,7 +53,7 @@ from ..protocol.client import (
 from ..protocol.frames import Limits, ProtocolError, decode_client_frame, encode, encode_text
 from ..query import Query
 from ..replica import Draft, Entry, MutationBuilder, Replica
-from ..undo import UndoOutcome
+from ..undo import DEFAULT_PAUSE, UndoOutcome
 from ..waiting import wait_event
 from .persist import Persistence
 from .room import Room
@@ -104,7 +104,8 @@ class Client:
     the ``hello`` frame, ``headers`` with the WebSocket upgrade (cookies, tokens).
     With ``pending_path``, pending mutations, drafts, the client id and the last
     confirmed data are kept in that SQLite file and survive a restart. ``backoff`` is
-    the first and the longest wait between reconnection attempts.
+    the first and the longest wait between reconnection attempts. Edits of one text
+    (or lww string) field less than ``undo_pause`` seconds apart are one undo entry.
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class Client:
         ping_interval: float | None = 20.0,
         limits: Limits | None = None,
         save_interval: float = 1.0,
+        undo_pause: float = DEFAULT_PAUSE,
     ) -> None:
         self.url = url
         self.schema = schema
@@ -130,7 +132,7 @@ class Client:
         self.ping_interval = ping_interval
         self.limits = limits or Limits()
         self._persist = Persistence(pending_path, client_id=client_id, save_interval=save_interval)
-        self.replica = Replica(schema, self._persist.client_id)
+        self.replica = Replica(schema, self._persist.client_id, undo_pause=undo_pause)
         self._protocol = ClientProtocol(self.replica, credentials=credentials)
         self._persist.restore(self._protocol)
         self._status: Status = "offline"

@@ -106,6 +106,8 @@ export { Room } from "./presence.js";
  * @property {QueueStore | false} [storage]  default IndexedDB; false: memory only
  * @property {boolean} [tabs]  share edits with other tabs and adopt dead tabs' queues (true)
  * @property {[number, number]} [backoff]  first and longest reconnect wait, seconds
+ * @property {number} [undoPause]  edits of one text (or lww string) field less than this
+ *   many seconds apart are one undo entry (1)
  * @property {(url: string) => SocketLike} [socket]  how to open a WebSocket
  * @property {Partial<Limits>} [limits]
  * @property {LockManager | null} [locks]  default navigator.locks
@@ -166,7 +168,9 @@ export class SyncClient {
     // Field policies: the application's own description wins; else the page's.
     const embeddedFields = isObject(state) && isObject(state.fields) ? state.fields : null;
     const spec = options.schema ?? /** @type {SchemaSpec | null} */ (embeddedFields);
-    this.replica = new Replica(makeSchema(spec, schemaHash), this.clientId);
+    this.replica = new Replica(makeSchema(spec, schemaHash), this.clientId, {
+      undoPause: options.undoPause,
+    });
     this.protocol = new ClientProtocol(this.replica, {
       schemaHash,
       credentials: options.auth ?? null,

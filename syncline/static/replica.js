@@ -29,7 +29,7 @@ import { applyLocal, recordFromWire, recordKey } from "./ops.js";
 import { parseQuery, matches, sortRows } from "./query.js";
 import { collectionOf, makeSchema } from "./schema.js";
 import { conflictFromWire, integer, list, need, object } from "./wire.js";
-import { History, plan, recordEffects } from "./undo.js";
+import { DEFAULT_PAUSE, History, plan, recordEffects, typingKey } from "./undo.js";
 
 export { InvalidMutation, MutationBuilder, PolicyViolation } from "./builder.js";
 
@@ -91,8 +91,18 @@ export class Replica {
   /**
    * @param {Schema | SchemaSpec | null} schema  null: any collection, every field lww
    * @param {string} clientId
+   * @param {{undoPause?: number, clock?: () => number}} [options]  undoPause: seconds of
+   *   no typing that end one undo entry (default 1); clock: the time in seconds
    */
-  constructor(schema, clientId) {
+  constructor(schema, clientId, options = {}) {
+    const undoPause = options.undoPause ?? DEFAULT_PAUSE;
+    if (!(typeof undoPause === "number" && undoPause >= 0)) {
+      throw new RangeError(`undoPause must be a number of seconds >= 0, got ${String(undoPause)}`);
+    }
+    /** Seconds of no typing that end one undo entry (undo.js). */
+    this.undoPause = undoPause;
+    /** @type {() => number} */
+    this.clock = options.clock ?? (() => Date.now() / 1000);
     this.schema = makeSchema(schema);
     this.clientId = clientId;
     /** @type {Cursor | null} */
@@ -315,7 +325,9 @@ export class Replica {
     /** @type {Mutation} */
     const mutation = { id: this.nextId, ops, base, mode };
     this.nextId += 1;
-    this.history.record(mutation.id, recordEffects(this.schema, this.view(), ops), this._recording);
+    const effects = recordEffects(this.schema, this.view(), ops);
+    const typing = typingKey(this.schema, effects);
+    this.history.record(mutation.id, effects, this._recording, typing, this.clock(), this.undoPause);
     this.pending.push({ mutation, seq: null, acked: false });
     this._view = null;
     return mutation;

@@ -4,7 +4,10 @@
 // When the replica queues a mutation the user made, History records its effects against
 // the view it was made on: for a plain field the value before and after, for a counter
 // the increment, for a set the elements it really added and removed, for an insert or a
-// delete the record. One user action (a group) is one entry. Undo turns the top entry
+// delete the record. One user action (a group) is one entry; typing coalesces: consecutive
+// entries outside any group that each change only the same text (or lww string) field of
+// the same record, less than `pause` seconds apart, are one entry (first before, last after).
+// Any other entry, an undo or redo, or a group ends the burst. Undo turns the top entry
 // into a new, ordinary mutation built against what the replica knows now, field by field:
 // lww and custom fields come back only if nobody else changed them since (their confirmed
 // version is one of this client's commits and their value is still the entry's), else
@@ -27,6 +30,26 @@ import { merge3 } from "./textmerge.js";
 
 /** Entries each stack keeps; the oldest are forgotten first. */
 export const DEFAULT_LIMIT = 100;
+
+/** Seconds of no typing that end a burst of keystrokes (one undo entry per burst). */
+export const DEFAULT_PAUSE = 1;
+
+/**
+ * The "collection\u0000id\u0000field" a typing entry changes: one "field" effect of a text or
+ * lww field from a string to a string; null for anything else (undo.py typing_key).
+ * @param {import("./schema.js").Schema} schema @param {Effect[]} effects
+ * @returns {string | null}
+ */
+export function typingKey(schema, effects) {
+  if (effects.length !== 1 || effects[0].k !== "field") return null;
+  const e = effects[0];
+  if (typeof e.before !== "string" || typeof e.after !== "string") return null;
+  const coll = collectionOf(schema, e.c);
+  if (coll === null) return null;
+  const kind = fieldKind(coll, /** @type {string} */ (e.f));
+  if (kind !== "text" && kind !== "lww") return null;
+  return `${e.c}\u0000${e.id}\u0000${e.f}`;
+}
 
 /**
  * One recorded effect: {k, c, id, ...}; kinds "field" (f, before, after), "incr" (f, by),
@@ -111,6 +134,8 @@ export class History {
     /** @type {Entry | null} */
     this._group = null;
     this._depth = 0;
+    /** @type {{entry: Entry, key: string, at: number} | null} the typing burst on top */
+    this._burst = null;
   }
 
   get canUndo() {
@@ -122,6 +147,7 @@ export class History {
   }
 
   beginGroup() {
+    this._burst = null;
     this._depth += 1;
     if (this._depth === 1) this._group = { mids: [], effects: [] };
   }
@@ -140,10 +166,13 @@ export class History {
 
   /**
    * Note a queued mutation's effects: a user action ("user"; clears the redo stack), an
-   * undo ("redo": pushed on the redo stack) or a redo ("undo").
+   * undo ("redo": pushed on the redo stack) or a redo ("undo"). `typing` (typingKey) at
+   * time `at` joins the burst on top of the undo stack when it is the same field and
+   * less than `pause` later.
    * @param {number} mutationId @param {Effect[]} effects @param {string} [stack]
+   * @param {string | null} [typing] @param {number} [at] @param {number} [pause]
    */
-  record(mutationId, effects, stack = "user") {
+  record(mutationId, effects, stack = "user", typing = null, at = 0, pause = 0) {
     if (!effects.length) return;
     this.seqs.set(mutationId, null);
     if (stack === "user" && this._group !== null) {
@@ -151,8 +180,28 @@ export class History {
       this._group.effects.push(...effects);
       return;
     }
+    const burst = this._burst;
+    this._burst = null;
+    if (
+      stack === "user" &&
+      typing !== null &&
+      burst !== null &&
+      this.undoStack.length > 0 &&
+      this.undoStack[this.undoStack.length - 1] === burst.entry &&
+      burst.key === typing &&
+      at - burst.at >= 0 &&
+      at - burst.at < pause
+    ) {
+      const top = burst.entry;
+      top.mids.push(mutationId);
+      top.effects[0] = { ...top.effects[0], after: effects[0].after };
+      this._burst = { entry: top, key: typing, at };
+      this.redoStack.length = 0;
+      return;
+    }
     /** @type {Entry} */
     const entry = { mids: [mutationId], effects };
+    if (stack === "user" && typing !== null) this._burst = { entry, key: typing, at };
     if (stack === "redo") {
       this._push(this.redoStack, entry);
       return;

@@ -100,3 +100,22 @@ test("a tab's next page takes back the undo stacks its previous page saved", asy
   after.undo(); // the previous page's title edit
   assert.equal(after.get("cards", "c1")?.title, "Shop");
 });
+
+test("typing within undoPause is one entry; connect({ undoPause: 0 }) makes each its own", async () => {
+  for (const [extra, undos] of /** @type {[object, number][]} */ ([
+    [{}, 1],
+    [{ undoPause: 0 }, 3],
+  ])) {
+    const { sync } = await hydratedClient(extra);
+    for (const title of ["S", "Sh", "Shi"]) sync.update("cards", "c1", { title });
+    let count = 0;
+    while (sync.undo() !== null) count += 1;
+    assert.equal(count, undos, JSON.stringify(extra));
+    assert.equal(sync.get("cards", "c1")?.title, "Shop");
+    sync.close();
+  }
+});
+
+test("a negative undoPause is refused with a message naming it", () => {
+  assert.throws(() => new Replica(BOARD, "me", { undoPause: -1 }), /undoPause/);
+});

@@ -48,15 +48,19 @@ test("the undo fixture has cases", () => {
 
 for (const c of fixture.cases) {
   test(`undo fixture ${c.name}`, () => {
-    const replica = new Replica(BOARD, fixture.client);
+    let now = 0; // the replica's clock (seconds), set by each step's "at"
+    const replica = new Replica(BOARD, fixture.client, { clock: () => now });
     c.steps.forEach((/** @type {any} */ step, /** @type {number} */ i) => {
       const where = `${c.name} step ${i}`;
+      if ("at" in step) now = step.at;
       const before = new Set(replica.unacked().map((m) => m.id));
       if ("hydrate" in step) replica.loadSnapshot(step.hydrate);
       else if ("local" in step) {
-        replica.undoGroup(() => {
+        const edits = () => {
           for (const edit of step.local) applyEdit(replica, edit);
-        });
+        };
+        if (step.typed) edits();
+        else replica.undoGroup(edits);
         same(sent(replica, before), step.sent, where);
       } else if ("undo" in step || "redo" in step) {
         const outcome = "undo" in step ? replica.undo() : replica.redo();
