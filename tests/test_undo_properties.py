@@ -50,7 +50,9 @@ async def seed() -> Engine:
 
 
 async def replica(engine: Engine, name: str) -> Replica:
-    r = Replica(BOARD, name)
+    # One entry per edit (no typing bursts): the properties are about entries, and a
+    # fast machine would otherwise coalesce a run of edits into one.
+    r = Replica(BOARD, name, undo_pause=0)
     queries = {"q": Query.parse({"c": "cards"}, BOARD)}
     r.load_snapshot((await engine.snapshot("user", queries)).to_wire())
     return r
