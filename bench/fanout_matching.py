@@ -16,12 +16,13 @@ import argparse
 import asyncio
 import statistics
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
+from _sink import Sink  # bench/ is on the path of a script run from it
 from pydantic import BaseModel
 
 from syncline import Collection, Engine, Insert, Query, Queryable, Schema, Update
-from syncline.fanout.reader import ChangesPart, LogReader
+from syncline.fanout.reader import LogReader
 from syncline.store.memory import MemoryStore
 
 
@@ -31,26 +32,6 @@ class Card(BaseModel):
 
 
 SCHEMA = Schema([Collection("cards", Card)])
-
-
-class Sink:
-    """A connection as the reader sees it; it counts what it is handed."""
-
-    def __init__(self) -> None:
-        self.principal = "bench"
-        self.read_key: object = "bench"
-        self.queries: dict[str, Query] = {}
-        self.cursor: int | None = None
-        self.awaiting_seq = 0
-        self.left = False
-        self.resync = False
-        self.parts = 0
-
-    def send_changes(self, part: ChangesPart) -> None:
-        self.parts += 1
-
-    def send_frame(self, frame: Any) -> None:
-        pass
 
 
 async def measure(connections: int, queries: int, commits: int) -> float:

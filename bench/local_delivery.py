@@ -16,33 +16,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from _sink import Sink  # bench/ is on the path of a script run from it
 
 from syncline import Query
 from syncline.demo.app import SCHEMA, seed
 from syncline.engine import Engine
-from syncline.fanout.reader import ChangesPart, LogReader
+from syncline.fanout.reader import LogReader
 from syncline.store.sqlite import SQLiteStore
-
-
-class Conn:
-    """A subscriber as the reader sees it; counts the parts handed to it."""
-
-    def __init__(self) -> None:
-        self.principal = "demo"
-        self.read_key: object = "demo"
-        self.queries: dict[str, Query] = {}
-        self.cursor: int | None = None
-        self.awaiting_seq = 0
-        self.left = False
-        self.resync = False
-        self.parts = 0
-
-    def send_changes(self, part: ChangesPart) -> None:
-        self.parts += 1
-
-    def send_frame(self, frame: Any) -> None:
-        pass
 
 
 async def measure(commits: int) -> dict[str, float]:
@@ -54,7 +35,7 @@ async def measure(commits: int) -> dict[str, float]:
         reader = LogReader(engine, advance_every=3600)
         head = await engine.head()
         reader.epoch, reader.position = head.epoch, head.seq
-        conn = Conn()
+        conn = Sink("demo")
         query = Query.parse({"c": "cards", "where": {"board_id": "demo"}}, SCHEMA)
         task = asyncio.ensure_future(reader.join(conn, {"q": query}, None))  # type: ignore[arg-type]
         await asyncio.sleep(0)
