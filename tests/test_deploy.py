@@ -122,7 +122,9 @@ def get(url: str) -> int:
         return exc.code
 
 
-def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
+def test_the_image_steps_run_as_a_pip_install_layout(
+    layout: Path, request: pytest.FixtureRequest
+) -> None:
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed to run as the image's user")
     paths = {"/src": layout / "src", "/opt/syncline": layout / "opt/syncline"}
@@ -153,6 +155,7 @@ def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
         if "venv" in argv:
             venv_site = next((paths["/opt/syncline"] / "lib").glob("python3*/site-packages"))
             (venv_site / "_deps_of_this_test_run.pth").write_text(site + "\n")
+            _let_others_traverse(Path(site), request)
     assert not paths["/src"].exists()
     venv_python = paths["/opt/syncline"] / "bin" / "python"
     where = subprocess.run(
@@ -225,3 +228,16 @@ def test_the_image_steps_run_as_a_pip_install_layout(layout: Path) -> None:
     # `docker stop` sends SIGTERM: a graceful shutdown (uvicorn then re-raises it).
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+
+
+def _let_others_traverse(path: Path, request: pytest.FixtureRequest) -> None:
+    """The image's user reads this run's dependencies (the .pth above): a checkout in a
+    private folder (``mktemp -d`` makes 0700 ones) would hide them from it. Each
+    ancestor that others cannot enter gets ``o+x`` for the test's length, no more."""
+    changed: list[tuple[Path, int]] = []
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+            changed.append((folder, mode))
+    request.addfinalizer(lambda: [f.chmod(m) for f, m in reversed(changed)])
